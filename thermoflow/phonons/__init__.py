@@ -1,0 +1,20 @@
+"""Harmonic phonons: modes, frequencies and exact harmonic thermodynamics."""
+
+from thermoflow.phonons.modes import (
+    HarmonicModes,
+    compute_harmonic_modes,
+    dynamical_matrix,
+    modes_from_hessian,
+    translation_vectors,
+)
+from thermoflow.phonons.thermo import HarmonicThermo, harmonic_thermodynamics
+
+__all__ = [
+    "HarmonicModes",
+    "HarmonicThermo",
+    "compute_harmonic_modes",
+    "dynamical_matrix",
+    "harmonic_thermodynamics",
+    "modes_from_hessian",
+    "translation_vectors",
+]

@@ -1,0 +1,26 @@
+"""Potentials: pure JAX ``energy_fn(positions, cell) -> eV`` and their derivatives."""
+
+from thermoflow.potentials.base import EnergyFn, forces, hessian, virial
+from thermoflow.potentials.harmonic import make_einstein_energy_fn, make_harmonic_energy_fn
+from thermoflow.potentials.pair import (
+    lattice_images,
+    make_lennard_jones_energy_fn,
+    make_morse_energy_fn,
+    make_pair_energy_fn,
+)
+from thermoflow.potentials.plugin import load_target, make_plugin_energy_fn
+
+__all__ = [
+    "EnergyFn",
+    "forces",
+    "hessian",
+    "virial",
+    "lattice_images",
+    "load_target",
+    "make_einstein_energy_fn",
+    "make_harmonic_energy_fn",
+    "make_lennard_jones_energy_fn",
+    "make_morse_energy_fn",
+    "make_pair_energy_fn",
+    "make_plugin_energy_fn",
+]

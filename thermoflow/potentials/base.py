@@ -30,7 +30,7 @@ def hessian(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array) -> jax.A
     Symmetrised, (H + H^T) / 2, to remove round-off asymmetry.
     """
     n = positions.shape[0]
-    h = jax.hessian(energy_fn)(positions, cell).reshape(3 * n, 3 * n)
+    h = jax.jit(jax.hessian(energy_fn))(positions, cell).reshape(3 * n, 3 * n)
     return 0.5 * (h + h.T)
 
 

@@ -1,0 +1,30 @@
+"""Small analytic potentials used by the tests as user plug-ins (``kind = "python"``)."""
+
+import jax.numpy as jnp
+
+
+def make_anharmonic_atom(atoms=None, spring_eV_per_A2=1.0, quartic_eV_per_A4=2.0, coupling_eV_per_A4=2.0):
+    """One atom in an anharmonic well about its initial position r0:
+    V = k/2 |u|^2 + lam (x^4 + y^4 + z^4) + mu (x^2 y^2 + y^2 z^2 + z^2 x^2), u = R - r0, eV."""
+    r0 = jnp.asarray(atoms.get_positions()[0]) if atoms is not None else jnp.zeros(3)
+
+    def energy_fn(positions, cell):
+        del cell
+        u = positions[0] - r0
+        u2 = u**2
+        pair = u2[0] * u2[1] + u2[1] * u2[2] + u2[2] * u2[0]
+        return 0.5 * spring_eV_per_A2 * jnp.sum(u2) + quartic_eV_per_A4 * jnp.sum(u2**2) + coupling_eV_per_A4 * pair
+
+    return energy_fn
+
+
+def make_nan_potential(atoms=None):
+    """Returns NaN everywhere except at the reference point's Hessian (for rollback tests)."""
+    r0 = jnp.asarray(atoms.get_positions()) if atoms is not None else None
+
+    def energy_fn(positions, cell):
+        u = positions - r0
+        e = 0.5 * jnp.sum(u**2)
+        return jnp.where(jnp.sum(u**2) > 0, jnp.nan, 0.0) + e
+
+    return energy_fn

@@ -1,0 +1,112 @@
+"""Command line: ``thermoflow run [CONFIG] [--out DIR] [--resume] [--set k=v]``, ``thermoflow phonons``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, help="thermoflow: quantum anharmonic free energies of crystals.")
+console = Console()
+
+_CONFIG_ARG = typer.Argument(None, help="TOML config file; omit for the embedded default job (fcc neon, LJ, 20 K)")
+_SET_OPT = typer.Option([], "--set", help="override a config field, e.g. --set nct.steps=200 (repeatable)")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+
+
+def _load(config: Optional[Path], overrides: list[str]):
+    from thermoflow.workflows.config import ConfigError, load_config
+
+    try:
+        return load_config(config, overrides)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _default_out(config: Optional[Path], kind: str) -> Path:
+    stem = config.stem if config is not None else "default"
+    return Path("runs") / f"{stem}-{kind}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@app.command()
+def run(
+    config: Optional[Path] = _CONFIG_ARG,
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/<config>-nct-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    overrides: list[str] = _SET_OPT,
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Optimise the NCT variational free energy (NVT) and write a run directory."""
+    _setup_logging()
+    cfg, base = _load(config, overrides)
+    if resume and out is None:
+        console.print("[red]error:[/] --resume needs --out DIR (the run directory to continue)")
+        raise typer.Exit(2)
+    out = out or _default_out(config, "nct")
+    from thermoflow.workflows.config import ConfigError
+    from thermoflow.workflows.nct_run import jax_device_summary, run_nct
+
+    logging.getLogger(__name__).info(jax_device_summary())
+    try:
+        res = run_nct(cfg, base, out, resume=resume, progress=progress and sys.stderr.isatty())
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    _print_summary(res, out)
+
+
+def _print_summary(res: dict, out: Path) -> None:
+    m = 1000.0
+    table = Table(title=f"NCT free energy, {res['n_atoms']} atoms, {res['temperature_K']:g} K (meV/atom)")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("harmonic F", f"{res['harmonic_free_energy_eV_per_atom'] * m:.4f}")
+    table.add_row("NCT F", f"{res['free_energy_eV_per_atom'] * m:.4f} +- {res['free_energy_stderr_eV_per_atom'] * m:.4f}")
+    table.add_row("NCT F - harmonic F", f"{res['anharmonic_correction_eV_per_atom'] * m:+.4f} +- {res['free_energy_stderr_eV_per_atom'] * m:.4f}")
+    table.add_row("harmonic ZPE", f"{res['harmonic_zero_point_energy_eV_per_atom'] * m:.4f}")
+    table.add_row("NCT E", f"{res['energy_eV_per_atom'] * m:.4f} +- {res['energy_stderr_eV_per_atom'] * m:.4f}")
+    table.add_row("NCT S (k_B/atom)", f"{res['entropy_kB_per_atom']:.4f}")
+    table.add_row("seconds per step", f"{res['seconds_per_step']:.3f}")
+    console.print(table)
+    console.print(f"run directory: {out}")
+
+
+@app.command()
+def phonons(
+    config: Optional[Path] = _CONFIG_ARG,
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory"),
+    overrides: list[str] = _SET_OPT,
+) -> None:
+    """Harmonic analysis alone: frequencies, imaginary modes, harmonic F, E, S, ZPE."""
+    _setup_logging()
+    cfg, base = _load(config, overrides)
+    out = out or _default_out(config, "phonons")
+    from thermoflow.workflows.phonon_run import run_phonons
+
+    try:
+        res = run_phonons(cfg, base, out)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    table = Table(title=f"harmonic phonons, {res['n_atoms']} atoms, {res['n_modes']} modes")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key, value in res.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"output: {out}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,173 @@
+"""Variational free energy of the NCT density matrix and its gradient estimators.
+
+F = kT Tr(rho ln rho) + Tr(rho H) = -kT S[p] + E_{n~p} E_{s~|Psi_n|^2}[E_loc(s)] >= F_exact
+(Gibbs-Bogoliubov-Feynman). With a product spectrum S[p] is exact. Gradients:
+
+* occupations (REINFORCE): d/dphi E_n[E_n] = E[(E_loc - b) d ln p_n / dphi], plus the exact
+  entropy gradient;
+* flow: d/dtheta E = 2 E[(E_loc - b) d ln|Psi_n| / dtheta] (valid for any constant b because every
+  Psi_n stays normalised).
+
+The baseline b is the batch mean of the (clipped) local energies; the factor B/(B-1) removes the
+O(1/B) bias of using the sample's own batch mean. Outliers of the local energy (near nodes of
+excited states) are clipped in the gradient only, and only *within* states: the harmonic
+excitation energy sum_k hbar omega_k n_k is subtracted first, the residual is clipped to
+median +- ``clip_width`` x mean absolute deviation, and the excitation energy is added back.
+Clipping raw local energies instead would pull the rare, legitimately higher energies of excited
+states towards the ground-state median, bias the occupation gradient and overpopulate excited
+states. Reported energies are never clipped.
+Samples are exact and independent (see :mod:`thermoflow.nct.wavefunction`).
+
+References: Q. Zhang et al., Phys. Rev. Lett. 134, 246101 (2025), arXiv:2409.09813;
+R. J. Williams, Mach. Learn. 8, 229 (1992), doi:10.1007/BF00992696 (REINFORCE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from thermoflow.nct import occupations
+from thermoflow.nct.flow import Flow
+from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_kinetic_energy
+from thermoflow.nct.wavefunction import make_log_psi, make_sampler
+from thermoflow.phonons.modes import HarmonicModes
+from thermoflow.potentials.base import EnergyFn
+
+
+@dataclasses.dataclass(frozen=True)
+class FreeEnergyModel:
+    """Everything the NCT loss needs, as pure functions of ``params``.
+
+    Attributes:
+        init: ``init(key) -> params`` with ``params = {"flow": ..., "logits": (D, K)}``.
+        loss: ``loss(params, key) -> (surrogate, metrics)``; ``jax.grad`` of the surrogate is
+            the free-energy gradient estimator; ``metrics`` hold batch means (eV, total).
+        local_energy: ``(params, levels (D,), s (D,), key) -> (kinetic, potential)`` eV.
+        log_psi: ``(flow_params, levels, s) -> ln|Psi_n(s)|``.
+        sample: ``(params, key, batch_size) -> (levels (B, D), s (B, D))``.
+        kT_eV: thermal energy.
+        n_levels: K.
+    """
+
+    init: Callable
+    loss: Callable
+    local_energy: Callable
+    log_psi: Callable
+    sample: Callable
+    kT_eV: float
+    n_levels: int
+
+
+def robust_clip(x: jax.Array, width: float) -> jax.Array:
+    """Clip to median +- width x mean |x - median| (FermiNet-style outlier control)."""
+    centre = jnp.median(x)
+    spread = jnp.mean(jnp.abs(x - centre))
+    return jnp.clip(x, centre - width * spread, centre + width * spread)
+
+
+def make_free_energy_model(
+    energy_fn: EnergyFn,
+    modes: HarmonicModes,
+    flow: Flow,
+    *,
+    kT_eV: float,
+    n_levels: int,
+    batch_size: int,
+    laplacian: str = "folx",
+    freeze_flow: bool = False,
+    clip_width: float = 5.0,
+) -> FreeEnergyModel:
+    """Build the NCT free-energy loss for a crystal (see module docstring).
+
+    Args:
+        energy_fn: potential, ``(positions (N, 3) A, cell (3, 3) A) -> eV``.
+        modes: harmonic reference (frequencies, eigenvectors, R0, cell).
+        flow: bijection of the D = ``modes.n_modes`` dimensionless coordinates.
+        kT_eV: thermal energy, eV.
+        n_levels: harmonic-oscillator levels K per mode.
+        batch_size: samples per step B (>= 2).
+        laplacian: kinetic-energy method, see :mod:`thermoflow.nct.hamiltonian`.
+        freeze_flow: keep the flow at the identity (harmonic wavefunctions); the kinetic
+            energy is then analytic and only the occupations are optimised.
+        clip_width: outlier clipping of local energies in the gradient (0 disables).
+
+    Raises:
+        ValueError: for batch_size < 2 or a flow of the wrong dimension.
+    """
+    if batch_size < 2:
+        raise ValueError("batch_size must be >= 2 (the baseline needs two samples)")
+    if flow.dim != modes.n_modes:
+        raise ValueError(f"flow dimension {flow.dim} != number of modes {modes.n_modes}")
+    eps = jnp.asarray(modes.phonon_energies_eV)
+    r0 = jnp.asarray(modes.reference_positions)
+    cell = jnp.asarray(modes.cell)
+    disp = jnp.asarray(modes.displacement_matrix())
+    log_psi = make_log_psi(flow, n_levels)
+    sample_s = make_sampler(flow, n_levels)
+    kinetic_fn = make_kinetic_energy(log_psi, eps, laplacian)
+    logits0 = occupations.harmonic_logits(np.asarray(modes.phonon_energies_eV), kT_eV, n_levels)
+
+    def init(key):
+        return {"flow": flow.init(key), "logits": logits0}
+
+    def potential_energy(s):
+        return energy_fn(r0 + (disp @ s).reshape(r0.shape), cell)
+
+    def local_energy(params, levels, s, key):
+        if freeze_flow:
+            kin = harmonic_kinetic_energy(levels, s, eps)
+        else:
+            kin = kinetic_fn(params["flow"], levels, s, key)
+        return kin, potential_energy(s)
+
+    def sample(params, key, n_samples):
+        k_levels, k_s = jax.random.split(key)
+        levels = occupations.sample_levels(k_levels, params["logits"], n_samples)
+        return levels, sample_s(params["flow"], k_s, levels)
+
+    def loss(params, key):
+        if freeze_flow:
+            params = {"flow": jax.lax.stop_gradient(params["flow"]), "logits": params["logits"]}
+        k_sample, k_kin = jax.random.split(key)
+        levels, s = sample(jax.lax.stop_gradient(params), k_sample, batch_size)
+        s = jax.lax.stop_gradient(s)
+        kin, pot = jax.vmap(local_energy, in_axes=(None, 0, 0, 0))(
+            jax.lax.stop_gradient(params), levels, s, jax.random.split(k_kin, batch_size)
+        )
+        e_loc = kin + pot
+        if clip_width > 0:
+            excitation = levels @ eps
+            e_used = robust_clip(e_loc - excitation, clip_width) + excitation
+        else:
+            e_used = e_loc
+        weight = jax.lax.stop_gradient((e_used - jnp.mean(e_used)) * batch_size / (batch_size - 1))
+        log_p = jax.vmap(occupations.log_probability, in_axes=(None, 0))(params["logits"], levels)
+        log_abs_psi = jax.vmap(log_psi, in_axes=(None, 0, 0))(params["flow"], levels, s)
+        entropy = occupations.entropy(params["logits"])
+        surrogate = jnp.mean(weight * (log_p + 2.0 * log_abs_psi)) - kT_eV * entropy
+        energy = jnp.mean(e_loc)
+        metrics = {
+            "free_energy": energy - kT_eV * jax.lax.stop_gradient(entropy),
+            "energy": energy,
+            "energy_stderr": jnp.std(e_loc) / jnp.sqrt(batch_size),
+            "kinetic": jnp.mean(kin),
+            "potential": jnp.mean(pot),
+            "entropy": jax.lax.stop_gradient(entropy),
+            "local_energy_variance": jnp.var(e_loc),
+        }
+        return surrogate, metrics
+
+    return FreeEnergyModel(
+        init=init,
+        loss=loss,
+        local_energy=local_energy,
+        log_psi=log_psi,
+        sample=sample,
+        kT_eV=kT_eV,
+        n_levels=n_levels,
+    )

@@ -1,0 +1,220 @@
+"""NCT training driver: optimiser, jitted step, loop with checkpoints, resume and NaN rollback.
+
+The step is one jitted function (sampling, local energies, gradient, optimiser update); the
+host only reads back a handful of scalars per step. The random key of step t is
+``fold_in(PRNGKey(seed), t)``, so a run resumed from a checkpoint replays exactly the steps an
+uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from thermoflow.nct.loss import FreeEnergyModel
+from thermoflow.workflows.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "exponential")
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced non-finite values repeatedly, even after rollbacks."""
+
+
+def make_optimizer(
+    name: str = "adam",
+    learning_rate: float = 1e-3,
+    *,
+    schedule: str = "constant",
+    steps: int = 1000,
+    final_fraction: float = 0.1,
+    grad_clip_norm: float | None = 10.0,
+) -> optax.GradientTransformation:
+    """An optax optimiser with a learning-rate schedule.
+
+    Args:
+        name: one of :data:`OPTIMIZERS`.
+        learning_rate: peak learning rate.
+        schedule: ``constant``, ``cosine`` (decay to ``final_fraction``) or ``exponential``
+            (to ``final_fraction`` at ``steps``).
+        steps: total training steps (for the schedules).
+        final_fraction: final / initial learning rate.
+        grad_clip_norm: global-norm gradient clipping (None disables).
+
+    Raises:
+        ValueError: for unknown names.
+    """
+    if schedule == "constant":
+        lr = optax.constant_schedule(learning_rate)
+    elif schedule == "cosine":
+        lr = optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=final_fraction)
+    elif schedule == "exponential":
+        lr = optax.exponential_decay(learning_rate, max(steps, 1), final_fraction)
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    if name == "adam":
+        opt = optax.adam(lr)
+    elif name == "adamw":
+        opt = optax.adamw(lr)
+    elif name == "sgd":
+        opt = optax.sgd(lr)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    return optax.chain(optax.clip_by_global_norm(grad_clip_norm), opt) if grad_clip_norm else opt
+
+
+def make_train_step(model: FreeEnergyModel, optimizer: optax.GradientTransformation) -> Callable:
+    """Jitted ``step(params, opt_state, key, lr_scale) -> (params, opt_state, metrics, finite)``.
+
+    ``metrics`` are the batch estimates at the parameters *before* the update; ``finite`` is
+    False if the free energy or any new parameter is NaN/inf. ``lr_scale`` multiplies the
+    update (reduced after a rollback).
+    """
+
+    @jax.jit
+    def step(params, opt_state, key, lr_scale):
+        grads, metrics = jax.grad(model.loss, has_aux=True)(params, key)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        updates = jax.tree_util.tree_map(lambda u: lr_scale * u, updates)
+        new_params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(metrics["free_energy"])
+        for leaf in jax.tree_util.tree_leaves(new_params):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
+        return new_params, new_opt_state, metrics, finite
+
+    return step
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Final parameters and the per-step metrics (dict of equal-length arrays)."""
+
+    params: Any
+    opt_state: Any
+    history: dict[str, np.ndarray]
+    seconds_per_step: float
+    n_rollbacks: int
+
+
+def train(
+    model: FreeEnergyModel,
+    optimizer: optax.GradientTransformation,
+    *,
+    steps: int,
+    seed: int,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    max_rollbacks: int = 3,
+    on_step: Callable[[dict], None] | None = None,
+    on_checkpoint: Callable[[dict[str, list]], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Optimise the NCT free energy for ``steps`` steps.
+
+    Args:
+        model: the free-energy model.
+        optimizer: optax optimiser.
+        steps: total number of steps of the run.
+        seed: integer seed (parameters and all sampling).
+        checkpoint_path: where to write the checkpoint (None: no checkpoints).
+        checkpoint_every: steps between checkpoints (also the rollback granularity).
+        resume: continue from ``checkpoint_path``.
+        max_rollbacks: non-finite steps tolerated; each rolls back to the last checkpoint and
+            halves the learning rate.
+        on_step: called with each step's metric row (host floats).
+        on_checkpoint: called with the metric history (rows up to the checkpoint) after each
+            checkpoint and after a rollback.
+        stop_after: stop (after checkpointing) once this step count is reached; used to
+            simulate an interruption.
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint.
+        NonFiniteError: more than ``max_rollbacks`` non-finite steps.
+    """
+    step_fn = make_train_step(model, optimizer)
+    init_key, base_key = jax.random.split(jax.random.PRNGKey(seed))
+    params = model.init(init_key)
+    opt_state = optimizer.init(params)
+    start, lr_scale, n_rollbacks = 0, 1.0, 0
+    history: dict[str, list] = {}
+    if resume:
+        tree, meta, arrays = load_checkpoint(checkpoint_path, {"params": params, "opt_state": opt_state})
+        params, opt_state = tree["params"], tree["opt_state"]
+        start, lr_scale, n_rollbacks = meta["next_step"], meta["lr_scale"], meta["n_rollbacks"]
+        history = {k: list(v) for k, v in arrays.items()}
+        log.info("resumed from %s at step %d", checkpoint_path, start)
+    good = (params, opt_state, start, {k: list(v) for k, v in history.items()})
+
+    def checkpoint(next_step):
+        nonlocal good
+        good = (params, opt_state, next_step, {k: list(v) for k, v in history.items()})
+        if checkpoint_path is not None:
+            save_checkpoint(
+                checkpoint_path,
+                {"params": params, "opt_state": opt_state},
+                {"next_step": next_step, "lr_scale": lr_scale, "n_rollbacks": n_rollbacks, "seed": seed},
+                {k: np.asarray(v) for k, v in history.items()},
+            )
+        if on_checkpoint is not None:
+            on_checkpoint(history)
+
+    t_total, n_timed = 0.0, 0
+    t = start
+    last = min(steps, stop_after) if stop_after is not None else steps
+    while t < last:
+        t0 = time.perf_counter()
+        new_params, new_opt_state, metrics, finite = step_fn(
+            params, opt_state, jax.random.fold_in(base_key, t), jnp.asarray(lr_scale)
+        )
+        metrics = {k: float(v) for k, v in metrics.items()}
+        elapsed = time.perf_counter() - t0
+        if not bool(finite):
+            n_rollbacks += 1
+            if n_rollbacks > max_rollbacks:
+                raise NonFiniteError(
+                    f"non-finite free energy or parameters at step {t}, after {max_rollbacks} "
+                    "rollbacks with halved learning rates. Lower the learning rate, raise "
+                    "clip_width / grad_clip_norm, or check the potential for unphysical regions."
+                )
+            bad_step = t
+            params, opt_state, t, hist = good
+            history = {k: list(v) for k, v in hist.items()}
+            lr_scale *= 0.5
+            log.warning(
+                "non-finite values at step %d: rolled back to step %d, learning rate x%.3g",
+                bad_step, t, lr_scale,
+            )
+            if on_checkpoint is not None:
+                on_checkpoint(history)
+            continue
+        params, opt_state = new_params, new_opt_state
+        if t > start:  # the first step includes compilation
+            t_total += elapsed
+            n_timed += 1
+        row = {"step": t, **metrics, "lr_scale": lr_scale, "seconds": elapsed}
+        for k, v in row.items():
+            history.setdefault(k, []).append(v)
+        if on_step is not None:
+            on_step(row)
+        t += 1
+        if t % checkpoint_every == 0 or t == last:
+            checkpoint(t)
+    return TrainResult(
+        params=params,
+        opt_state=opt_state,
+        history={k: np.asarray(v) for k, v in history.items()},
+        seconds_per_step=t_total / max(n_timed, 1),
+        n_rollbacks=n_rollbacks,
+    )

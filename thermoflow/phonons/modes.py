@@ -1,0 +1,156 @@
+"""Harmonic reference: Hessian -> dynamical matrix -> phonon modes and frequencies.
+
+The Cartesian Hessian of the potential at the reference positions R0 is mass-weighted,
+D = M^-1/2 H M^-1/2, and diagonalised, D e_k = omega_k^2 e_k. If the three uniform
+translations are zero modes of D (any translation-invariant potential) they are projected out
+exactly, leaving 3N - 3 modes; otherwise (e.g. an Einstein crystal) all 3N modes are kept.
+
+Phonon coordinates q_k = e_k . (M^1/2 u), u = R - R0 (sqrt(amu) Angstrom). thermoflow's NCT works
+in the dimensionless coordinates s_k = q_k sqrt(omega_k / hbar), in which the harmonic
+Hamiltonian of mode k is (hbar omega_k / 2)(-d^2/ds_k^2 + s_k^2).
+
+References: M. Born and K. Huang, Dynamical Theory of Crystal Lattices (Oxford, 1954);
+A. Togo and I. Tanaka, Scr. Mater. 108, 1 (2015), doi:10.1016/j.scriptamat.2015.07.021.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from thermoflow.potentials.base import EnergyFn, hessian
+from thermoflow.units import HBAR_EV
+
+
+@dataclasses.dataclass(frozen=True)
+class HarmonicModes:
+    """Phonon modes of a crystal at its reference positions (all NumPy, float64).
+
+    Attributes:
+        reference_positions: (n_atoms, 3) R0, Angstrom.
+        cell: (3, 3) lattice vectors as rows, Angstrom.
+        masses: (n_atoms,) amu.
+        energy0_eV: static energy V(R0), eV.
+        omega: (n_modes,) angular frequencies |omega_k| > 0, rad per ASE time unit.
+        modes: (3 n_atoms, n_modes) orthonormal mass-weighted eigenvectors e_k (columns).
+        imaginary: (n_modes,) True where omega_k^2 < 0 (the basis then uses |omega_k|).
+        n_translations_removed: 3 if the uniform translations were projected out, else 0.
+    """
+
+    reference_positions: np.ndarray
+    cell: np.ndarray
+    masses: np.ndarray
+    energy0_eV: float
+    omega: np.ndarray
+    modes: np.ndarray
+    imaginary: np.ndarray
+    n_translations_removed: int
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.masses.shape[0])
+
+    @property
+    def n_modes(self) -> int:
+        return int(self.omega.shape[0])
+
+    @property
+    def phonon_energies_eV(self) -> np.ndarray:
+        """hbar omega_k, shape (n_modes,), eV."""
+        return HBAR_EV * self.omega
+
+    def displacement_matrix(self) -> np.ndarray:
+        """B (3 n_atoms, n_modes) with u = B s for dimensionless mode coordinates s, Angstrom.
+
+        B = M^-1/2 E diag(sqrt(hbar / omega)).
+        """
+        inv_sqrt_m = np.repeat(1.0 / np.sqrt(self.masses), 3)
+        return inv_sqrt_m[:, None] * self.modes * np.sqrt(HBAR_EV / self.omega)[None, :]
+
+
+def translation_vectors(masses: np.ndarray) -> np.ndarray:
+    """Orthonormal mass-weighted uniform translations, shape (3 n_atoms, 3)."""
+    n = masses.shape[0]
+    t = np.zeros((3 * n, 3))
+    for a in range(3):
+        t[a::3, a] = np.sqrt(masses)
+    return t / np.linalg.norm(t, axis=0, keepdims=True)
+
+
+def dynamical_matrix(hessian_eV_per_A2: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Mass-weighted Hessian M^-1/2 H M^-1/2, (3N, 3N), eV / (Angstrom^2 amu)."""
+    inv_sqrt_m = np.repeat(1.0 / np.sqrt(np.asarray(masses, dtype=np.float64)), 3)
+    d = inv_sqrt_m[:, None] * np.asarray(hessian_eV_per_A2) * inv_sqrt_m[None, :]
+    return 0.5 * (d + d.T)
+
+
+def modes_from_hessian(
+    hessian_eV_per_A2: np.ndarray,
+    masses: np.ndarray,
+    reference_positions: np.ndarray,
+    cell: np.ndarray,
+    energy0_eV: float,
+    *,
+    zero_tolerance: float = 1e-6,
+) -> HarmonicModes:
+    """Phonon modes from a Cartesian Hessian.
+
+    Args:
+        hessian_eV_per_A2: (3N, 3N) Hessian, eV/Angstrom^2.
+        masses: (N,) amu.
+        reference_positions: (N, 3) Angstrom.
+        cell: (3, 3) Angstrom.
+        energy0_eV: V(R0), eV.
+        zero_tolerance: relative size (to the largest |omega^2|) below which an eigenvalue, or
+            the action of D on a translation, counts as zero.
+
+    Raises:
+        ValueError: if a mode other than the uniform translations has zero frequency (the
+            harmonic basis is undefined: the structure is not a local minimum or saddle of
+            finite curvature, e.g. isolated or unbound atoms).
+    """
+    masses = np.asarray(masses, dtype=np.float64)
+    dyn = dynamical_matrix(hessian_eV_per_A2, masses)
+    scale = max(np.abs(np.linalg.eigvalsh(dyn)).max(), 1e-300)
+    trans = translation_vectors(masses)
+    translation_invariant = np.linalg.norm(dyn @ trans) < zero_tolerance * scale * np.sqrt(3.0)
+    if translation_invariant:
+        basis = scipy.linalg.null_space(trans.T)  # (3N, 3N-3) orthonormal complement
+        w2, vec = np.linalg.eigh(basis.T @ dyn @ basis)
+        vec = basis @ vec
+    else:
+        w2, vec = np.linalg.eigh(dyn)
+    tiny = np.abs(w2) < zero_tolerance * scale
+    if tiny.any():
+        raise ValueError(
+            f"{int(tiny.sum())} phonon mode(s) with zero frequency besides the uniform "
+            "translations: the harmonic basis is undefined. Check that the structure is a "
+            "bound crystal at a stationary point of the potential (cutoff, volume, positions)."
+        )
+    return HarmonicModes(
+        reference_positions=np.asarray(reference_positions, dtype=np.float64),
+        cell=np.asarray(cell, dtype=np.float64),
+        masses=masses,
+        energy0_eV=float(energy0_eV),
+        omega=np.sqrt(np.abs(w2)),
+        modes=vec,
+        imaginary=w2 < 0,
+        n_translations_removed=3 if translation_invariant else 0,
+    )
+
+
+def compute_harmonic_modes(
+    energy_fn: EnergyFn, positions: np.ndarray, cell: np.ndarray, masses: np.ndarray, **kwargs
+) -> HarmonicModes:
+    """Phonon modes of ``energy_fn`` at ``positions``; Hessian by automatic differentiation.
+
+    Shapes and errors as in :func:`modes_from_hessian`.
+    """
+    pos = jnp.asarray(positions, dtype=jnp.float64)
+    cel = jnp.asarray(cell, dtype=jnp.float64)
+    h = np.asarray(hessian(energy_fn, pos, cel))
+    e0 = float(energy_fn(pos, cel))
+    return modes_from_hessian(h, masses, positions, cell, e0, **kwargs)

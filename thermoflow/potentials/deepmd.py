@@ -1,0 +1,455 @@
+"""Deep Potential (DeePMD) models as pure JAX energy functions.
+
+A deepmd-kit 3.x native model file (``.dp``) is loaded through deepmd-kit's JAX backend and
+wrapped into the thermoflow potential contract (see :mod:`thermoflow.potentials.base`)::
+
+    energy_fn(positions (n_atoms, 3) Angstrom, cell (3, 3) Angstrom, rows = lattice vectors)
+        -> energy, scalar, eV
+
+The function jits, vmaps over configurations (and cells) and is differentiable to any order,
+so forces, Hessians and virials follow by automatic differentiation.
+
+How it is made traceable. deepmd-kit's own ``model.call`` builds ghost atoms whose number
+depends on the data, which cannot be jitted. Here the periodic images are a FIXED set chosen
+once from a reference cell: atoms are wrapped into the cell, and with interplanar spacings
+``d_a`` (a = 1, 2, 3) the images with integer shifts ``|s_a| <= n_a``,
+``n_a = ceil((rcut + skin) / d_a)``, contain every neighbour within the cutoff ``rcut`` of every
+atom. The neighbour list is then built on the fixed extended set with
+``deepmd.dpmodel.utils.nlist.build_neighbor_list`` and the atomic energies come from
+``atomic_model.forward_common_atomic``. Wrapping makes the image set independent of how far
+atoms move; ``skin`` is a margin for cell changes (NPT, strain): a cell stays valid while
+``rcut / d_a(cell) <= n_a`` in every direction.
+
+Side effects of importing deepmd-kit's JAX backend (done lazily, on the first call of
+:func:`make_deepmd_energy_fn`): ``deepmd.jax.env`` switches on ``jax_enable_x64`` (kept: the
+models are float64), sets ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (kept) and sets the
+process-wide ``jax_default_matmul_precision`` to ``"tensorfloat32"``. The latter would silently
+lower the precision of every float32 matrix product in the process on GPUs, so it is undone
+right after the import: a value the user had set before is restored, otherwise it is set to
+``"highest"``. The energy function itself also traces under
+``jax.default_matmul_precision("highest")``.
+
+References:
+    L. Zhang, J. Han, H. Wang, R. Car, W. E, "Deep Potential Molecular Dynamics: a scalable
+    model with the accuracy of quantum mechanics", Phys. Rev. Lett. 120, 143001 (2018),
+    doi:10.1103/PhysRevLett.120.143001.
+    J. Zeng et al., "DeePMD-kit v2: A software package for deep potential models",
+    J. Chem. Phys. 159, 054801 (2023), doi:10.1063/5.0155600; deepmd-kit v3:
+    arXiv:2502.19161.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+_INSTALL_HINT = 'install the optional dependency with: pip install "thermoflow[deepmd]"'
+
+
+def _import_deepmd() -> dict[str, Any]:
+    """Import deepmd-kit's JAX backend and undo its process-wide matmul-precision change.
+
+    Returns:
+        A dict with ``load_dp_model``, ``BaseModel`` and ``build_neighbor_list``.
+
+    Raises:
+        ImportError: if deepmd-kit (with its JAX extra) is not installed.
+    """
+    import jax
+
+    previous_precision = jax.config.jax_default_matmul_precision
+    try:
+        import deepmd.jax.env  # noqa: F401  (sets x64 and tf32 precision globally)
+        from deepmd.dpmodel.utils.nlist import build_neighbor_list
+        from deepmd.dpmodel.utils.serialization import load_dp_model
+        from deepmd.jax.model.model import BaseModel
+    except ImportError as err:
+        raise ImportError(
+            f"DeePMD potentials need deepmd-kit with its JAX backend ({err}); {_INSTALL_HINT}"
+        ) from err
+    finally:
+        # Undo deepmd.jax.env's tf32 default; keep a precision the user chose explicitly.
+        jax.config.update(
+            "jax_default_matmul_precision",
+            previous_precision if previous_precision not in (None, "tensorfloat32") else "highest",
+        )
+    return {
+        "load_dp_model": load_dp_model,
+        "BaseModel": BaseModel,
+        "build_neighbor_list": build_neighbor_list,
+    }
+
+
+def _make_traceable(descriptor: dict, ntypes: int) -> None:
+    """Rewrite a serialized descriptor in place so that it traces under JAX.
+
+    deepmd-kit 3.2's se_e2_a with ``type_one_side=False`` counts atoms per type with a Python
+    ``int`` (not traceable). With one atom type, ``type_one_side=True`` with a 1-D embedding
+    collection is the same model (``ntypes**2 == ntypes == 1`` embedding networks).
+
+    Raises:
+        NotImplementedError: for a ``type_one_side=False`` se_e2_a with more than one type.
+    """
+    if descriptor.get("type") == "hybrid":
+        for sub in descriptor["list"]:
+            _make_traceable(sub, ntypes)
+        return
+    if descriptor.get("type") in ("se_e2_a", "se_a") and not descriptor.get("type_one_side", True):
+        if ntypes != 1:
+            raise NotImplementedError(
+                "se_e2_a descriptors with type_one_side=False and more than one atom type do "
+                "not trace under deepmd-kit's JAX backend; retrain with type_one_side=True"
+            )
+        descriptor["type_one_side"] = True
+        descriptor["embeddings"]["ndim"] = 1
+
+
+def load_deepmd_model(model_path: str | Path) -> Any:
+    """Load a deepmd-kit 3.x native model file as a deepmd-kit JAX model object.
+
+    Args:
+        model_path: path of a ``.dp`` (or ``.yaml``) model in deepmd-kit's native format.
+
+    Returns:
+        The deserialized ``deepmd.jax`` model (rewritten to trace under JAX, see
+        :func:`_make_traceable`).
+
+    Raises:
+        ImportError: if deepmd-kit is missing.
+        FileNotFoundError: if ``model_path`` does not exist.
+        ValueError: for an unsupported file format or a model that is not an energy model.
+    """
+    mods = _import_deepmd()
+    path = Path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"DeePMD model file not found: {path}")
+    if path.suffix not in (".dp", ".yaml", ".yml"):
+        raise ValueError(
+            f"unsupported DeePMD model format {path.suffix!r} ({path}); convert it to the native "
+            "format with: dp convert-backend model.pb model.dp"
+        )
+    data = mods["load_dp_model"](str(path))
+    serialized = copy.deepcopy(data["model"])
+    if "model_dict" in serialized:
+        raise ValueError(f"{path} is a multi-task model; freeze a single head first")
+    type_map = serialized.get("type_map", [])
+    if "descriptor" in serialized:
+        _make_traceable(serialized["descriptor"], len(type_map))
+    model = mods["BaseModel"].deserialize(serialized)
+    if "energy" not in model.model_output_type():
+        raise ValueError(f"{path} is not an energy model (outputs {model.model_output_type()})")
+    if model.get_dim_fparam() > 0 or model.get_dim_aparam() > 0:
+        raise ValueError(f"{path} needs frame/atomic parameters, which are not supported")
+    return model
+
+
+def interplanar_spacings(cell: Any) -> np.ndarray:
+    """Distances between neighbouring lattice planes of a cell.
+
+    Args:
+        cell: (3, 3) lattice vectors as rows, Angstrom.
+
+    Returns:
+        (3,) spacing ``d_a = V / |b x c|`` (and cyclic), Angstrom.
+    """
+    cell = np.asarray(cell, dtype=np.float64)
+    volume = abs(np.linalg.det(cell))
+    cross = np.cross(np.roll(cell, -1, axis=0), np.roll(cell, -2, axis=0))
+    return volume / np.linalg.norm(cross, axis=1)
+
+
+def images_per_direction(cell: Any, cutoff: float) -> tuple[int, int, int]:
+    """Number of periodic images ``n_a = ceil(cutoff / d_a)`` needed in each lattice direction.
+
+    Args:
+        cell: (3, 3) lattice vectors as rows, Angstrom.
+        cutoff: interaction cutoff (plus any margin), Angstrom.
+
+    Returns:
+        ``(n_1, n_2, n_3)``; shifts ``-n_a..n_a`` reach every neighbour within ``cutoff`` of
+        an atom wrapped into the cell.
+    """
+    return tuple(int(math.ceil(cutoff / d - 1e-12)) for d in interplanar_spacings(cell))
+
+
+def _image_shifts(n_images: Sequence[int]) -> np.ndarray:
+    """Integer lattice shifts, (n_shifts, 3), with (0, 0, 0) first."""
+    axes = [np.arange(-n, n + 1) for n in n_images]
+    shifts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    order = np.argsort(np.abs(shifts).sum(axis=1), kind="stable")
+    return shifts[order]
+
+
+#: Descriptors whose output is a sum over neighbours: the order of the neighbour list and
+#: padding with out-of-cutoff atoms do not change them, so a sort-free list is exact.
+_ORDER_FREE_DESCRIPTORS = frozenset({"DescrptSeA", "DescrptSeR", "DescrptSeT"})
+
+
+def _neighbor_levels(model: Any) -> tuple[list[float], list[tuple[int, list[int]]]] | None:
+    """Cutoff levels and per-descriptor selections for the sort-free neighbour list.
+
+    Returns:
+        ``(rcuts, checks)``: ascending distinct cutoffs (Angstrom) and, for every (sub-)
+        descriptor, ``(level index, sel per type)``; ``None`` if some descriptor is not known
+        to be independent of the neighbour order (then deepmd-kit's sorted list is needed).
+    """
+    descriptor = model.atomic_model.descriptor
+    parts = list(getattr(descriptor, "descrpt_list", [descriptor]))
+    for part in parts:
+        names = {cls.__name__ for cls in type(part).__mro__}
+        if not names & _ORDER_FREE_DESCRIPTORS or part.mixed_types():
+            return None
+    rcuts = sorted({float(part.get_rcut()) for part in parts})
+    checks = [(rcuts.index(float(part.get_rcut())), list(part.get_sel())) for part in parts]
+    return rcuts, checks
+
+
+def _compact_neighbor_list(distances, extended_types, rcuts, checks, sel, ntypes):
+    """Fixed-size neighbour list without sorting (a counting sort by cutoff shell).
+
+    Within the section of each neighbour type (``sel[t]`` slots, as deepmd-kit lays it out),
+    neighbours inside the smallest cutoff come first, then the next shell, and so on; so the
+    first ``sel_i[t]`` slots hold every type-t neighbour within ``rcut_i``, which is what
+    deepmd-kit's hybrid descriptor takes for sub-descriptor i. Same set of neighbours as
+    deepmd-kit's distance-sorted list whenever no count exceeds its ``sel``.
+
+    Args:
+        distances: (n_atoms, n_extended) distances, Angstrom, self pairs set to +inf.
+        extended_types: (n_extended,) atom types of the extended atoms.
+        rcuts: ascending distinct cutoffs, Angstrom.
+        checks: ``(level, sel per type)`` for each (sub-)descriptor.
+        sel: model-level slots per type.
+        ntypes: number of atom types.
+
+    Returns:
+        ``(nlist, overflow)``: (n_atoms, sum(sel)) int neighbour indices (-1 = empty) and a
+        bool scalar, True if some atom has more neighbours than a descriptor's ``sel``.
+    """
+    import jax.numpy as jnp
+
+    n_atoms, n_extended = distances.shape
+    n_slots = sum(sel)
+    shell = jnp.sum(distances[:, :, None] > jnp.asarray(rcuts), axis=-1)  # 0..K, K = outside
+    slot = jnp.full((n_atoms, n_extended), n_slots, dtype=jnp.int32)  # n_slots = discarded
+    overflow = jnp.zeros((), dtype=bool)
+    offset = 0
+    for t in range(ntypes):
+        of_type = (extended_types == t)[None, :]
+        filled = jnp.zeros((n_atoms,), dtype=jnp.int32)
+        for level in range(len(rcuts)):
+            member = of_type & (shell == level)
+            rank = jnp.cumsum(member, axis=1, dtype=jnp.int32) - 1
+            position = offset + filled[:, None] + rank
+            keep = member & (position < offset + sel[t])
+            slot = jnp.where(keep, position, slot)
+            filled = filled + jnp.sum(member, axis=1, dtype=jnp.int32)
+            for check_level, check_sel in checks:
+                if check_level == level:
+                    overflow = overflow | jnp.any(filled > check_sel[t])
+        overflow = overflow | jnp.any(filled > sel[t])
+        offset += sel[t]
+    rows = jnp.broadcast_to(jnp.arange(n_atoms)[:, None], slot.shape)
+    columns = jnp.broadcast_to(jnp.arange(n_extended)[None, :], slot.shape)
+    nlist = jnp.full((n_atoms, n_slots + 1), -1, dtype=jnp.int64)
+    nlist = nlist.at[rows, slot].set(columns.astype(jnp.int64))
+    return nlist[:, :n_slots], overflow
+
+
+def make_deepmd_energy_fn(
+    model_path: str | Path | Any,
+    reference_cell: Any,
+    *,
+    type_map_symbols: Sequence[str] | None = None,
+    skin: float = 0.5,
+    neighbor_list: str = "auto",
+):
+    """Build a pure JAX energy function from a deepmd-kit 3.x model file.
+
+    Args:
+        model_path: deepmd-kit native model file (``.dp``), float64 energy model; or a model
+            already returned by :func:`load_deepmd_model`, to share one loaded model between
+            energy functions built for different reference cells.
+        reference_cell: (3, 3) lattice vectors as rows, Angstrom. Fixes the periodic image
+            set; the function is valid for any cell with ``rcut / d_a(cell) <= n_a`` in each
+            direction, where ``n_a = ceil((rcut + skin) / d_a(reference_cell))``.
+        type_map_symbols: chemical symbol of every atom, length n_atoms (e.g. ``["Li"] * 16``);
+            each must be in the model's type map. ``None`` is allowed for single-type models:
+            all atoms get that type and any number of atoms is accepted.
+        skin: margin in Angstrom added to the cutoff when choosing the image set, so that the
+            cell may shrink (NPT, strain) without rebuilding.
+        neighbor_list: ``"sorted"`` uses deepmd-kit's builder (distance sort; with more than
+            ``sel`` neighbours it keeps the nearest ``sel``, as deepmd-kit does). ``"compact"``
+            is a sort-free equivalent for descriptors that sum over neighbours (se_e2_a,
+            se_e2_r, se_e3 and hybrids of them), several times cheaper on CPU because XLA's
+            sort is slow; when an atom has more neighbours than ``sel`` it returns NaN instead
+            of truncating. ``"auto"`` (default) picks ``"compact"`` when it applies.
+
+    Returns:
+        ``energy_fn(positions, cell) -> energy``: positions (n_atoms, 3) Angstrom (anywhere,
+        they are wrapped), cell (3, 3) Angstrom rows = lattice vectors, energy scalar eV
+        (float64). Pure JAX: jit, vmap and grad (to any order) work. It carries attributes
+        ``check_cell(cell)`` (raises ValueError if the cell is too small for the image set),
+        ``rcut`` (Angstrom), ``n_images`` (n_1, n_2, n_3), ``type_map``, ``neighbor_list``
+        and ``model``. If the cell is concrete at call time it is checked eagerly
+        (ValueError); for a traced cell that is too small the energy is NaN, never a silently
+        wrong number.
+
+    Raises:
+        ImportError: if deepmd-kit is not installed (``pip install "thermoflow[deepmd]"``).
+        FileNotFoundError: if ``model_path`` does not exist.
+        TypeError: if ``model_path`` is neither a path nor a loaded model.
+        ValueError: for a bad reference cell or skin, unknown symbols, a model with several
+            types and no ``type_map_symbols``, an unknown or inapplicable ``neighbor_list``;
+            at call time for a wrong number of atoms or a too-small concrete cell.
+
+    References:
+        Zhang et al., Phys. Rev. Lett. 120, 143001 (2018), doi:10.1103/PhysRevLett.120.143001;
+        Zeng et al., J. Chem. Phys. 159, 054801 (2023), doi:10.1063/5.0155600;
+        deepmd-kit v3, arXiv:2502.19161.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(model_path, (str, Path)):
+        model = load_deepmd_model(model_path)
+    elif hasattr(model_path, "atomic_model") and hasattr(model_path, "get_rcut"):
+        model = model_path
+    else:
+        raise TypeError(
+            "model_path must be a path to a .dp file or a model from load_deepmd_model, "
+            f"got {type(model_path).__name__}"
+        )
+    build_neighbor_list = _import_deepmd()["build_neighbor_list"]
+    atomic_model = model.atomic_model
+
+    reference_cell = np.asarray(reference_cell, dtype=np.float64)
+    if reference_cell.shape != (3, 3) or abs(np.linalg.det(reference_cell)) < 1e-8:
+        raise ValueError(
+            f"reference_cell must be a non-singular (3, 3) array, got shape {reference_cell.shape}"
+        )
+    if not skin >= 0:
+        raise ValueError(f"skin must be >= 0 Angstrom, got {skin}")
+    rcut = float(model.get_rcut())
+    sel = list(model.get_sel())
+    type_map = list(model.get_type_map())
+    n_images = images_per_direction(reference_cell, rcut + skin)
+    shifts = _image_shifts(n_images)
+    n_shifts = shifts.shape[0]
+    limit = np.asarray(n_images, dtype=np.float64)
+
+    levels = _neighbor_levels(model)
+    if neighbor_list == "auto":
+        neighbor_list = "compact" if levels is not None and not model.mixed_types() else "sorted"
+    if neighbor_list not in ("compact", "sorted"):
+        raise ValueError(
+            f"neighbor_list must be 'auto', 'compact' or 'sorted', got {neighbor_list!r}"
+        )
+    if neighbor_list == "compact" and (levels is None or model.mixed_types()):
+        raise ValueError(
+            "neighbor_list='compact' needs descriptors that sum over neighbours (se_e2_a, "
+            "se_e2_r, se_e3 or a hybrid of them); use neighbor_list='sorted'"
+        )
+
+    if type_map_symbols is None:
+        if len(type_map) != 1:
+            raise ValueError(
+                f"the model has {len(type_map)} atom types {type_map}; pass type_map_symbols "
+                "(one chemical symbol per atom)"
+            )
+        fixed_types = None
+    else:
+        unknown = sorted(set(type_map_symbols) - set(type_map))
+        if unknown:
+            raise ValueError(f"symbols {unknown} are not in the model's type map {type_map}")
+        fixed_types = np.array([type_map.index(s) for s in type_map_symbols], dtype=np.int64)
+
+    def check_cell(cell: Any) -> None:
+        """Raise ValueError if ``cell`` (3, 3), Angstrom, is too small for the image set."""
+        cell = np.asarray(cell, dtype=np.float64)
+        if cell.shape != (3, 3):
+            raise ValueError(f"cell must have shape (3, 3), got {cell.shape}")
+        needed = images_per_direction(cell, rcut)
+        if any(n > m for n, m in zip(needed, n_images)):
+            raise ValueError(
+                f"cell too small for this DeePMD energy function: interplanar spacings "
+                f"{np.round(interplanar_spacings(cell), 4).tolist()} A need {needed} periodic "
+                f"images per direction for rcut = {rcut} A, but the function was built for "
+                f"{n_images} (from reference_cell with skin = {skin} A). Rebuild the energy "
+                "function with make_deepmd_energy_fn(..., reference_cell=<this cell>) or a "
+                "larger skin."
+            )
+
+    def atom_types(n_atoms: int) -> np.ndarray:
+        if fixed_types is None:
+            return np.zeros(n_atoms, dtype=np.int64)
+        if n_atoms != fixed_types.shape[0]:
+            raise ValueError(
+                f"positions have {n_atoms} atoms but type_map_symbols has {fixed_types.shape[0]}"
+            )
+        return fixed_types
+
+    def build_nlist(geometry, types, n_atoms):
+        """(1, n_atoms, sum(sel)) neighbour list and an overflow flag, from stopped-gradient
+        extended coordinates (n_extended, 3)."""
+        if neighbor_list == "compact":
+            diff = geometry[None, :, :] - geometry[:n_atoms, None, :]
+            distances = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+            distances = distances.at[jnp.arange(n_atoms), jnp.arange(n_atoms)].set(jnp.inf)
+            nlist, overflow = _compact_neighbor_list(
+                distances, jnp.asarray(types), levels[0], levels[1], sel, len(type_map)
+            )
+            return nlist[None], overflow
+        extended_types = jnp.asarray(types)[None]
+        nlist = build_neighbor_list(
+            geometry[None],
+            extended_types,
+            n_atoms,
+            rcut,
+            sel,
+            distinguish_types=not model.mixed_types(),
+            pair_excl=atomic_model.pair_excl,
+        )
+        nlist = model.format_nlist(
+            geometry[None],
+            extended_types,
+            nlist,
+            extra_nlist_sort=model.need_sorted_nlist_for_lower(),
+        )
+        return nlist, jnp.zeros((), dtype=bool)
+
+    def energy_fn(positions: jax.Array, cell: jax.Array) -> jax.Array:
+        if not isinstance(cell, jax.core.Tracer):
+            check_cell(cell)
+        with jax.default_matmul_precision("highest"):
+            positions = jnp.asarray(positions, dtype=jnp.float64)
+            cell = jnp.asarray(cell, dtype=jnp.float64)
+            n_atoms = positions.shape[0]
+            types = np.tile(atom_types(n_atoms), n_shifts)
+            # Wrap into the cell: r - floor(f) h (the integer shift carries no gradient).
+            frac = positions @ jnp.linalg.inv(cell)
+            wrapped = positions - jax.lax.stop_gradient(jnp.floor(frac)) @ cell
+            offsets = jnp.asarray(shifts, dtype=cell.dtype) @ cell  # (n_shifts, 3)
+            extended = (offsets[:, None, :] + wrapped[None, :, :]).reshape(-1, 3)
+            nlist, overflow = build_nlist(jax.lax.stop_gradient(extended), types, n_atoms)
+            atomic = atomic_model.forward_common_atomic(
+                extended[None], jnp.asarray(types)[None], nlist
+            )
+            energy = jnp.sum(atomic["energy"])
+            # Traced cells cannot raise: a too-small cell gives NaN, never a wrong number.
+            volume = jnp.abs(jnp.linalg.det(cell))
+            cross = jnp.cross(jnp.roll(cell, -1, axis=0), jnp.roll(cell, -2, axis=0))
+            spacing = volume / jnp.linalg.norm(cross, axis=1)
+            valid = jnp.all(rcut / spacing <= limit) & ~overflow
+            return jnp.where(valid, energy, jnp.nan)
+
+    energy_fn.check_cell = check_cell
+    energy_fn.rcut = rcut
+    energy_fn.n_images = n_images
+    energy_fn.type_map = type_map
+    energy_fn.neighbor_list = neighbor_list
+    energy_fn.model = model
+    return energy_fn

@@ -1,0 +1,58 @@
+"""From a validated config to arrays and pure functions (structure, potential, modes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from thermoflow.phonons.modes import HarmonicModes, compute_harmonic_modes
+from thermoflow.potentials.base import EnergyFn
+from thermoflow.potentials.harmonic import make_einstein_energy_fn, make_harmonic_energy_fn
+from thermoflow.potentials.pair import make_lennard_jones_energy_fn, make_morse_energy_fn
+from thermoflow.potentials.plugin import make_plugin_energy_fn
+from thermoflow.structures.build import build_lattice, make_supercell, read_structure, scale_to_volume
+from thermoflow.workflows.config import RunConfig, StructureConfig, resolve_path
+
+
+def build_structure(cfg: StructureConfig, base: Path) -> Atoms:
+    """The supercell described by the structure section (file or lattice, then repeat/scale)."""
+    if cfg.file is not None:
+        atoms = read_structure(resolve_path(base, cfg.file))
+    else:
+        atoms = build_lattice(cfg.symbol, cfg.lattice, a_A=cfg.a_A, volume_per_atom_A3=None if cfg.a_A else cfg.volume_per_atom_A3)
+    atoms = make_supercell(atoms, cfg.supercell)
+    if cfg.volume_per_atom_A3 is not None:
+        atoms = scale_to_volume(atoms, cfg.volume_per_atom_A3)
+    if cfg.mass_amu is not None:
+        atoms.set_masses(np.full(len(atoms), cfg.mass_amu))
+    return atoms
+
+
+def build_potential(config: RunConfig, atoms: Atoms, base: Path) -> EnergyFn:
+    """The energy function of the potential section, for this structure."""
+    pot = config.potential
+    cell = np.asarray(atoms.cell.array)
+    if pot.kind == "lennard_jones":
+        return make_lennard_jones_energy_fn(pot.epsilon_eV, pot.sigma_A, pot.cutoff_A, cell)
+    if pot.kind == "morse":
+        return make_morse_energy_fn(pot.depth_eV, pot.alpha_per_A, pot.r0_A, pot.cutoff_A, cell)
+    if pot.kind == "harmonic":
+        if pot.einstein_spring_eV_per_A2 is not None:
+            return make_einstein_energy_fn(atoms.get_positions(), pot.einstein_spring_eV_per_A2)
+        path = resolve_path(base, pot.force_constants_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"potential.force_constants_file not found: {path}")
+        return make_harmonic_energy_fn(atoms.get_positions(), np.load(path))
+    if pot.kind == "python":
+        return make_plugin_energy_fn(pot.target, pot.options, atoms=atoms)
+    raise ValueError(f"unknown potential kind {pot.kind!r}")  # unreachable after validation
+
+
+def build_modes(config: RunConfig, base: Path) -> tuple[Atoms, EnergyFn, HarmonicModes]:
+    """Structure, potential and harmonic modes of a run."""
+    atoms = build_structure(config.structure, base)
+    energy_fn = build_potential(config, atoms, base)
+    modes = compute_harmonic_modes(energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    return atoms, energy_fn, modes

@@ -1,0 +1,216 @@
+"""Run configuration: one TOML file, validated by pydantic before any computation.
+
+Every field has a description and units in its name. ``load_config`` merges ``--set`` style
+overrides (``"nct.steps=200"``, values parsed as TOML literals) and reports every invalid
+field by its dotted path with the reason.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from thermoflow.nct.hamiltonian import LAPLACIAN_METHODS
+from thermoflow.structures.build import LATTICES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StructureConfig(_Strict):
+    """Where the crystal comes from: a file, or a standard lattice."""
+
+    file: str | None = Field(None, description="ASE-readable structure file (POSCAR, CIF, extxyz); relative to the config file")
+    lattice: Literal[LATTICES] | None = Field(None, description="standard lattice instead of a file: fcc, bcc, hcp, diamond, sc")  # type: ignore[valid-type]
+    symbol: str | None = Field(None, description="chemical symbol for a standard lattice, e.g. 'Ne'")
+    a_A: float | None = Field(None, gt=0, description="lattice constant of the conventional cell, Angstrom")
+    supercell: tuple[int, int, int] = Field((1, 1, 1), description="repetitions of the cell along its lattice vectors")
+    volume_per_atom_A3: float | None = Field(None, gt=0, description="rescale isotropically to this volume per atom, Angstrom^3")
+    mass_amu: float | None = Field(None, gt=0, description="override the atomic mass of every atom, amu")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.file is None) == (self.lattice is None):
+            raise ValueError("give exactly one of structure.file or structure.lattice")
+        if self.lattice is not None:
+            if self.symbol is None:
+                raise ValueError("structure.symbol is required with structure.lattice")
+            if self.a_A is None and self.volume_per_atom_A3 is None:
+                raise ValueError("give structure.a_A or structure.volume_per_atom_A3 with structure.lattice")
+        if any(n < 1 for n in self.supercell):
+            raise ValueError(f"structure.supercell entries must be >= 1, got {list(self.supercell)}")
+        return self
+
+
+class LennardJonesConfig(_Strict):
+    """Lennard-Jones pair potential, shifted to zero at the cutoff."""
+
+    kind: Literal["lennard_jones"]
+    epsilon_eV: float = Field(gt=0, description="well depth epsilon, eV")
+    sigma_A: float = Field(gt=0, description="length scale sigma, Angstrom")
+    cutoff_A: float = Field(gt=0, description="cutoff radius, Angstrom (may exceed half the cell)")
+
+
+class MorseConfig(_Strict):
+    """Morse pair potential, shifted to zero at the cutoff."""
+
+    kind: Literal["morse"]
+    depth_eV: float = Field(gt=0, description="well depth D, eV")
+    alpha_per_A: float = Field(gt=0, description="inverse width a, 1/Angstrom")
+    r0_A: float = Field(gt=0, description="equilibrium distance r0, Angstrom")
+    cutoff_A: float = Field(gt=0, description="cutoff radius, Angstrom")
+
+
+class HarmonicConfig(_Strict):
+    """Harmonic potential about the structure's positions."""
+
+    kind: Literal["harmonic"]
+    force_constants_file: str | None = Field(None, description=".npy file of (3N, 3N) force constants, eV/Angstrom^2")
+    einstein_spring_eV_per_A2: float | None = Field(None, gt=0, description="Einstein crystal spring constant instead, eV/Angstrom^2")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.force_constants_file is None) == (self.einstein_spring_eV_per_A2 is None):
+            raise ValueError("give exactly one of force_constants_file or einstein_spring_eV_per_A2")
+        return self
+
+
+class PythonPotentialConfig(_Strict):
+    """A user's own JAX potential: ``target(**options) -> energy_fn(positions, cell)``."""
+
+    kind: Literal["python"]
+    target: str = Field(description="'package.module:factory' returning energy_fn(positions, cell) -> eV")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
+
+
+PotentialConfig = Annotated[
+    Union[LennardJonesConfig, MorseConfig, HarmonicConfig, PythonPotentialConfig],
+    Field(discriminator="kind"),
+]
+
+
+class FlowConfig(_Strict):
+    """RealNVP flow in phonon coordinates."""
+
+    n_layers: int = Field(4, ge=1, description="affine coupling layers")
+    hidden: int = Field(64, ge=1, description="width of the conditioner hidden layers")
+    max_log_scale: float = Field(2.0, gt=0, description="bound on |log scale| per coupling layer")
+
+
+class NCTConfig(_Strict):
+    """Variational free-energy optimisation (NVT)."""
+
+    temperature_K: float = Field(gt=0, description="temperature, K")
+    n_levels: int = Field(4, ge=1, le=32, description="harmonic-oscillator levels K per mode")
+    batch_size: int = Field(128, ge=2, description="samples per training step")
+    steps: int = Field(500, ge=1, description="training steps")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (Adam)")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="optax optimiser")
+    schedule: Literal["constant", "cosine", "exponential"] = Field("cosine", description="learning-rate schedule")
+    final_lr_fraction: float = Field(0.1, gt=0, le=1, description="final / peak learning rate for decaying schedules")
+    grad_clip_norm: float | None = Field(10.0, gt=0, description="global gradient-norm clipping (null disables)")
+    freeze_flow: bool = Field(False, description="keep harmonic wavefunctions, optimise occupations only")
+    laplacian: Literal[LAPLACIAN_METHODS] = Field("folx", description="kinetic energy: folx, exact (forward-over-reverse) or hutchinson")  # type: ignore[valid-type]
+    clip_width: float = Field(5.0, ge=0, description="clip local energies at median +- width x mean abs deviation in the gradient (0: off)")
+    averaging_fraction: float = Field(0.25, gt=0, le=1, description="final fraction of steps averaged for the reported values")
+    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
+    max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back and halves the learning rate)")
+    flow: FlowConfig = Field(default_factory=FlowConfig, description="flow architecture")
+
+
+class RunConfig(_Strict):
+    """A complete thermoflow run."""
+
+    seed: int = Field(0, ge=0, description="random seed for parameters and sampling")
+    structure: StructureConfig
+    potential: PotentialConfig
+    nct: NCTConfig
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names each offending field and the fix."""
+
+
+DEFAULT_CONFIG = "default_neon.toml"
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a table")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", value)``, the value parsed as a TOML literal if possible."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
+
+
+def read_config_dict(path: str | Path | None) -> tuple[dict, Path]:
+    """Raw TOML dict and the directory relative paths refer to (embedded default if None)."""
+    if path is None:
+        text = resources.files("thermoflow.workflows").joinpath(DEFAULT_CONFIG).read_text()
+        return tomllib.loads(text), Path.cwd()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text()), path.resolve().parent
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def validate_config(data: dict) -> RunConfig:
+    """Validate a raw dict; raise :class:`ConfigError` naming every bad field."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            parts = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
+            if len(parts) > 1 and parts[0] == "potential" and parts[1] == str(data.get("potential", {}).get("kind")):
+                del parts[1]  # the discriminator tag, not a field
+            loc = ".".join(parts)
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {loc or '(top level)'}: {msg}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, Path]:
+    """Read, override and validate a run config.
+
+    Args:
+        path: TOML file, or None for the embedded default job.
+        overrides: ``"section.field=value"`` strings applied in order.
+
+    Returns:
+        ``(config, base_dir)``; relative file names in the config are resolved against base_dir.
+
+    Raises:
+        ConfigError: missing file, bad TOML, bad override or invalid fields.
+    """
+    data, base = read_config_dict(path)
+    for text in overrides or []:
+        _set_dotted(data, *parse_override(text))
+    return validate_config(data), base
+
+
+def resolve_path(base: Path, name: str) -> Path:
+    """A config file name relative to the config's directory (absolute names unchanged)."""
+    p = Path(name).expanduser()
+    return p if p.is_absolute() else base / p
