@@ -51,12 +51,12 @@ def blocking_stderr(series: np.ndarray, min_blocks: int = 4) -> BlockingResult:
         raise ValueError("blocking needs at least 2 values, all finite")
     n = x.size
     mean = float(x.mean())
-    levels = []
-    y = x.copy()
+    levels = [float(np.std(x, ddof=1) / np.sqrt(n))]
+    y = x[: n - n % 2]
+    y = 0.5 * (y[0::2] + y[1::2])
     while y.size >= max(min_blocks, 2):
         levels.append(float(np.std(y, ddof=1) / np.sqrt(y.size)))
-        if y.size % 2:
-            y = y[:-1]
+        y = y[: y.size - y.size % 2]
         y = 0.5 * (y[0::2] + y[1::2])
     sigma0 = levels[0]
     chosen = len(levels) - 1

@@ -14,19 +14,26 @@ depends on the data, which cannot be jitted. Here the periodic images are a FIXE
 once from a reference cell: atoms are wrapped into the cell, and with interplanar spacings
 ``d_a`` (a = 1, 2, 3) the images with integer shifts ``|s_a| <= n_a``,
 ``n_a = ceil((rcut + skin) / d_a)``, contain every neighbour within the cutoff ``rcut`` of every
-atom. The neighbour list is then built on the fixed extended set with
-``deepmd.dpmodel.utils.nlist.build_neighbor_list`` and the atomic energies come from
-``atomic_model.forward_common_atomic``. Wrapping makes the image set independent of how far
-atoms move; ``skin`` is a margin for cell changes (NPT, strain): a cell stays valid while
-``rcut / d_a(cell) <= n_a`` in every direction.
+atom. Wrapping makes the image set independent of how far atoms move; ``skin`` is a margin
+for cell changes (NPT, strain): a cell stays valid while ``rcut / d_a(cell) <= n_a`` in every
+direction. The atomic energies come from deepmd-kit's ``atomic_model.forward_common_atomic`` on
+the extended set, with a neighbour list of fixed size built either by deepmd-kit
+(``deepmd.dpmodel.utils.nlist.build_neighbor_list``, distance-sorted) or, by default for the
+se_e2_a / se_e2_r / se_e3 family, by a sort-free counting sort over cutoff shells that selects
+the same neighbours (XLA's sort is slow on CPU: about 0.5 ms instead of 5 ms for 16 atoms).
+
+Performance note (CPU, XLA in jaxlib 0.10): XLA's YNNPACK fusions make the backward pass of
+these models about 2-3x slower; compiling the caller's jitted function with
+``compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}`` (or the same flag in
+``XLA_FLAGS``) avoids that. It is a per-compilation choice of the caller, not set here.
 
 Side effects of importing deepmd-kit's JAX backend (done lazily, on the first call of
 :func:`make_deepmd_energy_fn`): ``deepmd.jax.env`` switches on ``jax_enable_x64`` (kept: the
 models are float64), sets ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (kept) and sets the
 process-wide ``jax_default_matmul_precision`` to ``"tensorfloat32"``. The latter would silently
 lower the precision of every float32 matrix product in the process on GPUs, so it is undone
-right after the import: a value the user had set before is restored, otherwise it is set to
-``"highest"``. The energy function itself also traces under
+right after the import (whenever the value found is ``"tensorfloat32"``): a different value the
+user had set before is restored, otherwise it is set to ``"highest"``. The energy function itself also traces under
 ``jax.default_matmul_precision("highest")``.
 
 References:
@@ -72,11 +79,13 @@ def _import_deepmd() -> dict[str, Any]:
             f"DeePMD potentials need deepmd-kit with its JAX backend ({err}); {_INSTALL_HINT}"
         ) from err
     finally:
-        # Undo deepmd.jax.env's tf32 default; keep a precision the user chose explicitly.
-        jax.config.update(
-            "jax_default_matmul_precision",
-            previous_precision if previous_precision not in (None, "tensorfloat32") else "highest",
-        )
+        # Undo deepmd.jax.env's tf32 default (also if deepmd was imported elsewhere first);
+        # keep any other precision the user chose explicitly.
+        if jax.config.jax_default_matmul_precision == "tensorfloat32":
+            restored = previous_precision
+            if restored in (None, "tensorfloat32"):
+                restored = "highest"
+            jax.config.update("jax_default_matmul_precision", restored)
     return {
         "load_dp_model": load_dp_model,
         "BaseModel": BaseModel,
@@ -284,9 +293,9 @@ def make_deepmd_energy_fn(
         neighbor_list: ``"sorted"`` uses deepmd-kit's builder (distance sort; with more than
             ``sel`` neighbours it keeps the nearest ``sel``, as deepmd-kit does). ``"compact"``
             is a sort-free equivalent for descriptors that sum over neighbours (se_e2_a,
-            se_e2_r, se_e3 and hybrids of them), several times cheaper on CPU because XLA's
-            sort is slow; when an atom has more neighbours than ``sel`` it returns NaN instead
-            of truncating. ``"auto"`` (default) picks ``"compact"`` when it applies.
+            se_e2_r, se_e3 and hybrids of them, without pair_exclude_types), about ten times
+            cheaper on CPU because XLA's sort is slow; when an atom has more neighbours than
+            ``sel`` it returns NaN instead of truncating. ``"auto"`` (default) picks ``"compact"`` when it applies.
 
     Returns:
         ``energy_fn(positions, cell) -> energy``: positions (n_atoms, 3) Angstrom (anywhere,
@@ -342,16 +351,20 @@ def make_deepmd_energy_fn(
     limit = np.asarray(n_images, dtype=np.float64)
 
     levels = _neighbor_levels(model)
+    compact_applies = (
+        levels is not None and not model.mixed_types() and atomic_model.pair_excl is None
+    )
     if neighbor_list == "auto":
-        neighbor_list = "compact" if levels is not None and not model.mixed_types() else "sorted"
+        neighbor_list = "compact" if compact_applies else "sorted"
     if neighbor_list not in ("compact", "sorted"):
         raise ValueError(
             f"neighbor_list must be 'auto', 'compact' or 'sorted', got {neighbor_list!r}"
         )
-    if neighbor_list == "compact" and (levels is None or model.mixed_types()):
+    if neighbor_list == "compact" and not compact_applies:
         raise ValueError(
             "neighbor_list='compact' needs descriptors that sum over neighbours (se_e2_a, "
-            "se_e2_r, se_e3 or a hybrid of them); use neighbor_list='sorted'"
+            "se_e2_r, se_e3 or a hybrid of them) and no pair_exclude_types; use "
+            "neighbor_list='sorted'"
         )
 
     if type_map_symbols is None:

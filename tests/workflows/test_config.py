@@ -1,0 +1,44 @@
+import pytest
+
+from thermoflow.workflows.config import ConfigError, load_config, parse_override
+
+
+def test_default_config_is_valid():
+    cfg, _ = load_config(None)
+    assert cfg.potential.kind == "lennard_jones" and cfg.structure.supercell == (2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (["nct.temperature_K=-5"], "nct.temperature_K"),
+        (["nct.batch_size=1"], "nct.batch_size"),
+        (["nct.laplacian='magic'"], "nct.laplacian"),
+        (["potential.sigma_A=0"], "potential.sigma_A"),
+        (["nct.flow.n_layers=0"], "nct.flow.n_layers"),
+        (["nct.typo_field=1"], "nct.typo_field"),
+        (["potential.kind='unknown'"], "potential"),
+        (["structure.file='x.vasp'"], "structure"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_field(overrides, field):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert f"  {field}" in str(info.value)
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[nct\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_overrides_parse_toml_literals():
+    assert parse_override("nct.steps=20") == ("nct.steps", 20)
+    assert parse_override("structure.supercell=[1, 2, 3]") == ("structure.supercell", [1, 2, 3])
+    assert parse_override("potential.model=path/to/m.dp") == ("potential.model", "path/to/m.dp")
+    with pytest.raises(ConfigError):
+        parse_override("novalue")

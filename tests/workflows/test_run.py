@@ -1,0 +1,72 @@
+"""End-to-end runs on a tiny crystal: outputs, exact resume, NaN rollback, CLI."""
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from thermoflow.cli.main import app
+from thermoflow.nct.train import NonFiniteError
+from thermoflow.workflows.config import ConfigError, load_config
+from thermoflow.workflows.nct_run import run_nct
+
+TINY = [
+    "structure.supercell=[1, 1, 1]",
+    "nct.steps=6",
+    "nct.batch_size=16",
+    "nct.checkpoint_every=2",
+    "nct.flow.hidden=8",
+    "nct.flow.n_layers=2",
+    "nct.n_levels=3",
+]
+PHYSICS_COLUMNS = ["step", "free_energy_eV_per_atom", "energy_eV_per_atom", "kinetic_eV_per_atom", "potential_eV_per_atom", "entropy_kB_per_atom"]
+
+
+def _rows(path):
+    with open(path) as fh:
+        return [{k: row[k] for k in PHYSICS_COLUMNS} for row in csv.DictReader(fh)]
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    cfg, base = load_config(None, TINY)
+    full = run_nct(cfg, base, tmp_path / "full", progress=False)
+    assert full["completed"] and full["steps"] == 6
+    partial = run_nct(cfg, base, tmp_path / "split", progress=False, stop_after=3)
+    assert partial == {"completed": False, "steps_done": 3}
+    assert len(_rows(tmp_path / "split" / "metrics.csv")) == 3
+    resumed = run_nct(cfg, base, tmp_path / "split", resume=True, progress=False)
+    assert _rows(tmp_path / "split" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")
+    assert resumed["free_energy_eV_per_atom"] == full["free_energy_eV_per_atom"]
+
+    res = json.loads((tmp_path / "full" / "results.json").read_text())
+    for key in ["free_energy_eV_per_atom", "free_energy_stderr_eV_per_atom", "energy_eV_per_atom", "entropy_kB_per_atom",
+                "harmonic_free_energy_eV_per_atom", "temperature_K", "n_atoms", "n_modes", "steps", "seconds_per_step"]:
+        assert key in res
+    assert res["n_atoms"] == 4 and res["n_modes"] == 9
+    for name in ["config.resolved.toml", "free_energy.png", "occupations.png", "checkpoints/state.npz"]:
+        assert (tmp_path / "full" / name).is_file()
+
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_nct(cfg, base, tmp_path / "full", progress=False)
+    other, _ = load_config(None, TINY + ["nct.temperature_K=30"])
+    with pytest.raises(ConfigError, match="differs"):
+        run_nct(other, base, tmp_path / "full", resume=True, progress=False)
+
+
+def test_non_finite_training_rolls_back_then_stops_with_clear_error(tmp_path):
+    cfg, base = load_config(None, TINY + ["potential={kind='python', target='anharmonic_models:make_nan_potential'}", "nct.max_rollbacks=2"])
+    with pytest.raises(NonFiniteError, match="after 2 rollbacks"):
+        run_nct(cfg, base, tmp_path / "nan", progress=False)
+    assert (tmp_path / "nan" / "config.resolved.toml").is_file()
+
+
+def test_cli_phonons_and_invalid_config(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "ph"
+    result = runner.invoke(app, ["phonons", "--out", str(out), "--set", "structure.supercell=[1,1,1]"])
+    assert result.exit_code == 0, result.output
+    ph = json.loads((out / "phonons.json").read_text())
+    assert ph["n_modes"] == 9 and ph["n_imaginary_modes"] == 0
+    bad = runner.invoke(app, ["run", "--out", str(tmp_path / "x"), "--set", "nct.temperature_K=-1"])
+    assert bad.exit_code == 2 and "nct.temperature_K" in bad.output
