@@ -26,10 +26,10 @@ def test_reinforce_and_flow_gradients_match_finite_differences():
     flow = make_realnvp(2, 2, 6)
     batch = 4096
     model = make_free_energy_model(energy_fn, modes, flow, kT_eV=KT, n_levels=K, batch_size=batch, laplacian="exact", clip_width=0.0)
-    params = {"flow": perturbed_params(flow, seed=3, scale=0.15), "logits": jnp.array([[0.0, -0.7], [0.0, -1.1]])}
+    params = {"flow": perturbed_params(flow, seed=3, scale=0.1), "logits": jnp.array([[0.0, -0.7], [0.0, -1.1]])}
 
     # exact F by quadrature: E_n = int [sum_k eps_k/2 (d_k Psi)^2 + V Psi^2] ds (smooth integrand)
-    grid = np.linspace(-8.0, 8.0, 241)
+    grid = np.linspace(-12.0, 12.0, 361)
     ds = grid[1] - grid[0]
     pts = jnp.asarray(np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2))
     states = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]])

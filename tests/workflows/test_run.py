@@ -70,3 +70,21 @@ def test_cli_phonons_and_invalid_config(tmp_path):
     assert ph["n_modes"] == 9 and ph["n_imaginary_modes"] == 0
     bad = runner.invoke(app, ["run", "--out", str(tmp_path / "x"), "--set", "nct.temperature_K=-1"])
     assert bad.exit_code == 2 and "nct.temperature_K" in bad.output
+
+
+def test_ase_calculator_kind_gives_the_same_phonons_as_native_potential(tmp_path):
+    """kind = "ase" (host callback + finite-difference Hessian) vs the JAX-native Lennard-Jones."""
+    from thermoflow.workflows.build import build_modes
+
+    base_overrides = ["structure.supercell=[1, 1, 1]"]
+    native, base = load_config(None, base_overrides + ["potential.cutoff_A=7.0"])
+    ase_cfg, _ = load_config(None, base_overrides + [
+        "potential={kind='ase', calculator='ase.calculators.lj:LennardJones', "
+        "options={epsilon=0.0031, sigma=2.74, rc=7.0, smooth=false}, hessian_displacement_A=0.002}"
+    ])
+    _, _, m_native = build_modes(native, base)
+    _, _, m_ase = build_modes(ase_cfg, base)
+    import numpy as np
+
+    np.testing.assert_allclose(np.sort(m_ase.omega), np.sort(m_native.omega), rtol=1e-4)
+    np.testing.assert_allclose(m_ase.energy0_eV, m_native.energy0_eV, rtol=1e-10)

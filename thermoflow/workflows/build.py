@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from thermoflow.phonons.modes import HarmonicModes, compute_harmonic_modes
+from thermoflow.phonons.modes import HarmonicModes, compute_harmonic_modes, modes_from_hessian
 from thermoflow.potentials.base import EnergyFn
 from thermoflow.potentials.harmonic import make_einstein_energy_fn, make_harmonic_energy_fn
 from thermoflow.potentials.pair import make_lennard_jones_energy_fn, make_morse_energy_fn
@@ -47,6 +47,18 @@ def build_potential(config: RunConfig, atoms: Atoms, base: Path) -> EnergyFn:
         return make_harmonic_energy_fn(atoms.get_positions(), np.load(path))
     if pot.kind == "python":
         return make_plugin_energy_fn(pot.target, pot.options, atoms=atoms)
+    if pot.kind == "deepmd":
+        from thermoflow.potentials.deepmd import make_deepmd_energy_fn
+
+        path = resolve_path(base, pot.model)
+        if not path.is_file():
+            raise FileNotFoundError(f"potential.model not found: {path} (set it in the config or with --set potential.model=PATH)")
+        return make_deepmd_energy_fn(path, cell, type_map_symbols=atoms.get_chemical_symbols(), skin=pot.skin_A)
+    if pot.kind == "ase":
+        from thermoflow.potentials.ase_bridge import load_calculator_factory, make_ase_energy_fn
+
+        calculator = load_calculator_factory(pot.calculator)(**pot.options)
+        return make_ase_energy_fn(calculator, atoms.get_chemical_symbols())
     raise ValueError(f"unknown potential kind {pot.kind!r}")  # unreachable after validation
 
 
@@ -54,5 +66,13 @@ def build_modes(config: RunConfig, base: Path) -> tuple[Atoms, EnergyFn, Harmoni
     """Structure, potential and harmonic modes of a run."""
     atoms = build_structure(config.structure, base)
     energy_fn = build_potential(config, atoms, base)
-    modes = compute_harmonic_modes(energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    pos, cell, masses = atoms.get_positions(), atoms.cell.array, atoms.get_masses()
+    if config.potential.kind == "ase":
+        # a host callback has no second derivative: Hessian by central differences of forces
+        from thermoflow.potentials.ase_bridge import finite_difference_hessian
+
+        h = finite_difference_hessian(energy_fn, pos, cell, displacement=config.potential.hessian_displacement_A)
+        modes = modes_from_hessian(h, masses, pos, cell, float(energy_fn(pos, cell)))
+    else:
+        modes = compute_harmonic_modes(energy_fn, pos, cell, masses)
     return atoms, energy_fn, modes

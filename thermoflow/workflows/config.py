@@ -88,8 +88,25 @@ class PythonPotentialConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
 
 
+class DeepmdConfig(_Strict):
+    """A deepmd-kit 3.x Deep Potential model (needs ``pip install "thermoflow[deepmd]"``)."""
+
+    kind: Literal["deepmd"]
+    model: str = Field(description="deepmd-kit .dp model file; relative to the config file")
+    skin_A: float = Field(0.5, ge=0, description="margin added to the model cutoff when choosing periodic images, Angstrom")
+
+
+class AseCalculatorConfig(_Strict):
+    """Any ASE calculator through a host callback (forces from the calculator; no autodiff Hessian)."""
+
+    kind: Literal["ase"]
+    calculator: str = Field(description="'package.module:factory' returning an ASE calculator")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
+    hessian_displacement_A: float = Field(0.01, gt=0, description="displacement for the finite-difference Hessian of the harmonic reference, Angstrom")
+
+
 PotentialConfig = Annotated[
-    Union[LennardJonesConfig, MorseConfig, HarmonicConfig, PythonPotentialConfig],
+    Union[LennardJonesConfig, MorseConfig, HarmonicConfig, PythonPotentialConfig, DeepmdConfig, AseCalculatorConfig],
     Field(discriminator="kind"),
 ]
 
