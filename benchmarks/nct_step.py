@@ -1,0 +1,129 @@
+"""Seconds per NCT training step on lithium (bcc, lithium_dp4), split by stage, and peak memory.
+
+Run by hand from the repository root (needs ../shared and the deepmd extra):
+
+    python benchmarks/nct_step.py                     # bcc 2x2x2 (16 atoms) and 3x3x3 (54 atoms)
+    python benchmarks/nct_step.py --supercells 2 --batch 64 --repeats 3
+
+Each stage is its own jitted function, timed after compilation (median of --repeats calls):
+sampling (occupations + exact Hermite sampling + inverse flow), potential energy (DeePMD on the
+batch), kinetic energy (folx forward Laplacian through the flow), gradient (the whole loss and
+its gradient, which includes the three stages above) and update (optax Adam). "train step" is
+the jitted step the driver runs. Baseline for comparison (same machine class, 2 CPU cores,
+batch 128, Metropolis sampler at 100 steps per training step): the published NCT code takes
+about 6.7 s/step for 16 atoms and 32-35 s/step for 54 atoms; its DP energy about 10-25 ms per
+16-atom configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import thermoflow  # noqa: F401  (float64)
+from thermoflow.nct.flow import make_realnvp
+from thermoflow.nct.loss import make_free_energy_model
+from thermoflow.nct.train import make_optimizer, make_train_step
+from thermoflow.phonons import compute_harmonic_modes
+from thermoflow.potentials.deepmd import make_deepmd_energy_fn
+from thermoflow.structures import make_supercell, read_structure, scale_to_volume
+from thermoflow.units import KB_EV_PER_K
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def timed(fn, *args, repeats):
+    """Median wall time (s) of fn(*args) after one warm-up (compilation) call, and that call's time."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), compile_s
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K: float, freeze_flow: bool) -> dict:
+    atoms = scale_to_volume(make_supercell(read_structure(SHARED / "structures/lithium/bcc.vasp"), (repeat,) * 3), 19.2)
+    n = len(atoms)
+    energy_fn = make_deepmd_energy_fn(model_path, atoms.cell.array, type_map_symbols=atoms.get_chemical_symbols())
+    t0 = time.perf_counter()
+    modes = compute_harmonic_modes(energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    hessian_s = time.perf_counter() - t0
+    flow = make_realnvp(modes.n_modes, 4, 64)
+    kT = KB_EV_PER_K * temperature_K
+    model = make_free_energy_model(energy_fn, modes, flow, kT_eV=kT, n_levels=4, batch_size=batch, laplacian="folx", freeze_flow=freeze_flow)
+    optimizer = make_optimizer("adam", 1e-3)
+    params = model.init(jax.random.PRNGKey(0))
+    opt_state = optimizer.init(params)
+    key = jax.random.PRNGKey(1)
+    levels, s = jax.jit(model.sample, static_argnums=2)(params, key, batch)
+    keys = jax.random.split(key, batch)
+
+    sample = jax.jit(model.sample, static_argnums=2)
+    r0 = jnp.asarray(modes.reference_positions)
+    disp = jnp.asarray(modes.displacement_matrix())
+    cell = jnp.asarray(modes.cell)
+    potential = jax.jit(jax.vmap(lambda x: energy_fn(r0 + (disp @ x).reshape(r0.shape), cell)))
+    kinetic = jax.jit(jax.vmap(lambda lv, x, k: model.local_energy(params, lv, x, k)[0]))
+    grad = jax.jit(jax.grad(model.loss, has_aux=True))
+    update = jax.jit(lambda g, st, p: optimizer.update(g, st, p))
+    step = make_train_step(model, optimizer)
+    g, _ = grad(params, key)
+
+    rows = {}
+    rows["sampling"] = timed(sample, params, key, batch, repeats=repeats)
+    rows["potential energy"] = timed(potential, s, repeats=repeats)
+    rows["kinetic energy"] = timed(kinetic, levels, s, keys, repeats=repeats)
+    rows["loss + gradient (all above)"] = timed(grad, params, key, repeats=repeats)
+    rows["optimizer update"] = timed(update, g, opt_state, params, repeats=repeats)
+    rows["train step"] = timed(step, params, opt_state, key, jnp.asarray(1.0), repeats=repeats)
+    single = jax.jit(energy_fn)
+    rows["DP energy, 1 config"] = timed(single, jnp.asarray(atoms.get_positions()), cell, repeats=max(repeats, 10))
+    return {"n_atoms": n, "n_modes": modes.n_modes, "hessian_s": hessian_s, "rows": rows, "peak_rss_GB": peak_rss_gb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=SHARED / "models/lithium/lithium_dp4.dp")
+    parser.add_argument("--supercells", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--temperature-K", type=float, default=300.0)
+    parser.add_argument("--freeze-flow", action="store_true", help="harmonic wavefunctions (analytic kinetic energy)")
+    args = parser.parse_args()
+    if not args.model.is_file():
+        sys.exit(f"model not found: {args.model} (the benchmark reads ../shared/models/lithium)")
+    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"JAX {jax.__version__} on {jax.default_backend()}; Python {platform.python_version()}")
+    print(f"# lithium bcc at 19.2 A^3/atom, {args.model.name}, batch {args.batch}, flow 4 layers x 64 hidden, "
+          f"K = 4 levels, laplacian folx, freeze_flow={args.freeze_flow}; medians of {args.repeats} calls after compilation")
+    for rep in args.supercells:
+        res = bench(args.model, rep, args.batch, args.repeats, args.temperature_K, args.freeze_flow)
+        print(f"\n## bcc {rep}x{rep}x{rep}: {res['n_atoms']} atoms, {res['n_modes']} modes "
+              f"(Hessian by autodiff {res['hessian_s']:.1f} s, peak RSS {res['peak_rss_GB']:.2f} GB)")
+        print(f"{'stage':34s} {'seconds':>10s} {'compile s':>10s}")
+        for name, (sec, comp) in res["rows"].items():
+            print(f"{name:34s} {sec:10.4f} {comp:10.1f}")
+        dp = res["rows"]["potential energy"][0] / args.batch
+        print(f"{'DP energy per config in batch':34s} {dp:10.5f}")
+
+
+if __name__ == "__main__":
+    main()
