@@ -8,14 +8,21 @@ F = kT Tr(rho ln rho) + Tr(rho H) = -kT S[p] + E_{n~p} E_{s~|Psi_n|^2}[E_loc(s)]
 * flow: d/dtheta E = 2 E[(E_loc - b) d ln|Psi_n| / dtheta] (valid for any constant b because every
   Psi_n stays normalised).
 
-The baseline b is the batch mean of the (clipped) local energies; the factor B/(B-1) removes the
-O(1/B) bias of using the sample's own batch mean. Outliers of the local energy (near nodes of
-excited states) are clipped in the gradient only, and only *within* states: the harmonic
-excitation energy sum_k hbar omega_k n_k is subtracted first, the residual is clipped to
-median +- ``clip_width`` x mean absolute deviation, and the excitation energy is added back.
-Clipping raw local energies instead would pull the rare, legitimately higher energies of excited
-states towards the ground-state median, bias the occupation gradient and overpopulate excited
-states. Reported energies are never clipped.
+Control variate. The harmonic excitation energy H0(n) = sum_k hbar omega_k n_k carries most of
+the spread of local energies between states, and its average over the product spectrum,
+sum_k hbar omega_k <n_k>, is known exactly (with its gradient). thermoflow therefore estimates
+E = <H0>_exact + E[E_loc - H0(n)] and uses the residual r = E_loc - H0(n) in both gradient
+estimators: for the occupations, grad E = grad <H0>_exact + E[(r - b) grad ln p_n]; for the flow,
+E[H0(n) grad ln|Psi_n|] = 0 state by state (each Psi_n is normalised), so
+2 E[(r - b) grad ln|Psi_n|] is the same unbiased gradient. On a harmonic crystal r is constant
+and F is exact with zero variance.
+
+The baseline b is the batch mean of r; the factor B/(B-1) removes the O(1/B) bias of using the
+sample's own batch mean. Outliers of r (near nodes of excited states) are clipped in the
+gradient only, at median +- ``clip_width`` x mean absolute deviation. Clipping raw local
+energies instead would pull the rare, legitimately higher energies of excited states towards
+the ground-state median, bias the occupation gradient and overpopulate excited states.
+Reported energies are never clipped.
 Samples are exact and independent (see :mod:`thermoflow.nct.wavefunction`).
 
 References: Q. Zhang et al., Phys. Rev. Lett. 134, 246101 (2025), arXiv:2409.09813;
@@ -140,23 +147,24 @@ def make_free_energy_model(
             jax.lax.stop_gradient(params), levels, s, jax.random.split(k_kin, batch_size)
         )
         e_loc = kin + pot
-        if clip_width > 0:
-            excitation = levels @ eps
-            e_used = robust_clip(e_loc - excitation, clip_width) + excitation
-        else:
-            e_used = e_loc
-        weight = jax.lax.stop_gradient((e_used - jnp.mean(e_used)) * batch_size / (batch_size - 1))
+        excitation = levels @ eps  # H0(n), the control variate
+        residual = e_loc - excitation
+        r_used = robust_clip(residual, clip_width) if clip_width > 0 else residual
+        weight = jax.lax.stop_gradient((r_used - jnp.mean(r_used)) * batch_size / (batch_size - 1))
         log_p = jax.vmap(occupations.log_probability, in_axes=(None, 0))(params["logits"], levels)
         log_abs_psi = jax.vmap(log_psi, in_axes=(None, 0, 0))(params["flow"], levels, s)
         entropy = occupations.entropy(params["logits"])
-        surrogate = jnp.mean(weight * (log_p + 2.0 * log_abs_psi)) - kT_eV * entropy
-        energy = jnp.mean(e_loc)
+        mean_excitation = jnp.sum(occupations.probabilities(params["logits"]) @ jnp.arange(n_levels) * eps)
+        surrogate = jnp.mean(weight * (log_p + 2.0 * log_abs_psi)) + mean_excitation - kT_eV * entropy
+        h0 = jax.lax.stop_gradient(mean_excitation)
+        energy = jnp.mean(residual) + h0
         metrics = {
             "free_energy": energy - kT_eV * jax.lax.stop_gradient(entropy),
             "energy": energy,
-            "energy_stderr": jnp.std(e_loc) / jnp.sqrt(batch_size),
-            "kinetic": jnp.mean(kin),
-            "potential": jnp.mean(pot),
+            "energy_stderr": jnp.std(residual) / jnp.sqrt(batch_size),
+            # harmonic excitations are half kinetic, half potential (virial theorem)
+            "kinetic": jnp.mean(kin - 0.5 * excitation) + 0.5 * h0,
+            "potential": jnp.mean(pot - 0.5 * excitation) + 0.5 * h0,
             "entropy": jax.lax.stop_gradient(entropy),
             "local_energy_variance": jnp.var(e_loc),
         }
