@@ -155,20 +155,22 @@ def train(
         start, lr_scale, n_rollbacks = meta["next_step"], meta["lr_scale"], meta["n_rollbacks"]
         history = {k: list(v) for k, v in arrays.items()}
         log.info("resumed from %s at step %d", checkpoint_path, start)
-    good = (params, opt_state, start, {k: list(v) for k, v in history.items()})
+    # A checkpointed state is only known to be good once the step that starts from it has
+    # evaluated to finite values: `pending` is the latest checkpoint, `good` the latest verified
+    # one, where a rollback goes.
+    good = pending = (params, opt_state, start, {k: list(v) for k, v in history.items()})
 
-    def checkpoint(next_step):
-        nonlocal good
-        good = (params, opt_state, next_step, {k: list(v) for k, v in history.items()})
+    def write_checkpoint(state):
+        p, o, next_step, hist = state
         if checkpoint_path is not None:
             save_checkpoint(
                 checkpoint_path,
-                {"params": params, "opt_state": opt_state},
+                {"params": p, "opt_state": o},
                 {"next_step": next_step, "lr_scale": lr_scale, "n_rollbacks": n_rollbacks, "seed": seed},
-                {k: np.asarray(v) for k, v in history.items()},
+                {k: np.asarray(v) for k, v in hist.items()},
             )
         if on_checkpoint is not None:
-            on_checkpoint(history)
+            on_checkpoint(hist)
 
     t_total, n_timed = 0.0, 0
     t = start
@@ -189,16 +191,18 @@ def train(
                     "clip_width / grad_clip_norm, or check the potential for unphysical regions."
                 )
             bad_step = t
+            lr_scale *= 0.5
+            pending = good
             params, opt_state, t, hist = good
             history = {k: list(v) for k, v in hist.items()}
-            lr_scale *= 0.5
+            write_checkpoint(good)  # a resume must not restart from the bad state either
             log.warning(
                 "non-finite values at step %d: rolled back to step %d, learning rate x%.3g",
                 bad_step, t, lr_scale,
             )
-            if on_checkpoint is not None:
-                on_checkpoint(history)
             continue
+        if pending[2] == t:
+            good = pending
         params, opt_state = new_params, new_opt_state
         if t > start:  # the first step includes compilation
             t_total += elapsed
@@ -210,7 +214,8 @@ def train(
             on_step(row)
         t += 1
         if t % checkpoint_every == 0 or t == last:
-            checkpoint(t)
+            pending = (params, opt_state, t, {k: list(v) for k, v in history.items()})
+            write_checkpoint(pending)
     return TrainResult(
         params=params,
         opt_state=opt_state,

@@ -1,0 +1,33 @@
+"""Training driver: rollback with a reduced learning rate after a non-finite step."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from thermoflow.nct.loss import FreeEnergyModel
+from thermoflow.nct.train import train
+
+
+def _toy_model():
+    """F(x) = x^2, reported as NaN when |x| > 1.5 (an 'unphysical region')."""
+
+    def loss(params, key):
+        x = params["x"]
+        free = jnp.where(jnp.abs(x) > 1.5, jnp.nan, x**2)
+        zero = jnp.zeros(())
+        metrics = {k: zero for k in ("energy", "energy_stderr", "kinetic", "potential", "entropy", "local_energy_variance")}
+        return x**2, {**metrics, "free_energy": free}
+
+    return FreeEnergyModel(init=lambda key: {"x": jnp.ones(())}, loss=loss, local_energy=None, log_psi=None, sample=None, kT_eV=0.0, n_levels=1)
+
+
+def test_rollback_halves_learning_rate_and_recovers(tmp_path, caplog):
+    # SGD with lr 1.3 overshoots from x = 1 to x = -1.6 (NaN region); after the rollback the
+    # halved step from the last verified state (x = 1, step 0) lands at x = -0.3 and converges.
+    result = train(_toy_model(), optax.sgd(1.3), steps=6, seed=0, checkpoint_path=tmp_path / "c.npz", checkpoint_every=1, max_rollbacks=2)
+    assert result.n_rollbacks == 1
+    np.testing.assert_array_equal(result.history["step"], np.arange(6))
+    assert np.isfinite(result.history["free_energy"]).all()
+    np.testing.assert_allclose(result.history["lr_scale"], 0.5)  # step 0 was replayed at half rate
+    assert abs(float(result.params["x"])) < 1e-3
+    assert "rolled back" in caplog.text
