@@ -106,6 +106,15 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
     n_atoms = len(atoms)
     if modes.imaginary.any():
         log.warning("%d imaginary harmonic mode(s): the basis uses |omega|; the flow must correct them", int(modes.imaginary.sum()))
+    harm_full = harmonic_thermodynamics(modes.phonon_energies_eV, kT).free_energy_eV
+    harm_trunc = harmonic_thermodynamics(modes.phonon_energies_eV, kT, nc.n_levels).free_energy_eV
+    truncation = (harm_trunc - harm_full) / n_atoms
+    if truncation > 5e-5:
+        log.warning(
+            "nct.n_levels = %d truncates the harmonic free energy by %.3f meV/atom at %g K: "
+            "raise nct.n_levels for results converged in the basis",
+            nc.n_levels, truncation * MEV_PER_EV, nc.temperature_K,
+        )
     flow = make_realnvp(modes.n_modes, nc.flow.n_layers, nc.flow.hidden, nc.flow.max_log_scale)
     model = make_free_energy_model(
         energy_fn, modes, flow, kT_eV=kT, n_levels=nc.n_levels, batch_size=nc.batch_size,
@@ -170,6 +179,7 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
         "static_energy_eV_per_atom": e0 / n_atoms,
         "harmonic_free_energy_eV_per_atom": (e0 + harm.free_energy_eV) / n_atoms,
         "harmonic_free_energy_truncated_eV_per_atom": (e0 + harm_k.free_energy_eV) / n_atoms,
+        "harmonic_truncation_error_eV_per_atom": truncation,
         "harmonic_energy_eV_per_atom": (e0 + harm.energy_eV) / n_atoms,
         "harmonic_entropy_kB_per_atom": harm.entropy_kB / n_atoms,
         "harmonic_zero_point_energy_eV_per_atom": harm.zero_point_energy_eV / n_atoms,
