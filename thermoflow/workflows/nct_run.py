@@ -35,7 +35,7 @@ from thermoflow.workflows.config import ConfigError, RunConfig
 
 log = logging.getLogger(__name__)
 
-#: metric name -> (CSV column, factor applied to the total-energy value, per atom)
+#: metric name (a total over the crystal, eV) -> CSV column (divided by n_atoms)
 _PER_ATOM_COLUMNS = {
     "free_energy": "free_energy_eV_per_atom",
     "energy": "energy_eV_per_atom",
@@ -106,9 +106,9 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
     n_atoms = len(atoms)
     if modes.imaginary.any():
         log.warning("%d imaginary harmonic mode(s): the basis uses |omega|; the flow must correct them", int(modes.imaginary.sum()))
-    harm_full = harmonic_thermodynamics(modes.phonon_energies_eV, kT).free_energy_eV
-    harm_trunc = harmonic_thermodynamics(modes.phonon_energies_eV, kT, nc.n_levels).free_energy_eV
-    truncation = (harm_trunc - harm_full) / n_atoms
+    harm = harmonic_thermodynamics(modes.phonon_energies_eV, kT)
+    harm_k = harmonic_thermodynamics(modes.phonon_energies_eV, kT, nc.n_levels)
+    truncation = (harm_k.free_energy_eV - harm.free_energy_eV) / n_atoms
     if truncation > 5e-5:
         log.warning(
             "nct.n_levels = %d truncates the harmonic free energy by %.3f meV/atom at %g K: "
@@ -159,8 +159,6 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
     window_start = int(nc.steps * (1.0 - nc.averaging_fraction))
     sel = hist["step"] >= window_start
     stats = {k: blocking_stderr(hist[k][sel] / n_atoms) for k in ("free_energy", "energy", "kinetic", "potential", "entropy")}
-    harm = harmonic_thermodynamics(modes.phonon_energies_eV, kT)
-    harm_k = harmonic_thermodynamics(modes.phonon_energies_eV, kT, nc.n_levels)
     e0 = modes.energy0_eV
     probs = np.asarray(occupations.probabilities(result.params["logits"]))
     probs_h = np.asarray(occupations.probabilities(occupations.harmonic_logits(modes.phonon_energies_eV, kT, nc.n_levels)))
