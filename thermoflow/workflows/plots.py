@@ -23,13 +23,15 @@ def plot_free_energy(
     """Training curve of F per atom with the harmonic reference and the final error band."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(steps, free_energy_meV_per_atom, lw=0.8, color="C0", label="NCT batch estimate")
-    ax.axhline(harmonic_meV_per_atom, color="C3", ls="--", label="harmonic (exact)")
+    ax.axhline(harmonic_meV_per_atom, color="C3", ls="--", label=f"harmonic (exact): {harmonic_meV_per_atom:.2f}")
     lo, hi = final_meV_per_atom - final_stderr_meV_per_atom, final_meV_per_atom + final_stderr_meV_per_atom
-    ax.fill_between([window_start, steps[-1]], [lo, lo], [hi, hi], color="C1", alpha=0.4, label="final +- 1 s.e.")
+    ax.fill_between([window_start, steps[-1]], [lo, lo], [hi, hi], color="C1", alpha=0.4,
+                    label=f"final: {final_meV_per_atom:.3f} +- {final_stderr_meV_per_atom:.3f}")
     ax.axhline(final_meV_per_atom, color="C1", lw=1)
-    spread = max(4 * abs(final_meV_per_atom - harmonic_meV_per_atom), 20 * final_stderr_meV_per_atom, 0.05)
-    centre = 0.5 * (final_meV_per_atom + harmonic_meV_per_atom)
-    ax.set_ylim(centre - spread, centre + spread)
+    # zoom on the training curve; the harmonic line shows only if it falls inside (its value is in the legend)
+    p1, p99 = np.percentile(free_energy_meV_per_atom, [1, 99])
+    margin = 0.3 * (p99 - p1) + 10 * final_stderr_meV_per_atom
+    ax.set_ylim(p1 - margin, p99 + margin)
     ax.set_xlabel("training step")
     ax.set_ylabel("free energy (meV/atom)")
     ax.legend(fontsize=8)
@@ -50,3 +52,19 @@ def plot_occupations(path: Path, phonon_energies_meV: np.ndarray, mean_level: np
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def replot_run(run_dir: Path) -> None:
+    """Re-create ``free_energy.png`` of a finished run from its ``metrics.csv`` and ``results.json``."""
+    import json
+
+    run_dir = Path(run_dir)
+    res = json.loads((run_dir / "results.json").read_text())
+    data = np.genfromtxt(run_dir / "metrics.csv", delimiter=",", names=True)
+    steps = data["step"]
+    meV = 1000.0
+    plot_free_energy(
+        run_dir / "free_energy.png", steps, data["free_energy_eV_per_atom"] * meV,
+        res["harmonic_free_energy_eV_per_atom"] * meV, res["free_energy_eV_per_atom"] * meV,
+        res["free_energy_stderr_eV_per_atom"] * meV, int(steps[-1] + 1 - res["averaging_window_steps"]),
+    )
