@@ -28,7 +28,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import thermoflow  # noqa: F401  (float64)
 from thermoflow.nct.flow import make_realnvp
