@@ -19,6 +19,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from folx import forward_laplacian
 
 LAPLACIAN_METHODS = ("folx", "exact", "hutchinson")
 
@@ -47,8 +48,6 @@ def make_kinetic_energy(
 
         y = s / sqrt_e
         if method == "folx":
-            from folx import forward_laplacian
-
             out = forward_laplacian(g)(y)
             grad = out.jacobian.dense_array.reshape(-1)
             lap = out.laplacian

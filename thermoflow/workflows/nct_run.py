@@ -12,6 +12,7 @@ Run directory layout::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -53,17 +54,15 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def _write_metrics(path: Path, history: dict, n_atoms: int) -> None:
     columns = ["step"] + list(_PER_ATOM_COLUMNS.values()) + ["entropy_kB_per_atom", "local_energy_variance_eV2", "lr_scale", "seconds"]
-    tmp = path.with_name(path.name + ".tmp")
-    n_rows = len(history.get("step", []))
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for i in range(n_rows):
-            row = [int(history["step"][i])]
-            row += [history[k][i] / n_atoms for k in _PER_ATOM_COLUMNS]
-            row += [history["entropy"][i] / n_atoms, history["local_energy_variance"][i], history["lr_scale"][i], history["seconds"][i]]
-            writer.writerow(row)
-    os.replace(tmp, path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for i in range(len(history.get("step", []))):
+        row = [int(history["step"][i])]
+        row += [history[k][i] / n_atoms for k in _PER_ATOM_COLUMNS]
+        row += [history["entropy"][i] / n_atoms, history["local_energy_variance"][i], history["lr_scale"][i], history["seconds"][i]]
+        writer.writerow(row)
+    _atomic_write_text(path, buffer.getvalue())
 
 
 def _config_toml(config: RunConfig) -> str:
@@ -197,13 +196,8 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
         "notes": "per-atom values divide totals by n_atoms; the 3 uniform translations are not quantised (a known finite-size term)",
     }
     _atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    meV = MEV_PER_EV
-    plots.plot_free_energy(
-        out_dir / "free_energy.png", hist["step"], hist["free_energy"] / n_atoms * meV,
-        results["harmonic_free_energy_eV_per_atom"] * meV, results["free_energy_eV_per_atom"] * meV,
-        results["free_energy_stderr_eV_per_atom"] * meV, window_start,
-    )
-    plots.plot_occupations(out_dir / "occupations.png", modes.phonon_energies_eV * meV, probs @ levels, probs_h @ levels)
+    plots.plot_run_free_energy(out_dir)  # from the metrics.csv written at the final checkpoint
+    plots.plot_occupations(out_dir / "occupations.png", modes.phonon_energies_eV * MEV_PER_EV, probs @ levels, probs_h @ levels)
     return results
 
 

@@ -32,12 +32,7 @@ def plot_free_energy(
     p1, p99 = np.percentile(free_energy_meV_per_atom, [1, 99])
     margin = 0.3 * (p99 - p1) + 10 * final_stderr_meV_per_atom
     ax.set_ylim(p1 - margin, p99 + margin)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("free energy (meV/atom)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, "training step", "free energy (meV/atom)")
 
 
 def plot_occupations(path: Path, phonon_energies_meV: np.ndarray, mean_level: np.ndarray, harmonic_mean_level: np.ndarray) -> None:
@@ -46,16 +41,20 @@ def plot_occupations(path: Path, phonon_energies_meV: np.ndarray, mean_level: np
     order = np.argsort(phonon_energies_meV)
     ax.plot(phonon_energies_meV[order], harmonic_mean_level[order], "-", color="C3", label="harmonic")
     ax.plot(phonon_energies_meV[order], mean_level[order], "o", ms=3, color="C0", label="NCT (learned)")
-    ax.set_xlabel("harmonic phonon energy (meV)")
-    ax.set_ylabel("mean occupation <n_k>")
+    _finish(fig, ax, path, "harmonic phonon energy (meV)", "mean occupation <n_k>")
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def replot_run(run_dir: Path) -> None:
-    """Re-create ``free_energy.png`` of a finished run from its ``metrics.csv`` and ``results.json``."""
+def plot_run_free_energy(run_dir: Path) -> None:
+    """Write ``free_energy.png`` of a finished run from its ``metrics.csv`` and ``results.json``."""
     import json
 
     run_dir = Path(run_dir)
