@@ -31,3 +31,20 @@ def test_rollback_halves_learning_rate_and_recovers(tmp_path, caplog):
     np.testing.assert_allclose(result.history["lr_scale"], 0.5)  # step 0 was replayed at half rate
     assert abs(float(result.params["x"])) < 1e-3
     assert "rolled back" in caplog.text
+
+
+def test_warmup_ramps_linearly_then_follows_the_schedule():
+    """Warm-up: lr/w, 2 lr/w, ..., lr over w steps, then the cosine schedule from its peak."""
+    from thermoflow.nct.train import make_optimizer
+
+    lr, w, steps = 1e-2, 4, 20
+    opt = make_optimizer("sgd", lr, schedule="cosine", steps=steps, warmup_steps=w, final_fraction=0.1, grad_clip_norm=None)
+    params = jnp.zeros(())
+    state = opt.init(params)
+    rates = []
+    for _ in range(steps):
+        update, state = opt.update(jnp.ones(()), state, params)
+        rates.append(-float(update))  # sgd: update = -lr(t) * grad
+    cosine = optax.cosine_decay_schedule(lr, steps - w, alpha=0.1)
+    expected = [lr * (t + 1) / w for t in range(w)] + [float(cosine(t)) for t in range(steps - w)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)  # optax evaluates schedules in float32

@@ -97,3 +97,15 @@ def test_lattice_images_cover_cutoff():
     assert images[:, 0].max() == 3 and images[:, 2].max() == 1  # floor(7/(0.9*3) + 1/2) = 3
     with pytest.raises(ValueError):
         lattice_images(np.zeros((3, 3)), 5.0)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000])  # 7 does not divide 3 x 8 = 24 columns
+def test_chunked_hessian_equals_jax_hessian(chunk_size):
+    """The chunked forward-over-reverse Hessian equals jax.hessian (LJ, displaced fcc cell)."""
+    pos, cell, _ = to_arrays(_displaced_argon((1, 1, 2), seed=3))
+    fn = make_lennard_jones_energy_fn(EPS, SIGMA, RC, cell)
+    ref = np.asarray(jax.hessian(fn)(jnp.asarray(pos), jnp.asarray(cell))).reshape(3 * len(pos), -1)
+    got = np.asarray(hessian(fn, jnp.asarray(pos), jnp.asarray(cell), chunk_size=chunk_size))
+    np.testing.assert_allclose(got, 0.5 * (ref + ref.T), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="chunk_size"):
+        hessian(fn, jnp.asarray(pos), jnp.asarray(cell), chunk_size=0)

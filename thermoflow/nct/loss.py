@@ -88,6 +88,7 @@ def make_free_energy_model(
     laplacian: str = "folx",
     freeze_flow: bool = False,
     clip_width: float = 5.0,
+    chunk_size: int | None = None,
 ) -> FreeEnergyModel:
     """Build the NCT free-energy loss for a crystal (see module docstring).
 
@@ -102,12 +103,18 @@ def make_free_energy_model(
         freeze_flow: keep the flow at the identity (harmonic wavefunctions); the kinetic
             energy is then analytic and only the occupations are optimised.
         clip_width: outlier clipping of local energies in the gradient (0 disables).
+        chunk_size: evaluate the local energies of at most this many samples at once
+            (``jax.lax.map`` over chunks, vmap within a chunk). Peak memory of the forward
+            Laplacian grows with chunk x modes x network width; None evaluates the whole
+            batch at once. Results do not depend on it.
 
     Raises:
-        ValueError: for batch_size < 2 or a flow of the wrong dimension.
+        ValueError: for batch_size < 2, a chunk_size < 1, or a flow of the wrong dimension.
     """
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2 (the baseline needs two samples)")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     if flow.dim != modes.n_modes:
         raise ValueError(f"flow dimension {flow.dim} != number of modes {modes.n_modes}")
     eps = jnp.asarray(modes.phonon_energies_eV)
@@ -132,6 +139,11 @@ def make_free_energy_model(
             kin = kinetic_fn(params["flow"], levels, s, key)
         return kin, potential_energy(s)
 
+    def batched_local_energy(params, levels, s, keys):
+        if chunk_size is None or chunk_size >= levels.shape[0]:
+            return jax.vmap(local_energy, in_axes=(None, 0, 0, 0))(params, levels, s, keys)
+        return jax.lax.map(lambda x: local_energy(params, *x), (levels, s, keys), batch_size=chunk_size)
+
     def sample(params, key, n_samples):
         k_levels, k_s = jax.random.split(key)
         levels = occupations.sample_levels(k_levels, params["logits"], n_samples)
@@ -143,9 +155,8 @@ def make_free_energy_model(
         k_sample, k_kin = jax.random.split(key)
         levels, s = sample(jax.lax.stop_gradient(params), k_sample, batch_size)
         s = jax.lax.stop_gradient(s)
-        kin, pot = jax.vmap(local_energy, in_axes=(None, 0, 0, 0))(
-            jax.lax.stop_gradient(params), levels, s, jax.random.split(k_kin, batch_size)
-        )
+        frozen_params = jax.lax.stop_gradient(params)
+        kin, pot = batched_local_energy(frozen_params, levels, s, jax.random.split(k_kin, batch_size))
         e_loc = kin + pot
         excitation = levels @ eps  # H0(n), the control variate
         residual = e_loc - excitation

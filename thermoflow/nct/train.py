@@ -39,9 +39,10 @@ def make_optimizer(
     schedule: str = "constant",
     steps: int = 1000,
     final_fraction: float = 0.1,
+    warmup_steps: int = 0,
     grad_clip_norm: float | None = 10.0,
 ) -> optax.GradientTransformation:
-    """An optax optimiser with a learning-rate schedule.
+    """An optax optimiser with a learning-rate schedule and an optional linear warm-up.
 
     Args:
         name: one of :data:`OPTIMIZERS`.
@@ -50,19 +51,31 @@ def make_optimizer(
             (to ``final_fraction`` at ``steps``).
         steps: total training steps (for the schedules).
         final_fraction: final / initial learning rate.
+        warmup_steps: linear ramp from ``learning_rate / warmup_steps`` to ``learning_rate``
+            over the first ``warmup_steps`` steps, then the schedule over the remaining steps.
+            Adam's first updates have size ~``learning_rate`` in every parameter whatever the
+            gradient noise; on a noisy Monte Carlo gradient they move the flow away from the
+            harmonic (identity) start and raise F before the moment estimates settle (measured
+            on lithium: +1 to +2.5 meV/atom in the first 50 steps without warm-up).
         grad_clip_norm: global-norm gradient clipping (None disables).
 
     Raises:
-        ValueError: for unknown names.
+        ValueError: for unknown names or a negative ``warmup_steps``.
     """
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    decay_steps = max(steps - warmup_steps, 1)
     if schedule == "constant":
         lr = optax.constant_schedule(learning_rate)
     elif schedule == "cosine":
-        lr = optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=final_fraction)
+        lr = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_fraction)
     elif schedule == "exponential":
-        lr = optax.exponential_decay(learning_rate, max(steps, 1), final_fraction)
+        lr = optax.exponential_decay(learning_rate, decay_steps, final_fraction)
     else:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    if warmup_steps > 0:
+        ramp = optax.linear_schedule(learning_rate / warmup_steps, learning_rate, warmup_steps - 1)
+        lr = optax.join_schedules([ramp, lr], boundaries=[warmup_steps])
     if name == "adam":
         opt = optax.adam(lr)
     elif name == "adamw":

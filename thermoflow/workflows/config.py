@@ -130,14 +130,22 @@ class NCTConfig(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="optax optimiser")
     schedule: Literal["constant", "cosine", "exponential"] = Field("cosine", description="learning-rate schedule")
     final_lr_fraction: float = Field(0.1, gt=0, le=1, description="final / peak learning rate for decaying schedules")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps before the schedule")
     grad_clip_norm: float | None = Field(10.0, gt=0, description="global gradient-norm clipping (null disables)")
     freeze_flow: bool = Field(False, description="keep harmonic wavefunctions, optimise occupations only")
     laplacian: Literal[LAPLACIAN_METHODS] = Field("folx", description="kinetic energy: folx, exact (forward-over-reverse) or hutchinson")  # type: ignore[valid-type]
     clip_width: float = Field(5.0, ge=0, description="clip local energies at median +- width x mean abs deviation in the gradient (0: off)")
+    chunk_size: int | None = Field(None, ge=1, description="local energies of at most this many samples at once (bounds memory; null: whole batch)")
     averaging_fraction: float = Field(0.25, gt=0, le=1, description="final fraction of steps averaged for the reported values")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back and halves the learning rate)")
     flow: FlowConfig = Field(default_factory=FlowConfig, description="flow architecture")
+
+    @model_validator(mode="after")
+    def _warmup_within_run(self):
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"nct.warmup_steps ({self.warmup_steps}) must be smaller than nct.steps ({self.steps})")
+        return self
 
 
 class RunConfig(_Strict):

@@ -118,10 +118,12 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
     model = make_free_energy_model(
         energy_fn, modes, flow, kT_eV=kT, n_levels=nc.n_levels, batch_size=nc.batch_size,
         laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
+        chunk_size=nc.chunk_size,
     )
     optimizer = make_optimizer(
         nc.optimizer, nc.learning_rate, schedule=nc.schedule, steps=nc.steps,
-        final_fraction=nc.final_lr_fraction, grad_clip_norm=nc.grad_clip_norm,
+        final_fraction=nc.final_lr_fraction, warmup_steps=nc.warmup_steps,
+        grad_clip_norm=nc.grad_clip_norm,
     )
     metrics_path = out_dir / "metrics.csv"
 

@@ -44,6 +44,31 @@ def plot_occupations(path: Path, phonon_energies_meV: np.ndarray, mean_level: np
     _finish(fig, ax, path, "harmonic phonon energy (meV)", "mean occupation <n_k>")
 
 
+def plot_free_energy_comparison(
+    path: Path,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    harmonic_meV_per_atom: float | None = None,
+    window: int = 20,
+) -> None:
+    """Training curves of several runs (e.g. flow trained vs frozen) on one axis.
+
+    Args:
+        path: output PNG.
+        curves: label -> (steps (n,), free energy (n,) in meV/atom); each is drawn as a
+            running mean over ``window`` steps.
+        harmonic_meV_per_atom: exact harmonic F, drawn as a dashed line if given.
+        window: running-mean width in steps.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, (steps, free)) in enumerate(curves.items()):
+        w = max(1, min(window, len(free)))
+        smooth = np.convolve(free, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], smooth, lw=1.2, color=f"C{i}", label=f"{label} ({w}-step mean)")
+    if harmonic_meV_per_atom is not None:
+        ax.axhline(harmonic_meV_per_atom, color="C3", ls="--", label=f"harmonic (exact): {harmonic_meV_per_atom:.2f}")
+    _finish(fig, ax, path, "training step", "free energy (meV/atom)")
+
+
 def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
