@@ -7,7 +7,8 @@ Run by hand from the repository root (needs ../shared and the deepmd extra):
 
 Each stage is its own jitted function, timed after compilation (median of --repeats calls):
 sampling (occupations + exact Hermite sampling + inverse flow), potential energy (DeePMD on the
-batch), kinetic energy (folx forward Laplacian through the flow), gradient (the whole loss and
+batch), kinetic energy (folx forward Laplacian through the flow), both over the batch as the
+step evaluates them (one vmap, or ``--chunk-size`` samples at a time), gradient (the whole loss and
 its gradient, which includes the three stages above) and update (optax Adam). "train step" is
 the jitted step the driver runs. Baseline for comparison (same machine class, 2 CPU cores,
 batch 128, Metropolis sampler at 100 steps per training step): the published NCT code takes
@@ -58,7 +59,12 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K: float, freeze_flow: bool) -> dict:
+def xla_temp_gb(fn, *args) -> float:
+    """XLA's temporary buffer size (GB) of the compiled fn(*args): the peak working memory."""
+    return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes / 1e9
+
+
+def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K: float, freeze_flow: bool, chunk_size: int | None) -> dict:
     atoms = scale_to_volume(make_supercell(read_structure(SHARED / "structures/lithium/bcc.vasp"), (repeat,) * 3), 19.2)
     n = len(atoms)
     energy_fn = make_deepmd_energy_fn(model_path, atoms.cell.array, type_map_symbols=atoms.get_chemical_symbols())
@@ -67,7 +73,9 @@ def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K
     hessian_s = time.perf_counter() - t0
     flow = make_realnvp(modes.n_modes, 4, 64)
     kT = KB_EV_PER_K * temperature_K
-    model = make_free_energy_model(energy_fn, modes, flow, kT_eV=kT, n_levels=4, batch_size=batch, laplacian="folx", freeze_flow=freeze_flow)
+    model = make_free_energy_model(
+        energy_fn, modes, flow, kT_eV=kT, n_levels=4, batch_size=batch, laplacian="folx", freeze_flow=freeze_flow, chunk_size=chunk_size
+    )
     optimizer = make_optimizer("adam", 1e-3)
     params = model.init(jax.random.PRNGKey(0))
     opt_state = optimizer.init(params)
@@ -79,8 +87,15 @@ def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K
     r0 = jnp.asarray(modes.reference_positions)
     disp = jnp.asarray(modes.displacement_matrix())
     cell = jnp.asarray(modes.cell)
-    potential = jax.jit(jax.vmap(lambda x: energy_fn(r0 + (disp @ x).reshape(r0.shape), cell)))
-    kinetic = jax.jit(jax.vmap(lambda lv, x, k: model.local_energy(params, lv, x, k)[0]))
+
+    def over_batch(f):
+        """f mapped over the batch as the training step maps it: vmap, or lax.map in chunks."""
+        if chunk_size is None:
+            return jax.jit(jax.vmap(f))
+        return jax.jit(lambda *xs: jax.lax.map(lambda x: f(*x), xs, batch_size=chunk_size))
+
+    potential = over_batch(lambda x: energy_fn(r0 + (disp @ x).reshape(r0.shape), cell))
+    kinetic = over_batch(lambda lv, x, k: model.local_energy(params, lv, x, k)[0])
     grad = jax.jit(jax.grad(model.loss, has_aux=True))
     update = jax.jit(lambda g, st, p: optimizer.update(g, st, p))
     step = make_train_step(model, optimizer)
@@ -95,7 +110,8 @@ def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K
     rows["train step"] = timed(step, params, opt_state, key, jnp.asarray(1.0), repeats=repeats)
     single = jax.jit(energy_fn)
     rows["DP energy, 1 config"] = timed(single, jnp.asarray(atoms.get_positions()), cell, repeats=max(repeats, 10))
-    return {"n_atoms": n, "n_modes": modes.n_modes, "hessian_s": hessian_s, "rows": rows, "peak_rss_GB": peak_rss_gb()}
+    memory = {"train step": xla_temp_gb(step, params, opt_state, key, jnp.asarray(1.0))}
+    return {"n_atoms": n, "n_modes": modes.n_modes, "hessian_s": hessian_s, "rows": rows, "peak_rss_GB": peak_rss_gb(), "memory": memory}
 
 
 def main() -> None:
@@ -106,17 +122,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--temperature-K", type=float, default=300.0)
     parser.add_argument("--freeze-flow", action="store_true", help="harmonic wavefunctions (analytic kinetic energy)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="local energies of this many samples at once (default: whole batch)")
     args = parser.parse_args()
     if not args.model.is_file():
         sys.exit(f"model not found: {args.model} (the benchmark reads ../shared/models/lithium)")
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"JAX {jax.__version__} on {jax.default_backend()}; Python {platform.python_version()}")
     print(f"# lithium bcc at 19.2 A^3/atom, {args.model.name}, batch {args.batch}, flow 4 layers x 64 hidden, "
-          f"K = 4 levels, laplacian folx, freeze_flow={args.freeze_flow}; medians of {args.repeats} calls after compilation")
+          f"K = 4 levels, laplacian folx, freeze_flow={args.freeze_flow}, chunk_size={args.chunk_size}; "
+          f"medians of {args.repeats} calls after compilation")
     for rep in args.supercells:
-        res = bench(args.model, rep, args.batch, args.repeats, args.temperature_K, args.freeze_flow)
+        res = bench(args.model, rep, args.batch, args.repeats, args.temperature_K, args.freeze_flow, args.chunk_size)
         print(f"\n## bcc {rep}x{rep}x{rep}: {res['n_atoms']} atoms, {res['n_modes']} modes "
-              f"(Hessian by autodiff {res['hessian_s']:.1f} s, peak RSS {res['peak_rss_GB']:.2f} GB)")
+              f"(Hessian by autodiff {res['hessian_s']:.1f} s; process peak RSS so far {res['peak_rss_GB']:.2f} GB; "
+              f"XLA temporaries of the train step {res['memory']['train step']:.2f} GB)")
         print(f"{'stage':34s} {'seconds':>10s} {'compile s':>10s}")
         for name, (sec, comp) in res["rows"].items():
             print(f"{name:34s} {sec:10.4f} {comp:10.1f}")

@@ -40,7 +40,8 @@ def main():
     parser.add_argument("--collect", type=Path, default=None)
     args = parser.parse_args()
     print("| phase | T (K) | F flow (eV/atom) | F frozen (eV/atom) | F flow - F frozen (meV/atom) | F flow - F harm (meV/atom) "
-          "| drift flow / frozen (meV/atom) | E flow (eV/atom) | S flow (k_B/atom) | F harm (eV/atom) | steps flow / frozen | s/step flow / frozen |")
+          "| drift flow / frozen (meV/atom) | E flow (eV/atom) | S flow (k_B/atom) | F harm (eV/atom) "
+          "| steps flow / frozen | s/step flow / frozen |")
     print("| --- " * 12 + "|")
     for temperature in (300, 100):
         for phase in ("bcc", "fcc"):

@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from thermoflow.nct.loss import FreeEnergyModel
 from thermoflow.nct.train import train
@@ -18,7 +19,9 @@ def _toy_model():
         metrics = {k: zero for k in ("energy", "energy_stderr", "kinetic", "potential", "entropy", "local_energy_variance")}
         return x**2, {**metrics, "free_energy": free}
 
-    return FreeEnergyModel(init=lambda key: {"x": jnp.ones(())}, loss=loss, local_energy=None, log_psi=None, sample=None, kT_eV=0.0, n_levels=1)
+    return FreeEnergyModel(
+        init=lambda key: {"x": jnp.ones(())}, loss=loss, local_energy=None, log_psi=None, sample=None, kT_eV=0.0, n_levels=1
+    )
 
 
 def test_rollback_halves_learning_rate_and_recovers(tmp_path, caplog):
@@ -48,3 +51,21 @@ def test_warmup_ramps_linearly_then_follows_the_schedule():
     cosine = optax.cosine_decay_schedule(lr, steps - w, alpha=0.1)
     expected = [lr * (t + 1) / w for t in range(w)] + [float(cosine(t)) for t in range(steps - w)]
     np.testing.assert_allclose(rates, expected, rtol=1e-6)  # optax evaluates schedules in float32
+
+
+def test_resume_refuses_a_checkpoint_of_another_flow_parametrisation(tmp_path):
+    import json
+
+    path = tmp_path / "c.npz"
+    train(_toy_model(), optax.sgd(0.1), steps=4, seed=0, checkpoint_path=path, checkpoint_every=1, stop_after=2)
+    resumed = train(_toy_model(), optax.sgd(0.1), steps=4, seed=0, checkpoint_path=path, checkpoint_every=1, resume=True)
+    assert list(resumed.history["step"]) == [0, 1, 2, 3]
+
+    with np.load(path) as data:  # rewrite the checkpoint as a version-1 one (no version key)
+        payload = dict(data)
+    meta = json.loads(bytes(payload["metadata_json"]).decode())
+    del meta["flow_parametrisation"]
+    payload["metadata_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **payload)
+    with pytest.raises(ValueError, match="parametrisation version 1"):
+        train(_toy_model(), optax.sgd(0.1), steps=6, seed=0, checkpoint_path=path, checkpoint_every=1, resume=True)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from thermoflow.nct.flow import PARAMETRISATION_VERSION
 from thermoflow.nct.loss import FreeEnergyModel
 from thermoflow.workflows.checkpoint import load_checkpoint, save_checkpoint
 
@@ -154,6 +155,7 @@ def train(
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint.
+        ValueError: ``resume`` from a checkpoint of another flow parametrisation version.
         NonFiniteError: more than ``max_rollbacks`` non-finite steps.
     """
     step_fn = make_train_step(model, optimizer)
@@ -164,6 +166,13 @@ def train(
     history: dict[str, list] = {}
     if resume:
         tree, meta, arrays = load_checkpoint(checkpoint_path, {"params": params, "opt_state": opt_state})
+        version = meta.get("flow_parametrisation", 1)
+        if version != PARAMETRISATION_VERSION:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} holds flow parameters of parametrisation version {version}; "
+                f"this thermoflow uses version {PARAMETRISATION_VERSION} (thermoflow/nct/flow.py), in which the "
+                "same arrays describe another flow. Start the run afresh (without --resume) in a new directory."
+            )
         params, opt_state = tree["params"], tree["opt_state"]
         start, lr_scale, n_rollbacks = meta["next_step"], meta["lr_scale"], meta["n_rollbacks"]
         history = {k: list(v) for k, v in arrays.items()}
@@ -179,7 +188,13 @@ def train(
             save_checkpoint(
                 checkpoint_path,
                 {"params": p, "opt_state": o},
-                {"next_step": next_step, "lr_scale": lr_scale, "n_rollbacks": n_rollbacks, "seed": seed},
+                {
+                    "next_step": next_step,
+                    "lr_scale": lr_scale,
+                    "n_rollbacks": n_rollbacks,
+                    "seed": seed,
+                    "flow_parametrisation": PARAMETRISATION_VERSION,
+                },
                 {k: np.asarray(v) for k, v in hist.items()},
             )
         if on_checkpoint is not None:

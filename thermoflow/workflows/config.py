@@ -135,7 +135,7 @@ class NCTConfig(_Strict):
     freeze_flow: bool = Field(False, description="keep harmonic wavefunctions, optimise occupations only")
     laplacian: Literal[LAPLACIAN_METHODS] = Field("folx", description="kinetic energy: folx, exact (forward-over-reverse) or hutchinson")  # type: ignore[valid-type]
     clip_width: float = Field(5.0, ge=0, description="clip local energies at median +- width x mean abs deviation in the gradient (0: off)")
-    chunk_size: int | None = Field(None, ge=1, description="local energies of at most this many samples at once (bounds memory; null: whole batch)")
+    chunk_size: int | None = Field(None, ge=1, description="local energies of at most this many samples at once (bounds memory, faster on CPU; unset: whole batch)")
     averaging_fraction: float = Field(0.25, gt=0, le=1, description="final fraction of steps averaged for the reported values")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back and halves the learning rate)")
