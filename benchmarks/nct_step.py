@@ -4,16 +4,23 @@ Run by hand from the repository root (needs ../shared and the deepmd extra):
 
     python benchmarks/nct_step.py                     # bcc 2x2x2 (16 atoms) and 3x3x3 (54 atoms)
     python benchmarks/nct_step.py --supercells 2 --batch 64 --repeats 3
+    python benchmarks/nct_step.py --n-layers 6 --hidden 128 --chunk-size 16   # the published code's flow size
 
 Each stage is its own jitted function, timed after compilation (median of --repeats calls):
 sampling (occupations + exact Hermite sampling + inverse flow), potential energy (DeePMD on the
 batch), kinetic energy (folx forward Laplacian through the flow), both over the batch as the
 step evaluates them (one vmap, or ``--chunk-size`` samples at a time), gradient (the whole loss and
 its gradient, which includes the three stages above) and update (optax Adam). "train step" is
-the jitted step the driver runs. Baseline for comparison (same machine class, 2 CPU cores,
-batch 128, Metropolis sampler at 100 steps per training step): the published NCT code takes
-about 6.7 s/step for 16 atoms and 32-35 s/step for 54 atoms; its DP energy about 10-25 ms per
-16-atom configuration.
+the jitted step the driver runs.
+
+Comparing with another code: run both side by side on one machine in one session (interleaved),
+at equal flow size (--n-layers, --hidden), levels (--levels) and batch (--batch). Measured so on
+this project's 2-core CPU (2026-11-22; bcc lithium_dp4, batch 128, flow 6 x 128 in both): the
+published NCT code takes 2.9 s/step at 16 atoms and 34 s/step at 54 atoms, thermoflow 0.87 s
+(chunks of 16) / 1.16 s (whole batch) and 7.8 s: 2.5-3.4x and 4.4x. Its Metropolis chain moves
+walkers on |Psi|^2 of the flow alone and evaluates one DP energy per sample per step, as
+thermoflow does; an earlier figure of 6.7 s/step for it was taken on an overloaded machine and
+does not reproduce.
 """
 
 from __future__ import annotations
@@ -64,17 +71,18 @@ def xla_temp_gb(fn, *args) -> float:
     return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes / 1e9
 
 
-def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K: float, freeze_flow: bool, chunk_size: int | None) -> dict:
+def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K: float, freeze_flow: bool, chunk_size: int | None,
+          n_layers: int, hidden: int, n_levels: int) -> dict:
     atoms = scale_to_volume(make_supercell(read_structure(SHARED / "structures/lithium/bcc.vasp"), (repeat,) * 3), 19.2)
     n = len(atoms)
     energy_fn = make_deepmd_energy_fn(model_path, atoms.cell.array, type_map_symbols=atoms.get_chemical_symbols())
     t0 = time.perf_counter()
     modes = compute_harmonic_modes(energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
     hessian_s = time.perf_counter() - t0
-    flow = make_realnvp(modes.n_modes, 4, 64)
+    flow = make_realnvp(modes.n_modes, n_layers, hidden)
     kT = KB_EV_PER_K * temperature_K
     model = make_free_energy_model(
-        energy_fn, modes, flow, kT_eV=kT, n_levels=4, batch_size=batch, laplacian="folx", freeze_flow=freeze_flow, chunk_size=chunk_size
+        energy_fn, modes, flow, kT_eV=kT, n_levels=n_levels, batch_size=batch, laplacian="folx", freeze_flow=freeze_flow, chunk_size=chunk_size
     )
     optimizer = make_optimizer("adam", 1e-3)
     params = model.init(jax.random.PRNGKey(0))
@@ -123,16 +131,20 @@ def main() -> None:
     parser.add_argument("--temperature-K", type=float, default=300.0)
     parser.add_argument("--freeze-flow", action="store_true", help="harmonic wavefunctions (analytic kinetic energy)")
     parser.add_argument("--chunk-size", type=int, default=None, help="local energies of this many samples at once (default: whole batch)")
+    parser.add_argument("--n-layers", type=int, default=4, help="coupling layers of the flow")
+    parser.add_argument("--hidden", type=int, default=64, help="hidden width of each coupling conditioner")
+    parser.add_argument("--levels", type=int, default=4, help="harmonic-oscillator levels K per mode")
     args = parser.parse_args()
     if not args.model.is_file():
         sys.exit(f"model not found: {args.model} (the benchmark reads ../shared/models/lithium)")
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"JAX {jax.__version__} on {jax.default_backend()}; Python {platform.python_version()}")
-    print(f"# lithium bcc at 19.2 A^3/atom, {args.model.name}, batch {args.batch}, flow 4 layers x 64 hidden, "
-          f"K = 4 levels, laplacian folx, freeze_flow={args.freeze_flow}, chunk_size={args.chunk_size}; "
+    print(f"# lithium bcc at 19.2 A^3/atom, {args.model.name}, batch {args.batch}, flow {args.n_layers} layers x {args.hidden} hidden, "
+          f"K = {args.levels} levels, laplacian folx, freeze_flow={args.freeze_flow}, chunk_size={args.chunk_size}; "
           f"medians of {args.repeats} calls after compilation")
     for rep in args.supercells:
-        res = bench(args.model, rep, args.batch, args.repeats, args.temperature_K, args.freeze_flow, args.chunk_size)
+        res = bench(args.model, rep, args.batch, args.repeats, args.temperature_K, args.freeze_flow, args.chunk_size,
+                    args.n_layers, args.hidden, args.levels)
         print(f"\n## bcc {rep}x{rep}x{rep}: {res['n_atoms']} atoms, {res['n_modes']} modes "
               f"(Hessian by autodiff {res['hessian_s']:.1f} s; process peak RSS so far {res['peak_rss_GB']:.2f} GB; "
               f"XLA temporaries of the train step {res['memory']['train step']:.2f} GB)")

@@ -2,17 +2,15 @@
 
 import jax
 import numpy as np
-from ase import Atoms
 
+import crystals
 from thermoflow.nct.flow import make_realnvp
 from thermoflow.nct.loss import make_free_energy_model
 from thermoflow.nct.train import make_optimizer, train
-from thermoflow.phonons import compute_harmonic_modes
-from thermoflow.potentials import make_plugin_energy_fn
 from thermoflow.units import HBAR_EV, KB_EV_PER_K
 
-SPRING, QUARTIC, COUPLING = 1.0, 2.0, 2.0  # eV/A^2, eV/A^4, eV/A^4
-MASS = 1.0  # amu
+SPRING, QUARTIC, COUPLING = (crystals.ANHARMONIC_ATOM[k] for k in ("spring_eV_per_A2", "quartic_eV_per_A4", "coupling_eV_per_A4"))
+MASS = crystals.ANHARMONIC_ATOM_MASS
 TEMPERATURE_K = 300.0
 
 
@@ -42,13 +40,7 @@ def test_nct_free_energy_against_exact_diagonalisation():
     f_ed = exact_free_energy(14, kT)
     assert abs(f_ed - exact_free_energy(12, kT)) < 1e-6 * abs(f_ed)  # basis converged
 
-    atoms = Atoms("H", positions=[[0.0, 0.0, 0.0]], cell=10.0 * np.eye(3), pbc=True, masses=[MASS])
-    energy_fn = make_plugin_energy_fn(
-        "anharmonic_models:make_anharmonic_atom",
-        {"spring_eV_per_A2": SPRING, "quartic_eV_per_A4": QUARTIC, "coupling_eV_per_A4": COUPLING},
-        atoms=atoms,
-    )
-    modes = compute_harmonic_modes(energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    energy_fn, modes = crystals.anharmonic_atom()
     assert modes.n_modes == 3 and modes.n_translations_removed == 0  # not translation-invariant
 
     n_levels, steps = 5, 1500

@@ -7,12 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import crystals
 from thermoflow.nct import occupations
 from thermoflow.nct.flow import make_realnvp
 from thermoflow.nct.loss import make_free_energy_model
-from thermoflow.phonons import compute_harmonic_modes, harmonic_thermodynamics
-from thermoflow.potentials import hessian, make_harmonic_energy_fn, make_lennard_jones_energy_fn
-from thermoflow.structures import build_lattice, to_arrays
+from thermoflow.phonons import harmonic_thermodynamics
 from thermoflow.units import KB_EV_PER_K
 
 K = 3
@@ -22,13 +21,7 @@ TEMPERATURE_K = 25.0
 @pytest.fixture(scope="module")
 def harmonic_neon():
     """fcc neon (4 atoms, 9 modes) with the exact harmonic expansion of its LJ potential."""
-    pos, cell, masses = to_arrays(build_lattice("Ne", "fcc", a_A=4.464))
-    lj = make_lennard_jones_energy_fn(0.0031, 2.74, 8.2, cell)
-    fc = np.asarray(hessian(lj, jnp.asarray(pos), jnp.asarray(cell)))
-    e0 = float(lj(jnp.asarray(pos), jnp.asarray(cell)))
-    energy_fn = make_harmonic_energy_fn(pos, fc, e0)
-    modes = compute_harmonic_modes(energy_fn, pos, cell, masses)
-    return energy_fn, modes
+    return crystals.harmonic_neon()
 
 
 @pytest.mark.parametrize("laplacian", ["folx", "exact", "hutchinson"])

@@ -19,6 +19,10 @@ TINY = [
     "nct.flow.hidden=8",
     "nct.flow.n_layers=2",
     "nct.n_levels=3",
+    "nct.reference.n_samples=128",
+    "nct.reference.iterations=5",
+    "nct.reference.eval_samples=256",
+    "nct.eval_batches=2",
 ]
 PHYSICS_COLUMNS = ["step", "free_energy_eV_per_atom", "energy_eV_per_atom", "kinetic_eV_per_atom", "potential_eV_per_atom", "entropy_kB_per_atom"]
 
@@ -44,7 +48,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
                 "harmonic_free_energy_eV_per_atom", "temperature_K", "n_atoms", "n_modes", "steps", "seconds_per_step"]:
         assert key in res
     assert res["n_atoms"] == 4 and res["n_modes"] == 9
-    for name in ["config.resolved.toml", "free_energy.png", "occupations.png", "checkpoints/state.npz"]:
+    assert res["reference"] == "scha" and res["gaussian_free_energy_eV_per_atom"] > res["harmonic_free_energy_eV_per_atom"] - 1e-3
+    for name in ["config.resolved.toml", "free_energy.png", "occupations.png", "checkpoints/state.npz", "gaussian_reference.npz"]:
         assert (tmp_path / "full" / name).is_file()
 
     with pytest.raises(ConfigError, match="already holds a run"):
@@ -55,7 +60,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
 
 
 def test_non_finite_training_rolls_back_then_stops_with_clear_error(tmp_path):
-    cfg, base = load_config(None, TINY + ["potential={kind='python', target='anharmonic_models:make_nan_potential'}", "nct.max_rollbacks=2"])
+    cfg, base = load_config(None, TINY + ["potential={kind='python', target='anharmonic_models:make_nan_potential'}", "nct.max_rollbacks=2", "nct.reference.kind='harmonic'"])
     with pytest.raises(NonFiniteError, match="after 2 rollbacks"):
         run_nct(cfg, base, tmp_path / "nan", progress=False)
     assert (tmp_path / "nan" / "config.resolved.toml").is_file()

@@ -84,7 +84,7 @@ def coupling_masks(dim: int, n_layers: int, seed: int = 0) -> np.ndarray:
     return np.stack(masks)
 
 
-def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: float = 2.0) -> Flow:
+def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: float = 2.0, linear: bool = False) -> Flow:
     """RealNVP flow of ``dim`` coordinates (identity at initialisation).
 
     Args:
@@ -92,17 +92,28 @@ def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: f
         n_layers: number of affine coupling layers (even is best: each mask and its complement).
         hidden: width of the two hidden layers of each conditioner.
         max_log_scale: bound on |log scale| per layer.
+        linear: start with a learnable linear layer y = (1 + W) x (W = 0 at initialisation):
+            mode mixing and scaling, i.e. any change of the harmonic reference's polarisation
+            vectors and frequencies, which coupling layers can only approximate. Its log-det
+            and inverse come from one LU factorisation per parameter set (not per sample).
 
     Raises:
-        ValueError: if ``dim < 2`` or ``n_layers < 1``.
+        ValueError: if ``dim < 2`` or ``n_layers < 0``, or no layer at all.
     """
     if dim < 2:
         raise ValueError(f"a coupling flow needs at least 2 coordinates, got dim={dim}")
-    if n_layers < 1:
-        raise ValueError("n_layers must be >= 1")
-    masks = jnp.asarray(coupling_masks(dim, n_layers))
+    if n_layers < 0 or (n_layers == 0 and not linear):
+        raise ValueError("n_layers must be >= 1 (or >= 0 with a linear layer)")
+    masks = jnp.asarray(coupling_masks(dim, n_layers)) if n_layers else jnp.zeros((0, dim))
+    eye = jnp.eye(dim)
 
     def init(key):
+        params = {"layers": coupling_init(key)}
+        if linear:
+            params["linear"] = jnp.zeros((dim, dim))
+        return params
+
+    def coupling_init(key):
         layers = []
         for k in jax.random.split(key, n_layers):
             k1, k2 = jax.random.split(k)
@@ -116,7 +127,7 @@ def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: f
                     "b3": jnp.zeros(3 * dim),
                 }
             )
-        return {"layers": layers}
+        return layers
 
     def conditioner(layer, x_masked):
         h = jnp.tanh(x_masked @ layer["w1"] + layer["b1"])
@@ -127,6 +138,10 @@ def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: f
 
     def forward_and_log_det(params, x):
         log_det = jnp.zeros((), x.dtype)
+        if linear:
+            matrix = eye + params["linear"]
+            x = matrix @ x
+            log_det = log_det + jnp.linalg.slogdet(matrix)[1]
         for layer, m in zip(params["layers"], masks):
             log_scale, log_tail, shift = conditioner(layer, m * x)
             tail = jnp.exp(log_tail)
@@ -142,6 +157,8 @@ def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: f
             log_scale, log_tail, shift = conditioner(layer, m * z)
             x_b = jnp.sinh(jnp.arcsinh((z - shift) * jnp.exp(-log_scale)) * jnp.exp(-log_tail))
             z = m * z + (1.0 - m) * x_b
+        if linear:
+            z = jnp.linalg.solve(eye + params["linear"], z)
         return z
 
     return Flow(init=init, forward_and_log_det=forward_and_log_det, inverse=inverse, dim=dim)

@@ -110,6 +110,30 @@ def make_train_step(model: FreeEnergyModel, optimizer: optax.GradientTransformat
     return step
 
 
+#: folded into the seed's key for evaluation batches, so they never reuse a training step's key
+_EVALUATION_STREAM = 1_000_003
+
+
+def evaluate(model: FreeEnergyModel, params: Any, *, seed: int, n_batches: int) -> dict[str, np.ndarray]:
+    """Estimates of ``n_batches`` independent batches of fresh exact samples at fixed ``params``.
+
+    Training averages a trace whose parameters still move; this is the estimate at the final
+    state itself, with independent batches (no autocorrelation: plain standard errors).
+
+    Returns:
+        metric name -> (n_batches,) per-batch values (totals, eV; entropy in k_B).
+
+    Raises:
+        ValueError: if ``n_batches`` < 2.
+    """
+    if n_batches < 2:
+        raise ValueError(f"an evaluation needs at least 2 batches for an error bar, got {n_batches}")
+    loss = jax.jit(model.loss)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), _EVALUATION_STREAM)
+    rows = [jax.device_get(loss(params, jax.random.fold_in(key, i))[1]) for i in range(n_batches)]
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
 @dataclasses.dataclass
 class TrainResult:
     """Final parameters and the per-step metrics (dict of equal-length arrays)."""

@@ -117,6 +117,29 @@ class FlowConfig(_Strict):
     n_layers: int = Field(4, ge=1, description="affine coupling layers")
     hidden: int = Field(64, ge=1, description="width of the conditioner hidden layers")
     max_log_scale: float = Field(2.0, gt=0, description="bound on |log scale| per coupling layer")
+    linear: bool = Field(False, description="learnable linear layer (mode mixing and scaling, identity at start) before the couplings")
+
+
+class ReferenceConfig(_Strict):
+    """The harmonic basis of the NCT states: the Hessian's modes, or the self-consistent Gaussian."""
+
+    kind: Literal["harmonic", "scha"] = Field(
+        "scha",
+        description="harmonic: modes of the Hessian at R0; scha: the best Gaussian density matrix on the true "
+        "potential (self-consistent harmonic approximation), reported on its own and used as the NCT basis",
+    )
+    n_samples: int = Field(1024, ge=2, description="scha: Gaussian samples per iteration (even)")
+    iterations: int = Field(40, ge=1, description="scha: damped self-consistency iterations")
+    mixing: float = Field(0.5, gt=0, le=1, description="scha: damping of each iteration, in (0, 1]")
+    averaging_fraction: float = Field(0.25, gt=0, le=1, description="scha: final fraction of iterates averaged")
+    eval_samples: int = Field(8192, ge=2, description="scha: independent samples of the final F, E evaluation (even)")
+
+    @model_validator(mode="after")
+    def _even(self):
+        for name in ("n_samples", "eval_samples"):
+            if getattr(self, name) % 2:
+                raise ValueError(f"nct.reference.{name} must be even (antithetic pairs), got {getattr(self, name)}")
+        return self
 
 
 class NCTConfig(_Strict):
@@ -140,6 +163,8 @@ class NCTConfig(_Strict):
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back and halves the learning rate)")
     flow: FlowConfig = Field(default_factory=FlowConfig, description="flow architecture")
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig, description="harmonic basis: Hessian modes or self-consistent Gaussian")
+    eval_batches: int = Field(16, ge=0, description="batches of fresh exact samples at the final parameters for the reported F, E (0: report the training-trace average)")
 
     @model_validator(mode="after")
     def _warmup_within_run(self):

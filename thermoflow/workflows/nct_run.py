@@ -12,6 +12,7 @@ Run directory layout::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -27,7 +28,9 @@ from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.nct import occupations
 from thermoflow.nct.flow import make_realnvp
 from thermoflow.nct.loss import make_free_energy_model
-from thermoflow.nct.train import make_optimizer, train
+from thermoflow.nct.train import evaluate, make_optimizer, train
+from thermoflow.phonons.modes import HarmonicModes
+from thermoflow.phonons.scha import optimise_gaussian
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import KB_EV_PER_K, MEV_PER_EV
 from thermoflow.workflows import plots
@@ -65,6 +68,52 @@ def _write_metrics(path: Path, history: dict, n_atoms: int) -> None:
     _atomic_write_text(path, buffer.getvalue())
 
 
+def _mean_stderr(values: np.ndarray) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
+_GAUSSIAN_SCALARS = ("free_energy_eV", "free_energy_stderr_eV", "energy_eV", "energy_stderr_eV", "entropy_kB")
+
+
+def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: float, path: Path, resume: bool) -> dict:
+    """The self-consistent Gaussian of the run: computed once, stored in the run directory and
+    read back on resume (so a resumed run trains in exactly the same basis)."""
+    if resume and path.is_file():
+        with np.load(path) as data:
+            stored = {k: data[k] for k in data.files}
+        basis = dataclasses.replace(modes, omega=stored["omega"], modes=stored["modes"], imaginary=np.zeros(modes.n_modes, dtype=bool))
+        log.info("self-consistent Gaussian read from %s", path)
+        return {"modes": basis, **{k: float(stored[k]) for k in _GAUSSIAN_SCALARS}}
+    ref = config.nct.reference
+    g = optimise_gaussian(
+        energy_fn, modes, kT, n_samples=ref.n_samples, n_iterations=ref.iterations, mixing=ref.mixing,
+        averaging_fraction=ref.averaging_fraction, n_eval_samples=ref.eval_samples, seed=config.seed,
+        chunk_size=config.nct.chunk_size,
+    )
+    out = {"modes": g.modes, **{k: getattr(g, k) for k in _GAUSSIAN_SCALARS}}
+    buffer = io.BytesIO()
+    np.savez(buffer, omega=g.modes.omega, modes=g.modes.modes, **{k: np.asarray(out[k]) for k in _GAUSSIAN_SCALARS})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+    return out
+
+
+def _gaussian_results(gaussian: dict | None, free_energy: tuple[float, float], n_atoms: int) -> dict:
+    if gaussian is None:
+        return {}
+    f_g, err_g = gaussian["free_energy_eV"] / n_atoms, gaussian["free_energy_stderr_eV"] / n_atoms
+    return {
+        "gaussian_free_energy_eV_per_atom": f_g,
+        "gaussian_free_energy_stderr_eV_per_atom": err_g,
+        "gaussian_energy_eV_per_atom": gaussian["energy_eV"] / n_atoms,
+        "gaussian_energy_stderr_eV_per_atom": gaussian["energy_stderr_eV"] / n_atoms,
+        "gaussian_entropy_kB_per_atom": gaussian["entropy_kB"] / n_atoms,
+        "flow_minus_gaussian_eV_per_atom": free_energy[0] - f_g,
+        "flow_minus_gaussian_stderr_eV_per_atom": float(np.hypot(free_energy[1], err_g)),
+    }
+
+
 def _config_toml(config: RunConfig) -> str:
     return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
 
@@ -99,6 +148,7 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(resolved, text)
 
+    t_start = time.perf_counter()
     nc = config.nct
     kT = KB_EV_PER_K * nc.temperature_K
     atoms, energy_fn, modes = build_modes(config, base)
@@ -106,17 +156,30 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
     if modes.imaginary.any():
         log.warning("%d imaginary harmonic mode(s): the basis uses |omega|; the flow must correct them", int(modes.imaginary.sum()))
     harm = harmonic_thermodynamics(modes.phonon_energies_eV, kT)
-    harm_k = harmonic_thermodynamics(modes.phonon_energies_eV, kT, nc.n_levels)
-    truncation = (harm_k.free_energy_eV - harm.free_energy_eV) / n_atoms
+    gaussian = None
+    basis = modes
+    if nc.reference.kind == "scha":
+        gaussian = _gaussian_reference(config, energy_fn, modes, kT, out_dir / "gaussian_reference.npz", resume)
+        basis = gaussian["modes"]
+        log.info(
+            "self-consistent Gaussian: F = %.4f +- %.4f meV/atom (harmonic %.4f); phonon energies %.2f-%.2f meV (harmonic %.2f-%.2f)",
+            gaussian["free_energy_eV"] / n_atoms * MEV_PER_EV, gaussian["free_energy_stderr_eV"] / n_atoms * MEV_PER_EV,
+            (modes.energy0_eV + harm.free_energy_eV) / n_atoms * MEV_PER_EV,
+            basis.phonon_energies_eV.min() * MEV_PER_EV, basis.phonon_energies_eV.max() * MEV_PER_EV,
+            modes.phonon_energies_eV.min() * MEV_PER_EV, modes.phonon_energies_eV.max() * MEV_PER_EV,
+        )
+    basis_full = harmonic_thermodynamics(basis.phonon_energies_eV, kT)
+    basis_k = harmonic_thermodynamics(basis.phonon_energies_eV, kT, nc.n_levels)
+    truncation = (basis_k.free_energy_eV - basis_full.free_energy_eV) / n_atoms
     if truncation > 5e-5:
         log.warning(
-            "nct.n_levels = %d truncates the harmonic free energy by %.3f meV/atom at %g K: "
+            "nct.n_levels = %d truncates the free energy of the basis oscillators by %.3f meV/atom at %g K: "
             "raise nct.n_levels for results converged in the basis",
             nc.n_levels, truncation * MEV_PER_EV, nc.temperature_K,
         )
-    flow = make_realnvp(modes.n_modes, nc.flow.n_layers, nc.flow.hidden, nc.flow.max_log_scale)
+    flow = make_realnvp(basis.n_modes, nc.flow.n_layers, nc.flow.hidden, nc.flow.max_log_scale, linear=nc.flow.linear)
     model = make_free_energy_model(
-        energy_fn, modes, flow, kT_eV=kT, n_levels=nc.n_levels, batch_size=nc.batch_size,
+        energy_fn, basis, flow, kT_eV=kT, n_levels=nc.n_levels, batch_size=nc.batch_size,
         laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
         chunk_size=nc.chunk_size,
     )
@@ -140,7 +203,6 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
         if bar is not None:
             bar.update(task, completed=row["step"] + 1, status=f"F = {row['free_energy'] / n_atoms * MEV_PER_EV:.3f} meV/atom")
 
-    t0 = time.perf_counter()
     try:
         result = train(
             model, optimizer, steps=nc.steps, seed=config.seed, checkpoint_path=ckpt,
@@ -151,7 +213,6 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
     finally:
         if bar is not None:
             bar.stop()
-    wall = time.perf_counter() - t0
     hist = result.history
     n_done = len(hist["step"])
     if n_done < nc.steps:
@@ -159,30 +220,46 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
 
     window_start = int(nc.steps * (1.0 - nc.averaging_fraction))
     sel = hist["step"] >= window_start
-    stats = {k: blocking_stderr(hist[k][sel] / n_atoms) for k in ("free_energy", "energy", "kinetic", "potential", "entropy")}
+    names = ("free_energy", "energy", "kinetic", "potential", "entropy")
+    trace = {k: blocking_stderr(hist[k][sel] / n_atoms) for k in names}
+    if nc.eval_batches >= 2:
+        t_eval = time.perf_counter()
+        batches = evaluate(model, result.params, seed=config.seed, n_batches=nc.eval_batches)
+        final = {k: _mean_stderr(batches[k] / n_atoms) for k in names}
+        estimate = f"final evaluation at the trained parameters: {nc.eval_batches} batches of {nc.batch_size} fresh exact samples"
+        eval_seconds = time.perf_counter() - t_eval
+    else:
+        final = {k: (trace[k].mean, trace[k].stderr) for k in names}
+        estimate = f"training-trace average over the last {int(sel.sum())} steps (blocking error bars)"
+        eval_seconds = 0.0
     e0 = modes.energy0_eV
     probs = np.asarray(occupations.probabilities(result.params["logits"]))
-    probs_h = np.asarray(occupations.probabilities(occupations.harmonic_logits(modes.phonon_energies_eV, kT, nc.n_levels)))
+    probs_h = np.asarray(occupations.probabilities(occupations.harmonic_logits(basis.phonon_energies_eV, kT, nc.n_levels)))
     levels = np.arange(nc.n_levels)
     results = {
         "completed": True,
-        "free_energy_eV_per_atom": stats["free_energy"].mean,
-        "free_energy_stderr_eV_per_atom": stats["free_energy"].stderr,
-        "energy_eV_per_atom": stats["energy"].mean,
-        "energy_stderr_eV_per_atom": stats["energy"].stderr,
-        "kinetic_energy_eV_per_atom": stats["kinetic"].mean,
-        "kinetic_energy_stderr_eV_per_atom": stats["kinetic"].stderr,
-        "potential_energy_eV_per_atom": stats["potential"].mean,
-        "potential_energy_stderr_eV_per_atom": stats["potential"].stderr,
-        "entropy_kB_per_atom": stats["entropy"].mean,
+        "estimate": estimate,
+        "free_energy_eV_per_atom": final["free_energy"][0],
+        "free_energy_stderr_eV_per_atom": final["free_energy"][1],
+        "energy_eV_per_atom": final["energy"][0],
+        "energy_stderr_eV_per_atom": final["energy"][1],
+        "kinetic_energy_eV_per_atom": final["kinetic"][0],
+        "kinetic_energy_stderr_eV_per_atom": final["kinetic"][1],
+        "potential_energy_eV_per_atom": final["potential"][0],
+        "potential_energy_stderr_eV_per_atom": final["potential"][1],
+        "entropy_kB_per_atom": final["entropy"][0],
+        "free_energy_trace_eV_per_atom": trace["free_energy"].mean,
+        "free_energy_trace_stderr_eV_per_atom": trace["free_energy"].stderr,
         "static_energy_eV_per_atom": e0 / n_atoms,
         "harmonic_free_energy_eV_per_atom": (e0 + harm.free_energy_eV) / n_atoms,
-        "harmonic_free_energy_truncated_eV_per_atom": (e0 + harm_k.free_energy_eV) / n_atoms,
-        "harmonic_truncation_error_eV_per_atom": truncation,
+        "basis_free_energy_truncated_eV_per_atom": (e0 + basis_k.free_energy_eV) / n_atoms,
+        "basis_truncation_error_eV_per_atom": truncation,
         "harmonic_energy_eV_per_atom": (e0 + harm.energy_eV) / n_atoms,
         "harmonic_entropy_kB_per_atom": harm.entropy_kB / n_atoms,
         "harmonic_zero_point_energy_eV_per_atom": harm.zero_point_energy_eV / n_atoms,
-        "anharmonic_correction_eV_per_atom": stats["free_energy"].mean - (e0 + harm.free_energy_eV) / n_atoms,
+        "anharmonic_correction_eV_per_atom": final["free_energy"][0] - (e0 + harm.free_energy_eV) / n_atoms,
+        "reference": nc.reference.kind,
+        **_gaussian_results(gaussian, final["free_energy"], n_atoms),
         "temperature_K": nc.temperature_K,
         "n_atoms": n_atoms,
         "n_modes": modes.n_modes,
@@ -191,15 +268,16 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
         "freeze_flow": nc.freeze_flow,
         "steps": nc.steps,
         "averaging_window_steps": int(sel.sum()),
-        "blocking_block_size": stats["free_energy"].block_size,
+        "blocking_block_size": trace["free_energy"].block_size,
         "seconds_per_step": result.seconds_per_step,
-        "wall_seconds": wall,
+        "evaluation_seconds": eval_seconds,
+        "wall_seconds": time.perf_counter() - t_start,
         "n_rollbacks": result.n_rollbacks,
         "notes": "per-atom values divide totals by n_atoms; the 3 uniform translations are not quantised (a known finite-size term)",
     }
     _atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     plots.plot_run_free_energy(out_dir)  # from the metrics.csv written at the final checkpoint
-    plots.plot_occupations(out_dir / "occupations.png", modes.phonon_energies_eV * MEV_PER_EV, probs @ levels, probs_h @ levels)
+    plots.plot_occupations(out_dir / "occupations.png", basis.phonon_energies_eV * MEV_PER_EV, probs @ levels, probs_h @ levels)
     return results
 
 
