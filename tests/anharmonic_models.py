@@ -28,3 +28,12 @@ def make_nan_potential(atoms=None):
         return jnp.where(jnp.sum(u**2) > 0, jnp.nan, 0.0) + e
 
     return energy_fn
+
+
+def make_undefined_potential(atoms=None):
+    """NaN everywhere, the reference structure included (a broken plug-in)."""
+
+    def energy_fn(positions, cell):
+        return jnp.nan * jnp.sum(positions)
+
+    return energy_fn

@@ -6,7 +6,7 @@ from phonopy.harmonic.dynmat_to_fc import get_commensurate_points
 from phonopy.structure.atoms import PhonopyAtoms
 
 from thermoflow.phonons import compute_harmonic_modes, harmonic_thermodynamics, modes_from_hessian
-from thermoflow.potentials import forces, make_einstein_energy_fn, make_lennard_jones_energy_fn
+from thermoflow.potentials import forces, hessian, make_einstein_energy_fn, make_lennard_jones_energy_fn
 from thermoflow.structures import build_lattice, make_supercell, to_arrays
 from thermoflow.units import HBAR_EV, omega_to_thz
 
@@ -77,3 +77,19 @@ def test_harmonic_thermodynamics_limits():
     s_fd = -(harmonic_thermodynamics(e, kT + d).free_energy_eV - harmonic_thermodynamics(e, kT - d).free_energy_eV) / (2 * d)
     np.testing.assert_allclose(th.entropy_kB, s_fd, rtol=1e-7)
     assert harmonic_thermodynamics(e, 0.0).free_energy_eV == pytest.approx(0.5 * e.sum())
+
+
+@pytest.mark.parametrize("noise", [1e-6, 1e-4])
+def test_noisy_hessian_keeps_translations_out(noise):
+    """Symmetric noise on the Hessian (as from finite differences) breaks the acoustic sum rule;
+    the rule is imposed, so no soft or imaginary translational modes appear and the internal
+    frequencies move only by the noise."""
+    pos, cell, masses = to_arrays(make_supercell(build_lattice("Ne", "fcc", a_A=4.464), (2, 2, 2)))
+    fn = make_lennard_jones_energy_fn(EPS, SIGMA, RC, cell)
+    h = np.asarray(hessian(fn, jnp.asarray(pos), jnp.asarray(cell)))
+    clean = modes_from_hessian(h, masses, pos, cell, 0.0)
+    a = np.random.default_rng(0).normal(size=h.shape)
+    noisy = modes_from_hessian(h + noise * np.abs(h).max() * (a + a.T) / 2, masses, pos, cell, 0.0)
+    assert noisy.n_modes == 3 * len(pos) - 3 and noisy.n_translations_removed == 3
+    assert not noisy.imaginary.any()
+    np.testing.assert_allclose(noisy.omega, clean.omega, rtol=200 * noise)

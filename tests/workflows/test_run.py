@@ -93,3 +93,26 @@ def test_ase_calculator_kind_gives_the_same_phonons_as_native_potential(tmp_path
 
     np.testing.assert_allclose(np.sort(m_ase.omega), np.sort(m_native.omega), rtol=1e-4)
     np.testing.assert_allclose(m_ase.energy0_eV, m_native.energy0_eV, rtol=1e-10)
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path, caplog):
+    cfg, base = load_config(None, TINY)
+    full = run_nct(cfg, base, tmp_path / "full", progress=False)
+    run_nct(cfg, base, tmp_path / "split", progress=False, stop_after=4)  # checkpoints at steps 2 and 4
+    newest = tmp_path / "split" / "checkpoints" / "state.npz"
+    assert (tmp_path / "split" / "checkpoints" / "state.prev.npz").is_file()
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated, as by a crash
+    with caplog.at_level("WARNING"):
+        resumed = run_nct(cfg, base, tmp_path / "split", resume=True, progress=False)
+    assert "resuming from the previous one" in caplog.text
+    assert _rows(tmp_path / "split" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")
+    assert resumed["free_energy_eV_per_atom"] == full["free_energy_eV_per_atom"]
+
+
+def test_progress_lines_when_not_on_a_terminal(tmp_path, caplog):
+    cfg, base = load_config(None, TINY)
+    with caplog.at_level("INFO"):
+        run_nct(cfg, base, tmp_path / "lines", progress=False, log_every=2)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["2/6", "4/6", "6/6"]
+    assert all("meV/atom" in line and "s/step" in line and "left" in line for line in lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from datetime import datetime
@@ -13,15 +14,46 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, help="thermoflow: quantum anharmonic free energies of crystals.")
+app = typer.Typer(add_completion=False, help="thermoflow: quantum anharmonic free energies of crystals.", pretty_exceptions_enable=False)
 console = Console()
 
 _CONFIG_ARG = typer.Argument(None, help="TOML config file; omit for the embedded default job (fcc neon, LJ, 20 K)")
 _SET_OPT = typer.Option([], "--set", help="override a config field, e.g. --set nct.steps=200 (repeatable)")
 
 
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="show the Python traceback of an error")) -> None:
+    """thermoflow: quantum anharmonic free energies of crystals."""
+    _STATE["debug"] = debug
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    # JAX probes for TPU/GPU plug-ins at start-up and logs each failure at INFO: noise on a CPU machine
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Every failure ends in one ``error:`` line and a non-zero exit (``--debug``: the traceback)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        console.print("[red]error:[/] interrupted; a run continues from its last checkpoint with --resume --out DIR")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: everything becomes one clear line
+        if _STATE["debug"]:
+            raise
+        message = str(exc) or type(exc).__name__
+        kind = "" if isinstance(exc, (ValueError, FileNotFoundError)) else f"{type(exc).__name__}: "
+        console.print(f"[red]error:[/] {kind}{message}", soft_wrap=True)
+        console.print("(run with thermoflow --debug ... for the traceback)", style="dim")
+        raise typer.Exit(1) from None
 
 
 def _load(config: Optional[Path], overrides: list[str]):
@@ -30,7 +62,9 @@ def _load(config: Optional[Path], overrides: list[str]):
     try:
         return load_config(config, overrides)
     except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        if _STATE["debug"]:
+            raise
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -45,7 +79,8 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/<config>-nct-<time>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     overrides: list[str] = _SET_OPT,
-    progress: bool = typer.Option(True, help="show a progress bar"),
+    progress: bool = typer.Option(True, help="show progress: a bar on a terminal, otherwise a log line every --log-every steps"),
+    log_every: int = typer.Option(0, "--log-every", min=0, help="steps between progress lines when not on a terminal (0: about 20 lines per run)"),
 ) -> None:
     """Optimise the NCT variational free energy (NVT) and write a run directory."""
     _setup_logging()
@@ -54,15 +89,12 @@ def run(
         console.print("[red]error:[/] --resume needs --out DIR (the run directory to continue)")
         raise typer.Exit(2)
     out = out or _default_out(config, "nct")
-    from thermoflow.workflows.config import ConfigError
     from thermoflow.workflows.nct_run import jax_device_summary, run_nct
 
     logging.getLogger(__name__).info(jax_device_summary())
-    try:
-        res = run_nct(cfg, base, out, resume=resume, progress=progress and sys.stderr.isatty())
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    bar = progress and sys.stderr.isatty()
+    with _user_errors():
+        res = run_nct(cfg, base, out, resume=resume, progress=bar, log_every=log_every if progress and not bar else None)
     _print_summary(res, out)
 
 
@@ -98,11 +130,8 @@ def phonons(
     out = out or _default_out(config, "phonons")
     from thermoflow.workflows.phonon_run import run_phonons
 
-    try:
+    with _user_errors():
         res = run_phonons(cfg, base, out)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
     table = Table(title=f"harmonic phonons, {res['n_atoms']} atoms, {res['n_modes']} modes")
     table.add_column("quantity")
     table.add_column("value", justify="right")

@@ -21,7 +21,7 @@ import optax
 
 from thermoflow.nct.flow import PARAMETRISATION_VERSION
 from thermoflow.nct.loss import FreeEnergyModel
-from thermoflow.workflows.checkpoint import load_checkpoint, save_checkpoint
+from thermoflow.workflows.checkpoint import load_latest_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,8 @@ def train(
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint.
+        CheckpointError: ``resume`` with no readable checkpoint (newest and previous), or a
+            checkpoint that cannot be written (disk full).
         ValueError: ``resume`` from a checkpoint of another flow parametrisation version.
         NonFiniteError: more than ``max_rollbacks`` non-finite steps.
     """
@@ -189,7 +191,9 @@ def train(
     start, lr_scale, n_rollbacks = 0, 1.0, 0
     history: dict[str, list] = {}
     if resume:
-        tree, meta, arrays = load_checkpoint(checkpoint_path, {"params": params, "opt_state": opt_state})
+        tree, meta, arrays, read = load_latest_checkpoint(checkpoint_path, {"params": params, "opt_state": opt_state})
+        if Path(read) != Path(checkpoint_path):
+            log.warning("checkpoint %s is damaged or unreadable: resuming from the previous one, %s", checkpoint_path, read)
         version = meta.get("flow_parametrisation", 1)
         if version != PARAMETRISATION_VERSION:
             raise ValueError(

@@ -131,3 +131,29 @@ def to_arrays(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         np.asarray(atoms.cell.array, dtype=np.float64),
         np.asarray(atoms.get_masses(), dtype=np.float64),
     )
+
+
+def closest_pair(atoms: Atoms) -> tuple[float, int, int]:
+    """The shortest interatomic distance under periodic boundary conditions, Angstrom, and the
+    two atom indices (a single atom's distance to its own periodic images counts too)."""
+    from ase.neighborlist import neighbor_list
+
+    cutoff = 4.0
+    while True:
+        i, j, d = neighbor_list("ijd", atoms, cutoff)
+        if len(d):
+            k = int(np.argmin(d))
+            return float(d[k]), int(i[k]), int(j[k])
+        cutoff *= 2
+
+
+def check_distances(atoms: Atoms, min_distance_A: float) -> None:
+    """Raise ValueError if two atoms are closer than ``min_distance_A`` (overlapping atoms:
+    a wrong lattice constant, unit or duplicated site)."""
+    d, i, j = closest_pair(atoms)
+    if d < min_distance_A:
+        raise ValueError(
+            f"atoms {i} ({atoms[i].symbol}) and {j} ({atoms[j].symbol}) are {d:.3f} A apart, closer than "
+            f"structure.min_distance_A = {min_distance_A} A: check the lattice constant / volume (Angstrom) and "
+            "the structure file (lower structure.min_distance_A if this is intended)"
+        )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
@@ -12,8 +15,10 @@ from thermoflow.potentials.base import EnergyFn
 from thermoflow.potentials.harmonic import make_einstein_energy_fn, make_harmonic_energy_fn
 from thermoflow.potentials.pair import make_lennard_jones_energy_fn, make_morse_energy_fn
 from thermoflow.potentials.plugin import make_plugin_energy_fn
-from thermoflow.structures.build import build_lattice, make_supercell, read_structure, scale_to_volume
+from thermoflow.structures.build import build_lattice, check_distances, closest_pair, make_supercell, read_structure, scale_to_volume
 from thermoflow.workflows.config import RunConfig, StructureConfig, resolve_path
+
+log = logging.getLogger(__name__)
 
 
 def build_structure(cfg: StructureConfig, base: Path) -> Atoms:
@@ -27,6 +32,7 @@ def build_structure(cfg: StructureConfig, base: Path) -> Atoms:
         atoms = scale_to_volume(atoms, cfg.volume_per_atom_A3)
     if cfg.mass_amu is not None:
         atoms.set_masses(np.full(len(atoms), cfg.mass_amu))
+    check_distances(atoms, cfg.min_distance_A)
     return atoms
 
 
@@ -67,6 +73,7 @@ def build_modes(config: RunConfig, base: Path) -> tuple[Atoms, EnergyFn, Harmoni
     atoms = build_structure(config.structure, base)
     energy_fn = build_potential(config, atoms, base)
     pos, cell, masses = atoms.get_positions(), atoms.cell.array, atoms.get_masses()
+    check_reference_energy(energy_fn, atoms)
     if config.potential.kind == "ase":
         # a host callback has no second derivative: Hessian by central differences of forces
         from thermoflow.potentials.ase_bridge import finite_difference_hessian
@@ -76,3 +83,27 @@ def build_modes(config: RunConfig, base: Path) -> tuple[Atoms, EnergyFn, Harmoni
     else:
         modes = compute_harmonic_modes(energy_fn, pos, cell, masses)
     return atoms, energy_fn, modes
+
+
+#: residual force above which the reference structure is reported as not stationary, eV/Angstrom
+MAX_RESIDUAL_FORCE_EV_PER_A = 1e-3
+
+
+def check_reference_energy(energy_fn: EnergyFn, atoms: Atoms) -> None:
+    """Raise ValueError if the potential is not finite at the reference structure; warn if the
+    structure is not a stationary point (the harmonic expansion about it assumes one)."""
+    pos, cell = jnp.asarray(atoms.get_positions()), jnp.asarray(atoms.cell.array)
+    energy, grad = jax.value_and_grad(energy_fn)(pos, cell)
+    if not (np.isfinite(float(energy)) and np.all(np.isfinite(np.asarray(grad)))):
+        d, i, j = closest_pair(atoms)
+        raise ValueError(
+            f"the potential energy is not finite at the reference structure (energy {float(energy)}; closest atoms "
+            f"{i} and {j} are {d:.3f} A apart): check the structure, its volume and the potential's range"
+        )
+    force = float(np.abs(np.asarray(grad)).max())
+    if force > MAX_RESIDUAL_FORCE_EV_PER_A:
+        log.warning(
+            "the reference structure is not at a stationary point of the potential: largest residual force "
+            "%.3g eV/A (> %.0e); the harmonic expansion about it, and the modes built on it, assume one", force,
+            MAX_RESIDUAL_FORCE_EV_PER_A,
+        )

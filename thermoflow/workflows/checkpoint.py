@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,26 @@ import jax
 import numpy as np
 
 
+class CheckpointError(RuntimeError):
+    """No usable checkpoint could be read, or a checkpoint could not be written."""
+
+
+def previous_path(path: str | Path) -> Path:
+    """Where the checkpoint before the newest one is kept (``state.npz`` -> ``state.prev.npz``)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
 def save_checkpoint(path: str | Path, tree: Any, metadata: dict, arrays: dict[str, np.ndarray] | None = None) -> None:
-    """Atomically write ``tree`` leaves, extra named ``arrays`` and JSON ``metadata`` to ``path``."""
+    """Atomically write ``tree`` leaves, extra named ``arrays`` and JSON ``metadata`` to ``path``.
+
+    The checkpoint it replaces is kept as :func:`previous_path` (one generation), so a newest
+    checkpoint damaged after it was written still leaves a usable one.
+
+    Raises:
+        CheckpointError: if the write fails (e.g. the disk is full); the existing checkpoints
+            are left untouched and the partial file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     leaves = jax.tree_util.tree_leaves(tree)
@@ -28,11 +47,45 @@ def save_checkpoint(path: str | Path, tree: Any, metadata: dict, arrays: dict[st
         payload[f"array_{name}"] = np.asarray(value)
     payload["metadata_json"] = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **payload)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not write the checkpoint {path} ({exc.strerror or exc}); the previous checkpoint is intact: "
+            "free disk space, then continue with --resume"
+        ) from exc
+    if path.exists():
+        os.replace(path, previous_path(path))
     os.replace(tmp, path)
+
+
+def load_latest_checkpoint(path: str | Path, template: Any) -> tuple[Any, dict, dict[str, np.ndarray], Path]:
+    """The newest readable checkpoint: ``path``, else :func:`previous_path` (damaged newest file).
+
+    Returns:
+        ``(tree, metadata, arrays, path_read)``.
+
+    Raises:
+        FileNotFoundError: if neither file exists.
+        CheckpointError: if no existing file is usable (the message gives each reason).
+    """
+    path = Path(path)
+    candidates = [p for p in (path, previous_path(path)) if p.is_file()]
+    if not candidates:
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    reasons = []
+    for candidate in candidates:
+        try:
+            tree, metadata, arrays = load_checkpoint(candidate, template)
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            reasons.append(f"{candidate.name}: {exc}")
+            continue
+        return tree, metadata, arrays, candidate
+    raise CheckpointError("no usable checkpoint: " + "; ".join(reasons) + ". Start the run afresh in a new directory.")
 
 
 def load_checkpoint(path: str | Path, template: Any) -> tuple[Any, dict, dict[str, np.ndarray]]:

@@ -12,14 +12,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ase.data import chemical_symbols
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thermoflow.nct.hamiltonian import LAPLACIAN_METHODS
 from thermoflow.structures.build import LATTICES
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf / nan are never meaningful inputs (a learning rate of inf passed validation before)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StructureConfig(_Strict):
@@ -32,6 +34,14 @@ class StructureConfig(_Strict):
     supercell: tuple[int, int, int] = Field((1, 1, 1), description="repetitions of the cell along its lattice vectors")
     volume_per_atom_A3: float | None = Field(None, gt=0, description="rescale isotropically to this volume per atom, Angstrom^3")
     mass_amu: float | None = Field(None, gt=0, description="override the atomic mass of every atom, amu")
+    min_distance_A: float = Field(0.5, ge=0, description="smallest allowed interatomic distance, Angstrom (overlapping atoms are an input error)")
+
+    @field_validator("symbol")
+    @classmethod
+    def _known_element(cls, symbol):
+        if symbol is not None and symbol not in chemical_symbols[1:]:
+            raise ValueError(f"unknown chemical symbol {symbol!r} (e.g. 'Li', 'Ne', 'H')")
+        return symbol
 
     @model_validator(mode="after")
     def _one_source(self):

@@ -118,7 +118,10 @@ def _config_toml(config: RunConfig) -> str:
     return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
 
 
-def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+def run_nct(
+    config: RunConfig, base: Path, out_dir: Path, *, resume: bool = False, progress: bool = True,
+    log_every: int | None = None, stop_after: int | None = None,
+) -> dict:
     """Run an NCT free-energy optimisation and write the run directory.
 
     Args:
@@ -127,6 +130,9 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
         out_dir: run directory (created).
         resume: continue from ``out_dir/checkpoints/state.npz``; the config must be the same.
         progress: show a progress bar with the running free energy.
+        log_every: log a progress line (step, F, s/step, time left) every this many steps, for
+            runs not attached to a terminal (0: about 20 lines per run; None: none; a progress
+            bar takes precedence).
         stop_after: stop after this many steps (an interruption, for tests).
 
     Returns:
@@ -199,9 +205,19 @@ def run_nct(config: RunConfig, base: Path, out_dir: Path, *, resume: bool = Fals
         task = bar.add_task("train", total=nc.steps, status="")
         bar.start()
 
+    every = log_every if log_every else max(1, nc.steps // 20)
+    seconds: list[float] = []
+
     def on_step(row):
+        done = row["step"] + 1
+        f_mev = row["free_energy"] / n_atoms * MEV_PER_EV
         if bar is not None:
-            bar.update(task, completed=row["step"] + 1, status=f"F = {row['free_energy'] / n_atoms * MEV_PER_EV:.3f} meV/atom")
+            bar.update(task, completed=done, status=f"F = {f_mev:.3f} meV/atom")
+        elif log_every is not None:
+            seconds.append(row["seconds"])
+            if done % every == 0 or done == nc.steps:
+                per_step = float(np.median(seconds[-every:]))
+                log.info("step %d/%d  F = %.4f meV/atom  %.3f s/step  about %.0f s left", done, nc.steps, f_mev, per_step, per_step * (nc.steps - done))
 
     try:
         result = train(
