@@ -73,6 +73,12 @@ def test_cli_phonons_and_invalid_config(tmp_path):
     assert result.exit_code == 0, result.output
     ph = json.loads((out / "phonons.json").read_text())
     assert ph["n_modes"] == 9 and ph["n_imaginary_modes"] == 0
+    res = runner.invoke(app, ["scha", "--out", str(tmp_path / "g"), "--set", "structure.supercell=[1,1,1]",
+                              "--set", "nct.reference.iterations=10", "--set", "nct.reference.n_samples=256"])
+    assert res.exit_code == 0, res.output
+    g = json.loads((tmp_path / "g" / "scha.json").read_text())
+    assert g["gaussian_free_energy_eV_per_atom"] > ph["harmonic_free_energy_eV_per_atom"]  # neon: hardened by anharmonicity
+    assert g["frequency_min_THz"] > ph["frequency_min_THz"]
     bad = runner.invoke(app, ["run", "--out", str(tmp_path / "x"), "--set", "nct.temperature_K=-1"])
     assert bad.exit_code == 2 and "nct.temperature_K" in bad.output
 

@@ -1,4 +1,4 @@
-"""Command line: ``thermoflow run [CONFIG] [--out DIR] [--resume] [--set k=v]``, ``thermoflow phonons``."""
+"""Command line: ``thermoflow run [CONFIG] [--out DIR] [--resume] [--set k=v]``, ``thermoflow phonons``, ``thermoflow scha``."""
 
 from __future__ import annotations
 
@@ -118,21 +118,35 @@ def _print_summary(res: dict, out: Path) -> None:
     console.print(f"run directory: {out}")
 
 
+_OUT_OPT = typer.Option(None, "--out", help="output directory")
+
+
 @app.command()
-def phonons(
-    config: Optional[Path] = _CONFIG_ARG,
-    out: Optional[Path] = typer.Option(None, "--out", help="output directory"),
-    overrides: list[str] = _SET_OPT,
-) -> None:
+def phonons(config: Optional[Path] = _CONFIG_ARG, out: Optional[Path] = _OUT_OPT, overrides: list[str] = _SET_OPT) -> None:
     """Harmonic analysis alone: frequencies, imaginary modes, harmonic F, E, S, ZPE."""
+    _analysis(config, out, overrides, "phonons", lambda r: f"harmonic phonons, {r['n_atoms']} atoms, {r['n_modes']} modes")
+
+
+@app.command()
+def scha(config: Optional[Path] = _CONFIG_ARG, out: Optional[Path] = _OUT_OPT, overrides: list[str] = _SET_OPT) -> None:
+    """Self-consistent harmonic approximation alone: the best Gaussian F, E, S and renormalised modes."""
+    _analysis(config, out, overrides, "scha", lambda r: f"self-consistent Gaussian, {r['n_atoms']} atoms, {r['temperature_K']:g} K")
+
+
+def _analysis(config: Optional[Path], out: Optional[Path], overrides: list[str], kind: str, title) -> None:
+    """The shared shell of the analysis commands: load, run ``run_<kind>``, print its results."""
     _setup_logging()
     cfg, base = _load(config, overrides)
-    out = out or _default_out(config, "phonons")
-    from thermoflow.workflows.phonon_run import run_phonons
+    out = out or _default_out(config, kind)
+    from thermoflow.workflows import phonon_run
 
     with _user_errors():
-        res = run_phonons(cfg, base, out)
-    table = Table(title=f"harmonic phonons, {res['n_atoms']} atoms, {res['n_modes']} modes")
+        res = getattr(phonon_run, f"run_{kind}")(cfg, base, out)
+    _print_dict(title(res), res, out)
+
+
+def _print_dict(title: str, res: dict, out: Path) -> None:
+    table = Table(title=title)
     table.add_column("quantity")
     table.add_column("value", justify="right")
     for key, value in res.items():

@@ -30,12 +30,12 @@ from thermoflow.nct.flow import make_realnvp
 from thermoflow.nct.loss import make_free_energy_model
 from thermoflow.nct.train import evaluate, make_optimizer, train
 from thermoflow.phonons.modes import HarmonicModes
-from thermoflow.phonons.scha import optimise_gaussian
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import KB_EV_PER_K, MEV_PER_EV
 from thermoflow.workflows import plots
 from thermoflow.workflows.build import build_modes
 from thermoflow.workflows.config import ConfigError, RunConfig
+from thermoflow.workflows.phonon_run import gaussian_from_config
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,7 @@ def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: 
         basis = dataclasses.replace(modes, omega=stored["omega"], modes=stored["modes"], imaginary=np.zeros(modes.n_modes, dtype=bool))
         log.info("self-consistent Gaussian read from %s", path)
         return {"modes": basis, **{k: float(stored[k]) for k in _GAUSSIAN_SCALARS}}
-    ref = config.nct.reference
-    g = optimise_gaussian(
-        energy_fn, modes, kT, n_samples=ref.n_samples, n_iterations=ref.iterations, mixing=ref.mixing,
-        averaging_fraction=ref.averaging_fraction, n_eval_samples=ref.eval_samples, seed=config.seed,
-        chunk_size=config.nct.chunk_size,
-    )
+    g = gaussian_from_config(config, energy_fn, modes, kT)
     out = {"modes": g.modes, **{k: getattr(g, k) for k in _GAUSSIAN_SCALARS}}
     buffer = io.BytesIO()
     np.savez(buffer, omega=g.modes.omega, modes=g.modes.modes, **{k: np.asarray(out[k]) for k in _GAUSSIAN_SCALARS})

@@ -1,16 +1,29 @@
-"""Harmonic analysis of a config's crystal: frequencies, imaginary modes, harmonic thermodynamics."""
+"""Harmonic and self-consistent Gaussian analysis of a config's crystal (no NCT training)."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
+from thermoflow.phonons.modes import HarmonicModes
+from thermoflow.phonons.scha import GaussianReference, optimise_gaussian
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import KB_EV_PER_K, MEV_PER_EV, omega_to_thz
 from thermoflow.workflows.build import build_modes
 from thermoflow.workflows.config import RunConfig
+
+
+def _write_frequencies(path: Path, modes: HarmonicModes) -> np.ndarray:
+    """frequencies.csv (THz, meV; imaginary modes flagged with negative THz); returns the THz."""
+    freq_thz = np.where(modes.imaginary, -1.0, 1.0) * omega_to_thz(modes.omega)
+    with open(path, "w") as fh:
+        fh.write("mode,frequency_THz,phonon_energy_meV,imaginary\n")
+        for k, (f, e, im) in enumerate(zip(freq_thz, modes.phonon_energies_eV * MEV_PER_EV, modes.imaginary)):
+            fh.write(f"{k},{f:.6f},{e:.6f},{int(im)}\n")
+    return freq_thz
 
 
 def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
@@ -21,11 +34,7 @@ def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
     n = len(atoms)
     kT = KB_EV_PER_K * config.nct.temperature_K
     th = harmonic_thermodynamics(modes.phonon_energies_eV, kT)
-    freq_thz = np.where(modes.imaginary, -1.0, 1.0) * omega_to_thz(modes.omega)
-    with open(out_dir / "frequencies.csv", "w") as fh:
-        fh.write("mode,frequency_THz,phonon_energy_meV,imaginary\n")
-        for k, (f, e, im) in enumerate(zip(freq_thz, modes.phonon_energies_eV * MEV_PER_EV, modes.imaginary)):
-            fh.write(f"{k},{f:.6f},{e:.6f},{int(im)}\n")
+    freq_thz = _write_frequencies(out_dir / "frequencies.csv", modes)
     result = {
         "n_atoms": n,
         "n_modes": modes.n_modes,
@@ -42,4 +51,52 @@ def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
         "frequency_max_THz": float(freq_thz.max()),
     }
     (out_dir / "phonons.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_eV: float) -> GaussianReference:
+    """:func:`optimise_gaussian` with the settings of ``[nct.reference]`` and the run's seed."""
+    ref = config.nct.reference
+    return optimise_gaussian(
+        energy_fn, modes, kT_eV, n_samples=ref.n_samples, n_iterations=ref.iterations, mixing=ref.mixing,
+        averaging_fraction=ref.averaging_fraction, n_eval_samples=ref.eval_samples, seed=config.seed,
+        chunk_size=config.nct.chunk_size,
+    )
+
+
+def run_scha(config: RunConfig, base: Path, out_dir: Path) -> dict:
+    """The self-consistent Gaussian alone (settings from ``[nct.reference]``, temperature from
+    ``[nct]``): writes ``scha.json`` (F, E, S per atom with error bars, next to the harmonic
+    values) and ``frequencies.csv`` of the renormalised modes to ``out_dir``.
+
+    Raises:
+        GaussianInstabilityError: no stable Gaussian (see :func:`optimise_gaussian`).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atoms, energy_fn, modes = build_modes(config, base)
+    n = len(atoms)
+    kT = KB_EV_PER_K * config.nct.temperature_K
+    t0 = time.perf_counter()
+    g = gaussian_from_config(config, energy_fn, modes, kT)
+    th = harmonic_thermodynamics(modes.phonon_energies_eV, kT)
+    freq_thz = _write_frequencies(out_dir / "frequencies.csv", g.modes)
+    result = {
+        "n_atoms": n,
+        "n_modes": modes.n_modes,
+        "temperature_K": config.nct.temperature_K,
+        "gaussian_free_energy_eV_per_atom": g.free_energy_eV / n,
+        "gaussian_free_energy_stderr_eV_per_atom": g.free_energy_stderr_eV / n,
+        "gaussian_energy_eV_per_atom": g.energy_eV / n,
+        "gaussian_energy_stderr_eV_per_atom": g.energy_stderr_eV / n,
+        "gaussian_entropy_kB_per_atom": g.entropy_kB / n,
+        "harmonic_free_energy_eV_per_atom": (modes.energy0_eV + th.free_energy_eV) / n,
+        "harmonic_entropy_kB_per_atom": th.entropy_kB / n,
+        "static_energy_eV_per_atom": modes.energy0_eV / n,
+        "frequency_min_THz": float(freq_thz.min()),
+        "frequency_max_THz": float(freq_thz.max()),
+        "final_residual": float(g.history["residual"][-1]),
+        "seconds": time.perf_counter() - t0,
+    }
+    (out_dir / "scha.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
