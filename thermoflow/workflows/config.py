@@ -7,6 +7,7 @@ field by its dotted path with the reason.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -90,12 +91,31 @@ class HarmonicConfig(_Strict):
         return self
 
 
+def _finite_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Reject inf / nan anywhere inside a plug-in's keyword arguments (nested lists and tables too)."""
+
+    def walk(value, where):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"options.{where} is {value}: only finite numbers are meaningful")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]")
+
+    walk(options, "")
+    return options
+
+
 class PythonPotentialConfig(_Strict):
     """A user's own JAX potential: ``target(**options) -> energy_fn(positions, cell)``."""
 
     kind: Literal["python"]
     target: str = Field(description="'package.module:factory' returning energy_fn(positions, cell) -> eV")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
+
+    _check_options = field_validator("options")(_finite_options)
 
 
 class DeepmdConfig(_Strict):
@@ -113,6 +133,8 @@ class AseCalculatorConfig(_Strict):
     calculator: str = Field(description="'package.module:factory' returning an ASE calculator")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
     hessian_displacement_A: float = Field(0.01, gt=0, description="displacement for the finite-difference Hessian of the harmonic reference, Angstrom")
+
+    _check_options = field_validator("options")(_finite_options)
 
 
 PotentialConfig = Annotated[
