@@ -21,7 +21,7 @@ import optax
 
 from thermoflow.nct.flow import PARAMETRISATION_VERSION
 from thermoflow.nct.loss import FreeEnergyModel
-from thermoflow.workflows.checkpoint import load_latest_checkpoint, save_checkpoint
+from thermoflow.io.checkpoint import load_latest_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 

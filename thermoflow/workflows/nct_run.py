@@ -16,7 +16,6 @@ import dataclasses
 import io
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import tomli_w
 
 from thermoflow.analysis.statistics import blocking_stderr
+from thermoflow.io.atomic import atomic_write_bytes, atomic_write_text
 from thermoflow.nct import occupations
 from thermoflow.nct.flow import make_realnvp
 from thermoflow.nct.loss import make_free_energy_model
@@ -49,12 +49,6 @@ _PER_ATOM_COLUMNS = {
 }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_metrics(path: Path, history: dict, n_atoms: int) -> None:
     columns = ["step"] + list(_PER_ATOM_COLUMNS.values()) + ["entropy_kB_per_atom", "local_energy_variance_eV2", "lr_scale", "seconds"]
     buffer = io.StringIO()
@@ -65,7 +59,7 @@ def _write_metrics(path: Path, history: dict, n_atoms: int) -> None:
         row += [history[k][i] / n_atoms for k in _PER_ATOM_COLUMNS]
         row += [history["entropy"][i] / n_atoms, history["local_energy_variance"][i], history["lr_scale"][i], history["seconds"][i]]
         writer.writerow(row)
-    _atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _mean_stderr(values: np.ndarray) -> tuple[float, float]:
@@ -88,9 +82,7 @@ def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: 
     out = {"modes": g.modes, **{k: getattr(g, k) for k in _GAUSSIAN_SCALARS}}
     buffer = io.BytesIO()
     np.savez(buffer, omega=g.modes.omega, modes=g.modes.modes, **{k: np.asarray(out[k]) for k in _GAUSSIAN_SCALARS})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
     return out
 
 
@@ -147,7 +139,7 @@ def run_nct(
     elif ckpt.exists():
         raise ConfigError(f"{out_dir} already holds a run (checkpoints/state.npz); use --resume or another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(resolved, text)
+    atomic_write_text(resolved, text)
 
     t_start = time.perf_counter()
     nc = config.nct
@@ -286,7 +278,7 @@ def run_nct(
         "n_rollbacks": result.n_rollbacks,
         "notes": "per-atom values divide totals by n_atoms; the 3 uniform translations are not quantised (a known finite-size term)",
     }
-    _atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     plots.plot_run_free_energy(out_dir)  # from the metrics.csv written at the final checkpoint
     plots.plot_occupations(out_dir / "occupations.png", basis.phonon_energies_eV * MEV_PER_EV, probs @ levels, probs_h @ levels)
     return results
