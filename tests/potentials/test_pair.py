@@ -109,3 +109,15 @@ def test_chunked_hessian_equals_jax_hessian(chunk_size):
     np.testing.assert_allclose(got, 0.5 * (ref + ref.T), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="chunk_size"):
         hessian(fn, jnp.asarray(pos), jnp.asarray(cell), chunk_size=0)
+
+
+def test_cell_shrunk_beyond_the_image_set_gives_nan_not_a_wrong_energy():
+    """Built for one cell, called with a much smaller one (0.62x isotropic strain): more images
+    would be needed; the energy is NaN instead of a silently truncated lattice sum."""
+    pos, cell, _ = to_arrays(build_lattice("Ne", "fcc", a_A=4.464))
+    fn = make_lennard_jones_energy_fn(0.0031, 2.74, 8.2, cell)
+    assert np.isfinite(float(fn(jnp.asarray(pos), jnp.asarray(cell))))
+    assert np.isfinite(float(fn(jnp.asarray(pos * 0.95), jnp.asarray(cell * 0.95))))  # within the margin
+    small = fn(jnp.asarray(pos * 0.62), jnp.asarray(cell * 0.62))
+    assert np.isnan(float(small))
+    assert np.isnan(float(jax.jit(fn)(jnp.asarray(pos * 0.62), jnp.asarray(cell * 0.62))))

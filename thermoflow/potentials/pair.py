@@ -57,10 +57,21 @@ def make_pair_energy_fn(
             may differ by up to 10 % in plane spacing.
 
     Returns:
-        ``energy_fn(positions (n, 3), cell (3, 3)) -> eV``.
+        ``energy_fn(positions (n, 3), cell (3, 3)) -> eV``; NaN for a call-time cell whose plane
+        spacings need more lattice translations than the fixed set holds (a traced cell cannot
+        raise; NaN is caught by thermoflow's finite-energy checks and rollbacks, a silently
+        wrong lattice sum would not be).
     """
-    images = jnp.asarray(lattice_images(reference_cell, cutoff_A))
+    image_array = lattice_images(reference_cell, cutoff_A)
+    images = jnp.asarray(image_array)
+    n_max = jnp.asarray(np.abs(image_array).max(axis=0))
     shift = pair_fn(jnp.asarray(cutoff_A))
+
+    def covered(cell):
+        volume = jnp.abs(jnp.linalg.det(cell))
+        cross = jnp.cross(jnp.roll(cell, -1, axis=0), jnp.roll(cell, -2, axis=0))
+        spacing = volume / jnp.linalg.norm(cross, axis=1)
+        return jnp.all(jnp.floor(cutoff_A / spacing + 0.5) <= n_max)
 
     def energy_fn(positions, cell):
         inv_cell = jnp.linalg.inv(cell)
@@ -71,7 +82,8 @@ def make_pair_energy_fn(
         r2 = jnp.sum(vec**2, axis=-1)
         inside = (r2 > 1e-12) & (r2 < cutoff_A**2)
         r = jnp.sqrt(jnp.where(inside, r2, cutoff_A**2))
-        return 0.5 * jnp.sum(jnp.where(inside, pair_fn(r) - shift, 0.0))
+        energy = 0.5 * jnp.sum(jnp.where(inside, pair_fn(r) - shift, 0.0))
+        return jnp.where(covered(cell), energy, jnp.nan)
 
     return energy_fn
 
