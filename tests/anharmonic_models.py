@@ -37,3 +37,16 @@ def make_undefined_potential(atoms=None):
         return jnp.nan * jnp.sum(positions)
 
     return energy_fn
+
+
+def make_double_well_atom(atoms=None, spring_eV_per_A2=0.5, quartic_eV_per_A4=4.0):
+    """One atom on a saddle of the harmonic expansion: V = -k/2 x^2 + lam x^4 + k/2 (y^2 + z^2),
+    u = R - r0 (eV): one imaginary harmonic mode, stabilised by the quartic term."""
+    r0 = jnp.asarray(atoms.get_positions()[0]) if atoms is not None else jnp.zeros(3)
+
+    def energy_fn(positions, cell):
+        del cell
+        u = positions[0] - r0
+        return 0.5 * spring_eV_per_A2 * (u[1] ** 2 + u[2] ** 2 - u[0] ** 2) + quartic_eV_per_A4 * u[0] ** 4
+
+    return energy_fn

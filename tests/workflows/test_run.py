@@ -122,3 +122,19 @@ def test_progress_lines_when_not_on_a_terminal(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
     assert [line.split()[1] for line in lines] == ["2/6", "4/6", "6/6"]
     assert all("meV/atom" in line and "s/step" in line and "left" in line for line in lines)
+
+
+def test_imaginary_modes_leave_the_harmonic_free_energy_undefined(tmp_path):
+    """One imaginary harmonic mode: no harmonic F, E, S is invented from |omega|; the run still
+    works (NCT basis with |omega|) and the self-consistent Gaussian is stable (quartic term)."""
+    well = ["structure={lattice='sc', symbol='H', a_A=6.0}", "potential={kind='python', target='anharmonic_models:make_double_well_atom'}",
+            "nct.temperature_K=300"]
+    cfg, base = load_config(None, TINY[1:] + well)
+    res = run_nct(cfg, base, tmp_path / "well", progress=False)
+    assert res["n_imaginary_modes"] == 1 and res["n_modes"] == 3
+    assert res["harmonic_free_energy_eV_per_atom"] is None and res["anharmonic_correction_eV_per_atom"] is None
+    assert "imaginary" in res["harmonic_undefined_reason"]
+    assert res["gaussian_free_energy_eV_per_atom"] is not None
+    ph = CliRunner().invoke(app, ["phonons", "--out", str(tmp_path / "ph")] + sum((["--set", o] for o in well), []))
+    assert ph.exit_code == 0, ph.output
+    assert json.loads((tmp_path / "ph" / "phonons.json").read_text())["harmonic_free_energy_eV_per_atom"] is None

@@ -103,14 +103,17 @@ def _print_summary(res: dict, out: Path) -> None:
     table = Table(title=f"NCT free energy, {res['n_atoms']} atoms, {res['temperature_K']:g} K (meV/atom)")
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    table.add_row("harmonic F", f"{res['harmonic_free_energy_eV_per_atom'] * m:.4f}")
+    harmonic = res["harmonic_free_energy_eV_per_atom"] is not None
+    table.add_row("harmonic F", f"{res['harmonic_free_energy_eV_per_atom'] * m:.4f}" if harmonic else "undefined (imaginary modes)")
     if "gaussian_free_energy_eV_per_atom" in res:
         table.add_row("self-consistent Gaussian F (SCHA)", f"{res['gaussian_free_energy_eV_per_atom'] * m:.4f} +- {res['gaussian_free_energy_stderr_eV_per_atom'] * m:.4f}")
     table.add_row("NCT F", f"{res['free_energy_eV_per_atom'] * m:.4f} +- {res['free_energy_stderr_eV_per_atom'] * m:.4f}")
-    table.add_row("NCT F - harmonic F", f"{res['anharmonic_correction_eV_per_atom'] * m:+.4f} +- {res['free_energy_stderr_eV_per_atom'] * m:.4f}")
+    if harmonic:
+        table.add_row("NCT F - harmonic F", f"{res['anharmonic_correction_eV_per_atom'] * m:+.4f} +- {res['free_energy_stderr_eV_per_atom'] * m:.4f}")
     if "flow_minus_gaussian_eV_per_atom" in res:
         table.add_row("NCT F - Gaussian F", f"{res['flow_minus_gaussian_eV_per_atom'] * m:+.4f} +- {res['flow_minus_gaussian_stderr_eV_per_atom'] * m:.4f}")
-    table.add_row("harmonic ZPE", f"{res['harmonic_zero_point_energy_eV_per_atom'] * m:.4f}")
+    if harmonic:
+        table.add_row("harmonic ZPE", f"{res['harmonic_zero_point_energy_eV_per_atom'] * m:.4f}")
     table.add_row("NCT E", f"{res['energy_eV_per_atom'] * m:.4f} +- {res['energy_stderr_eV_per_atom'] * m:.4f}")
     table.add_row("NCT S (k_B/atom)", f"{res['entropy_kB_per_atom']:.4f}")
     table.add_row("seconds per step", f"{res['seconds_per_step']:.3f}")

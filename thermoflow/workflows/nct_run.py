@@ -35,7 +35,7 @@ from thermoflow.units import KB_EV_PER_K, MEV_PER_EV
 from thermoflow.workflows import plots
 from thermoflow.workflows.build import build_modes
 from thermoflow.workflows.config import ConfigError, RunConfig
-from thermoflow.workflows.phonon_run import gaussian_from_config
+from thermoflow.workflows.phonon_run import gaussian_from_config, harmonic_results
 
 log = logging.getLogger(__name__)
 
@@ -148,16 +148,17 @@ def run_nct(
     n_atoms = len(atoms)
     if modes.imaginary.any():
         log.warning("%d imaginary harmonic mode(s): the basis uses |omega|; the flow must correct them", int(modes.imaginary.sum()))
-    harm = harmonic_thermodynamics(modes.phonon_energies_eV, kT)
+    harmonic = harmonic_results(modes, kT)
+    f_harm = harmonic["harmonic_free_energy_eV_per_atom"]
     gaussian = None
     basis = modes
     if nc.reference.kind == "scha":
         gaussian = _gaussian_reference(config, energy_fn, modes, kT, out_dir / "gaussian_reference.npz", resume)
         basis = gaussian["modes"]
         log.info(
-            "self-consistent Gaussian: F = %.4f +- %.4f meV/atom (harmonic %.4f); phonon energies %.2f-%.2f meV (harmonic %.2f-%.2f)",
+            "self-consistent Gaussian: F = %.4f +- %.4f meV/atom (harmonic %s); phonon energies %.2f-%.2f meV (harmonic %.2f-%.2f)",
             gaussian["free_energy_eV"] / n_atoms * MEV_PER_EV, gaussian["free_energy_stderr_eV"] / n_atoms * MEV_PER_EV,
-            (modes.energy0_eV + harm.free_energy_eV) / n_atoms * MEV_PER_EV,
+            "undefined" if f_harm is None else f"{f_harm * MEV_PER_EV:.4f}",
             basis.phonon_energies_eV.min() * MEV_PER_EV, basis.phonon_energies_eV.max() * MEV_PER_EV,
             modes.phonon_energies_eV.min() * MEV_PER_EV, modes.phonon_energies_eV.max() * MEV_PER_EV,
         )
@@ -254,13 +255,10 @@ def run_nct(
         "free_energy_trace_eV_per_atom": trace["free_energy"].mean,
         "free_energy_trace_stderr_eV_per_atom": trace["free_energy"].stderr,
         "static_energy_eV_per_atom": e0 / n_atoms,
-        "harmonic_free_energy_eV_per_atom": (e0 + harm.free_energy_eV) / n_atoms,
+        **harmonic,
         "basis_free_energy_truncated_eV_per_atom": (e0 + basis_k.free_energy_eV) / n_atoms,
         "basis_truncation_error_eV_per_atom": truncation,
-        "harmonic_energy_eV_per_atom": (e0 + harm.energy_eV) / n_atoms,
-        "harmonic_entropy_kB_per_atom": harm.entropy_kB / n_atoms,
-        "harmonic_zero_point_energy_eV_per_atom": harm.zero_point_energy_eV / n_atoms,
-        "anharmonic_correction_eV_per_atom": final["free_energy"][0] - (e0 + harm.free_energy_eV) / n_atoms,
+        "anharmonic_correction_eV_per_atom": None if f_harm is None else final["free_energy"][0] - f_harm,
         "reference": nc.reference.kind,
         **_gaussian_results(gaussian, final["free_energy"], n_atoms),
         "temperature_K": nc.temperature_K,

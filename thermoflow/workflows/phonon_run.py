@@ -16,6 +16,25 @@ from thermoflow.workflows.build import build_modes
 from thermoflow.workflows.config import RunConfig
 
 
+def harmonic_results(modes: HarmonicModes, kT_eV: float) -> dict:
+    """Per-atom harmonic F, E, S, ZPE of ``modes`` (static energy included), or None for each with
+    ``harmonic_undefined_reason`` when a mode is imaginary: an unstable harmonic crystal has no
+    partition function, and |omega| (which the NCT basis uses) would invent one."""
+    n = modes.n_atoms
+    keys = ("harmonic_free_energy_eV_per_atom", "harmonic_energy_eV_per_atom", "harmonic_entropy_kB_per_atom",
+            "harmonic_zero_point_energy_eV_per_atom")
+    if modes.imaginary.any():
+        return {
+            **dict.fromkeys(keys),
+            "harmonic_undefined_reason": f"{int(modes.imaginary.sum())} imaginary harmonic mode(s): the harmonic crystal is "
+            "unstable and has no free energy (the NCT basis uses |omega|; the self-consistent Gaussian does not need it)",
+        }
+    th = harmonic_thermodynamics(modes.phonon_energies_eV, kT_eV)
+    values = ((modes.energy0_eV + th.free_energy_eV) / n, (modes.energy0_eV + th.energy_eV) / n, th.entropy_kB / n,
+              th.zero_point_energy_eV / n)
+    return dict(zip(keys, values))
+
+
 def _write_frequencies(path: Path, modes: HarmonicModes) -> np.ndarray:
     """frequencies.csv (THz, meV; imaginary modes flagged with negative THz); returns the THz."""
     freq_thz = np.where(modes.imaginary, -1.0, 1.0) * omega_to_thz(modes.omega)
@@ -33,7 +52,6 @@ def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
     atoms, _, modes = build_modes(config, base)
     n = len(atoms)
     kT = KB_EV_PER_K * config.nct.temperature_K
-    th = harmonic_thermodynamics(modes.phonon_energies_eV, kT)
     freq_thz = _write_frequencies(out_dir / "frequencies.csv", modes)
     result = {
         "n_atoms": n,
@@ -42,11 +60,7 @@ def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
         "n_imaginary_modes": int(modes.imaginary.sum()),
         "static_energy_eV_per_atom": modes.energy0_eV / n,
         "temperature_K": config.nct.temperature_K,
-        "harmonic_free_energy_eV_per_atom": (modes.energy0_eV + th.free_energy_eV) / n,
-        "harmonic_vibrational_free_energy_eV_per_atom": th.free_energy_eV / n,
-        "harmonic_energy_eV_per_atom": (modes.energy0_eV + th.energy_eV) / n,
-        "harmonic_entropy_kB_per_atom": th.entropy_kB / n,
-        "harmonic_zero_point_energy_eV_per_atom": th.zero_point_energy_eV / n,
+        **harmonic_results(modes, kT),
         "frequency_min_THz": float(freq_thz.min()),
         "frequency_max_THz": float(freq_thz.max()),
     }
@@ -79,7 +93,6 @@ def run_scha(config: RunConfig, base: Path, out_dir: Path) -> dict:
     kT = KB_EV_PER_K * config.nct.temperature_K
     t0 = time.perf_counter()
     g = gaussian_from_config(config, energy_fn, modes, kT)
-    th = harmonic_thermodynamics(modes.phonon_energies_eV, kT)
     freq_thz = _write_frequencies(out_dir / "frequencies.csv", g.modes)
     result = {
         "n_atoms": n,
@@ -90,8 +103,7 @@ def run_scha(config: RunConfig, base: Path, out_dir: Path) -> dict:
         "gaussian_energy_eV_per_atom": g.energy_eV / n,
         "gaussian_energy_stderr_eV_per_atom": g.energy_stderr_eV / n,
         "gaussian_entropy_kB_per_atom": g.entropy_kB / n,
-        "harmonic_free_energy_eV_per_atom": (modes.energy0_eV + th.free_energy_eV) / n,
-        "harmonic_entropy_kB_per_atom": th.entropy_kB / n,
+        **harmonic_results(modes, kT),
         "static_energy_eV_per_atom": modes.energy0_eV / n,
         "frequency_min_THz": float(freq_thz.min()),
         "frequency_max_THz": float(freq_thz.max()),

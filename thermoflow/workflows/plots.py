@@ -15,7 +15,7 @@ def plot_free_energy(
     path: Path,
     steps: np.ndarray,
     free_energy_meV_per_atom: np.ndarray,
-    harmonic_meV_per_atom: float,
+    harmonic_meV_per_atom: float | None,
     final_meV_per_atom: float,
     final_stderr_meV_per_atom: float,
     window_start: int,
@@ -25,7 +25,8 @@ def plot_free_energy(
     (if given) and the final error band."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(steps, free_energy_meV_per_atom, lw=0.8, color="C0", label="NCT batch estimate")
-    ax.axhline(harmonic_meV_per_atom, color="C3", ls="--", label=f"harmonic (exact): {harmonic_meV_per_atom:.2f}")
+    if harmonic_meV_per_atom is not None:
+        ax.axhline(harmonic_meV_per_atom, color="C3", ls="--", label=f"harmonic (exact): {harmonic_meV_per_atom:.2f}")
     if gaussian_meV_per_atom is not None:
         ax.axhline(gaussian_meV_per_atom, color="C2", ls=":", label=f"self-consistent Gaussian: {gaussian_meV_per_atom:.3f}")
     lo, hi = final_meV_per_atom - final_stderr_meV_per_atom, final_meV_per_atom + final_stderr_meV_per_atom
@@ -93,7 +94,8 @@ def plot_run_free_energy(run_dir: Path) -> None:
     meV = 1000.0
     plot_free_energy(
         run_dir / "free_energy.png", steps, data["free_energy_eV_per_atom"] * meV,
-        res["harmonic_free_energy_eV_per_atom"] * meV, res["free_energy_eV_per_atom"] * meV,
+        None if res["harmonic_free_energy_eV_per_atom"] is None else res["harmonic_free_energy_eV_per_atom"] * meV,
+        res["free_energy_eV_per_atom"] * meV,
         res["free_energy_stderr_eV_per_atom"] * meV, int(steps[-1] + 1 - res["averaging_window_steps"]),
         res["gaussian_free_energy_eV_per_atom"] * meV if "gaussian_free_energy_eV_per_atom" in res else None,
     )
