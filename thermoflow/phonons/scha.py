@@ -154,7 +154,7 @@ def optimise_gaussian(
         n_iterations: damped fixed-point iterations Phi <- Phi + mixing (<d2V> - Phi).
         mixing: damping in (0, 1].
         averaging_fraction: final fraction of the iterates averaged into the result.
-        n_eval_samples: independent samples of the final evaluation (even).
+        n_eval_samples: independent samples of the final evaluation (>= 2).
         seed: random seed.
         chunk_size: forces of at most this many samples at once (None: all at once).
 
@@ -172,6 +172,10 @@ def optimise_gaussian(
         raise ValueError(f"mixing must be in (0, 1], got {mixing}")
     if n_iterations < 1:
         raise ValueError(f"n_iterations must be >= 1, got {n_iterations}")
+    if n_samples < 2 or n_samples % 2:
+        raise ValueError(f"n_samples must be even and >= 2 (antithetic pairs), got {n_samples}")
+    if n_eval_samples < 2:
+        raise ValueError(f"n_eval_samples must be >= 2 for an error bar, got {n_eval_samples}")
     if not 0 < averaging_fraction <= 1:
         raise ValueError(f"averaging_fraction must be in (0, 1], got {averaging_fraction}")
     dim = reference.n_modes
