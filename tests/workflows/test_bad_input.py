@@ -21,6 +21,7 @@ CASES = [
     (["structure.mass_amu=-1"], 2, "structure.mass_amu"),
     (["nct.reference.n_samples=7"], 2, "nct.reference.n_samples must be even"),
     (["nct.warmup_steps=10"], 2, "nct.warmup_steps"),
+    (["nct.eval_batches=1"], 2, "nct.eval_batches must be 0"),
     (["potential={kind='python', target='anharmonic_models:make_anharmonic_atom', options={quartic_eV_per_A4=nan}}"], 2, "options.quartic_eV_per_A4 is nan"),
     (["potential={kind='python', target='nomod:f'}"], 1, "cannot import module 'nomod'"),
     (["structure.a_A=0.5"], 1, "closer than structure.min_distance_A"),

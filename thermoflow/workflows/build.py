@@ -93,7 +93,7 @@ def check_reference_energy(energy_fn: EnergyFn, atoms: Atoms) -> None:
     """Raise ValueError if the potential is not finite at the reference structure; warn if the
     structure is not a stationary point (the harmonic expansion about it assumes one)."""
     pos, cell = jnp.asarray(atoms.get_positions()), jnp.asarray(atoms.cell.array)
-    energy, grad = jax.value_and_grad(energy_fn)(pos, cell)
+    energy, grad = jax.jit(jax.value_and_grad(energy_fn))(pos, cell)
     if not (np.isfinite(float(energy)) and np.all(np.isfinite(np.asarray(grad)))):
         d, i, j = closest_pair(atoms)
         raise ValueError(

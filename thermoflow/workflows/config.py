@@ -195,10 +195,12 @@ class NCTConfig(_Strict):
     max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back and halves the learning rate)")
     flow: FlowConfig = Field(default_factory=FlowConfig, description="flow architecture")
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig, description="harmonic basis: Hessian modes or self-consistent Gaussian")
-    eval_batches: int = Field(16, ge=0, description="batches of fresh exact samples at the final parameters for the reported F, E (0: report the training-trace average)")
+    eval_batches: int = Field(16, ge=0, description="batches of fresh exact samples at the final parameters for the reported F, E (0: report the training-trace average; else >= 2)")
 
     @model_validator(mode="after")
     def _warmup_within_run(self):
+        if self.eval_batches == 1:
+            raise ValueError("nct.eval_batches must be 0 (training-trace average) or >= 2 (an error bar needs two batches)")
         if self.warmup_steps >= self.steps:
             raise ValueError(f"nct.warmup_steps ({self.warmup_steps}) must be smaller than nct.steps ({self.steps})")
         return self

@@ -226,7 +226,7 @@ def run_nct(
     sel = hist["step"] >= window_start
     names = ("free_energy", "energy", "kinetic", "potential", "entropy")
     trace = {k: blocking_stderr(hist[k][sel] / n_atoms) for k in names}
-    if nc.eval_batches >= 2:
+    if nc.eval_batches:
         t_eval = time.perf_counter()
         batches = evaluate(model, result.params, seed=config.seed, n_batches=nc.eval_batches)
         final = {k: _mean_stderr(batches[k] / n_atoms) for k in names}
@@ -256,7 +256,6 @@ def run_nct(
         "free_energy_trace_stderr_eV_per_atom": trace["free_energy"].stderr,
         "static_energy_eV_per_atom": e0 / n_atoms,
         **harmonic,
-        "basis_free_energy_truncated_eV_per_atom": (e0 + basis_k.free_energy_eV) / n_atoms,
         "basis_truncation_error_eV_per_atom": truncation,
         "anharmonic_correction_eV_per_atom": None if f_harm is None else final["free_energy"][0] - f_harm,
         "reference": nc.reference.kind,

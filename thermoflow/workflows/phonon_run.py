@@ -21,8 +21,8 @@ def harmonic_results(modes: HarmonicModes, kT_eV: float) -> dict:
     ``harmonic_undefined_reason`` when a mode is imaginary: an unstable harmonic crystal has no
     partition function, and |omega| (which the NCT basis uses) would invent one."""
     n = modes.n_atoms
-    keys = ("harmonic_free_energy_eV_per_atom", "harmonic_energy_eV_per_atom", "harmonic_entropy_kB_per_atom",
-            "harmonic_zero_point_energy_eV_per_atom")
+    keys = ("harmonic_free_energy_eV_per_atom", "harmonic_vibrational_free_energy_eV_per_atom", "harmonic_energy_eV_per_atom",
+            "harmonic_entropy_kB_per_atom", "harmonic_zero_point_energy_eV_per_atom")
     if modes.imaginary.any():
         return {
             **dict.fromkeys(keys),
@@ -30,8 +30,8 @@ def harmonic_results(modes: HarmonicModes, kT_eV: float) -> dict:
             "unstable and has no free energy (the NCT basis uses |omega|; the self-consistent Gaussian does not need it)",
         }
     th = harmonic_thermodynamics(modes.phonon_energies_eV, kT_eV)
-    values = ((modes.energy0_eV + th.free_energy_eV) / n, (modes.energy0_eV + th.energy_eV) / n, th.entropy_kB / n,
-              th.zero_point_energy_eV / n)
+    values = ((modes.energy0_eV + th.free_energy_eV) / n, th.free_energy_eV / n, (modes.energy0_eV + th.energy_eV) / n,
+              th.entropy_kB / n, th.zero_point_energy_eV / n)
     return dict(zip(keys, values))
 
 
