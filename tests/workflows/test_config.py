@@ -6,6 +6,9 @@ from thermoflow.workflows.config import ConfigError, load_config, parse_override
 def test_default_config_is_valid():
     cfg, _ = load_config(None)
     assert cfg.potential.kind == "lennard_jones" and cfg.structure.supercell == (2, 2, 2)
+    assert cfg.nct.flow.kind == "quadratic" and cfg.nct.flow.flow_learning_rate_scale == 0.01
+    realnvp, _ = load_config(None, ["nct.flow.kind=realnvp"])
+    assert realnvp.nct.flow.flow_learning_rate_scale == 1.0
 
 
 @pytest.mark.parametrize(
@@ -16,6 +19,10 @@ def test_default_config_is_valid():
         (["nct.laplacian='magic'"], "nct.laplacian"),
         (["potential.sigma_A=0"], "potential.sigma_A"),
         (["nct.flow.n_layers=0"], "nct.flow.n_layers"),
+        (["nct.flow.kind='spline'"], "nct.flow.kind"),
+        (["nct.flow.pairs=0"], "nct.flow.pairs"),
+        (["nct.flow.cubic_samples=100"], "nct.flow"),
+        (["nct.flow.learning_rate_scale=0"], "nct.flow.learning_rate_scale"),
         (["nct.typo_field=1"], "nct.typo_field"),
         (["potential.kind='unknown'"], "potential"),
         (["structure.file='x.vasp'"], "structure"),

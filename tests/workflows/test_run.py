@@ -23,6 +23,7 @@ TINY = [
     "nct.reference.iterations=5",
     "nct.reference.eval_samples=256",
     "nct.eval_batches=2",
+    "nct.flow.cubic_samples=32",
 ]
 PHYSICS_COLUMNS = ["step", "free_energy_eV_per_atom", "energy_eV_per_atom", "kinetic_eV_per_atom", "potential_eV_per_atom", "entropy_kB_per_atom"]
 
@@ -32,8 +33,9 @@ def _rows(path):
         return [{k: row[k] for k in PHYSICS_COLUMNS} for row in csv.DictReader(fh)]
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path):
-    cfg, base = load_config(None, TINY)
+@pytest.mark.parametrize("flow", ["quadratic", "realnvp"])
+def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
+    cfg, base = load_config(None, TINY + [f"nct.flow.kind={flow}"])
     full = run_nct(cfg, base, tmp_path / "full", progress=False)
     assert full["completed"] and full["steps"] == 6
     partial = run_nct(cfg, base, tmp_path / "split", progress=False, stop_after=3)
@@ -51,6 +53,12 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert res["reference"] == "scha" and res["gaussian_free_energy_eV_per_atom"] > res["harmonic_free_energy_eV_per_atom"] - 1e-3
     for name in ["config.resolved.toml", "free_energy.png", "occupations.png", "checkpoints/state.npz", "gaussian_reference.npz"]:
         assert (tmp_path / "full" / name).is_file()
+    assert res["flow"] == flow
+    assert ((tmp_path / "full" / "cubic_force_constants.npz").is_file()) == (flow == "quadratic")
+    if flow == "quadratic":
+        assert res["gaussian_plus_bubble_free_energy_eV_per_atom"] == pytest.approx(
+            res["gaussian_free_energy_eV_per_atom"] + res["bubble_free_energy_eV_per_atom"])
+        assert 0 <= res["perturbative_map_dropped_fraction"] <= 1
 
     with pytest.raises(ConfigError, match="already holds a run"):
         run_nct(cfg, base, tmp_path / "full", progress=False)

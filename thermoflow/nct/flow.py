@@ -59,12 +59,24 @@ class Flow:
         forward_and_log_det: ``(params, x (dim,)) -> (z (dim,), log|det dz/dx|)``.
         inverse: ``(params, z (dim,)) -> x (dim,)``.
         dim: number of coordinates.
+        jet: optional ``(params, x (dim,), w (dim,)) -> (z, J, lap_z, log_det, grad_log_det,
+            lap_log_det)``: z = f(x), J = dz/dx (dim, dim), lap_z (dim,) = sum_k w_k d^2 z / dx_k^2,
+            and log|det dz/dx| with its gradient (dim,) and weighted Laplacian (scalar). Flows
+            that provide it get their kinetic energy analytically (``laplacian = "auto"``).
     """
 
     init: Callable[[jax.Array], Params]
     forward_and_log_det: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
     inverse: Callable[[Params, jax.Array], jax.Array]
     dim: int
+    jet: Callable | None = None
+
+
+def linear_layer_forward(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The learnable linear layer y = (1 + W) x of ``params["linear"]`` and its log|det|
+    (shared by the flows that offer it)."""
+    matrix = jnp.eye(x.shape[0], dtype=x.dtype) + params["linear"]
+    return matrix @ x, jnp.linalg.slogdet(matrix)[1]
 
 
 def coupling_masks(dim: int, n_layers: int, seed: int = 0) -> np.ndarray:
@@ -139,9 +151,7 @@ def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: f
     def forward_and_log_det(params, x):
         log_det = jnp.zeros((), x.dtype)
         if linear:
-            matrix = eye + params["linear"]
-            x = matrix @ x
-            log_det = log_det + jnp.linalg.slogdet(matrix)[1]
+            x, log_det = linear_layer_forward(params, x)
         for layer, m in zip(params["layers"], masks):
             log_scale, log_tail, shift = conditioner(layer, m * x)
             tail = jnp.exp(log_tail)

@@ -10,7 +10,11 @@ E_kin = -sum_k (hbar omega_k / 2) [d_k^2 g + (d_k g)^2]. Three ways to get it:
 * ``"exact"``: forward-over-reverse, one Hessian-vector product per mode (exact, O(D) passes);
 * ``"hutchinson"``: unbiased stochastic trace v^T Hess v with one Rademacher vector v per
   sample (cheap for large D, adds variance). M. F. Hutchinson, Commun. Stat. Simul. Comput. 18,
-  1059 (1989), doi:10.1080/03610918908812806.
+  1059 (1989), doi:10.1080/03610918908812806;
+* ``"jet"``: for flows that propagate their own Jacobian and Laplacian analytically
+  (:attr:`thermoflow.nct.flow.Flow.jet`, e.g. the quadratic flow): with ln|Psi| =
+  sum_a ln|phi_{n_a}(z_a)| + ln|det dz/ds| / 2 the chain rule needs only those, O(D^3);
+* ``"auto"``: ``"jet"`` when the flow has one, else ``"folx"``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import jax
 import jax.numpy as jnp
 from folx import forward_laplacian
 
-LAPLACIAN_METHODS = ("folx", "exact", "hutchinson")
+from thermoflow.nct.flow import Flow
+from thermoflow.nct.hermite import log_abs_hermite_function
+
+LAPLACIAN_METHODS = ("auto", "folx", "exact", "hutchinson", "jet")
 
 
 def make_kinetic_energy(
@@ -37,8 +44,8 @@ def make_kinetic_energy(
     Raises:
         ValueError: for an unknown method.
     """
-    if method not in LAPLACIAN_METHODS:
-        raise ValueError(f"unknown Laplacian method {method!r}; choose one of {LAPLACIAN_METHODS}")
+    if method not in LAPLACIAN_METHODS or method in ("auto", "jet"):
+        raise ValueError(f"unknown Laplacian method {method!r} here; choose folx, exact or hutchinson (auto and jet: make_jet_kinetic_energy)")
     sqrt_e = jnp.sqrt(jnp.asarray(phonon_energies_eV))
 
     # In y = s / sqrt(hbar omega) the kinetic operator is -(1/2) sum_k d^2/dy_k^2.
@@ -61,6 +68,42 @@ def make_kinetic_energy(
                 grad, hv = jax.jvp(grad_fn, (y,), (v,))
                 lap = jnp.dot(v, hv)
         return -0.5 * (lap + jnp.sum(grad**2))
+
+    return kinetic
+
+
+def make_jet_kinetic_energy(flow: Flow, n_levels: int, phonon_energies_eV: jax.Array) -> Callable:
+    """``kinetic(flow_params, levels (D,), s (D,), key) -> local kinetic energy (eV)`` from the
+    flow's analytic jet (method ``"jet"``, see the module docstring).
+
+    With phi_a = ln|phi_{n_a}(z_a)| (elementwise) and W = diag(hbar omega):
+    grad ln|Psi| = J^T phi' + grad(ln det)/2 and
+    lap_W ln|Psi| = sum_a phi''_a (J W J^T)_aa + phi' . lap_W z + lap_W(ln det)/2.
+
+    Raises:
+        ValueError: if the flow has no jet.
+    """
+    if flow.jet is None:
+        raise ValueError("the 'jet' Laplacian needs a flow with an analytic jet (e.g. the quadratic flow)")
+    weights = jnp.asarray(phonon_energies_eV)
+
+    def kinetic(flow_params, levels, s, key):
+        del key
+        z, jac, lap_z, _, grad_log_det, lap_log_det = flow.jet(flow_params, s, weights)
+
+        def log_phi(z):
+            return log_abs_hermite_function(z, levels, n_levels)
+
+        ones = jnp.ones_like(z)
+
+        def first(z):
+            return jax.jvp(log_phi, (z,), (ones,))[1]  # elementwise derivative
+
+        d1, d2 = jax.jvp(first, (z,), (ones,))
+        grad = jac.T @ d1 + 0.5 * grad_log_det
+        metric_diag = jnp.sum(jac * jac * weights[None, :], axis=1)
+        lap = jnp.sum(d2 * metric_diag) + d1 @ lap_z + 0.5 * lap_log_det
+        return -0.5 * (lap + jnp.sum(weights * grad**2))
 
     return kinetic
 

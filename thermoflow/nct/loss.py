@@ -40,7 +40,7 @@ import numpy as np
 
 from thermoflow.nct import occupations
 from thermoflow.nct.flow import Flow
-from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_kinetic_energy
+from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_jet_kinetic_energy, make_kinetic_energy
 from thermoflow.nct.wavefunction import make_log_psi, make_sampler
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.potentials.base import EnergyFn
@@ -85,7 +85,7 @@ def make_free_energy_model(
     kT_eV: float,
     n_levels: int,
     batch_size: int,
-    laplacian: str = "folx",
+    laplacian: str = "auto",
     freeze_flow: bool = False,
     clip_width: float = 5.0,
     chunk_size: int | None = None,
@@ -99,7 +99,8 @@ def make_free_energy_model(
         kT_eV: thermal energy, eV.
         n_levels: harmonic-oscillator levels K per mode.
         batch_size: samples per step B (>= 2).
-        laplacian: kinetic-energy method, see :mod:`thermoflow.nct.hamiltonian`.
+        laplacian: kinetic-energy method, see :mod:`thermoflow.nct.hamiltonian` ("auto": the
+            flow's analytic jet if it has one, else folx).
         freeze_flow: keep the flow at the identity (harmonic wavefunctions); the kinetic
             energy is then analytic and only the occupations are optimised.
         clip_width: outlier clipping of local energies in the gradient (0 disables).
@@ -123,7 +124,10 @@ def make_free_energy_model(
     disp = jnp.asarray(modes.displacement_matrix())
     log_psi = make_log_psi(flow, n_levels)
     sample_s = make_sampler(flow, n_levels)
-    kinetic_fn = make_kinetic_energy(log_psi, eps, laplacian)
+    if laplacian == "jet" or (laplacian == "auto" and flow.jet is not None):
+        kinetic_fn = make_jet_kinetic_energy(flow, n_levels, eps)
+    else:
+        kinetic_fn = make_kinetic_energy(log_psi, eps, "folx" if laplacian == "auto" else laplacian)
     logits0 = occupations.harmonic_logits(np.asarray(modes.phonon_energies_eV), kT_eV, n_levels)
 
     def init(key):

@@ -144,12 +144,39 @@ PotentialConfig = Annotated[
 
 
 class FlowConfig(_Strict):
-    """RealNVP flow in phonon coordinates."""
+    """The flow of the NCT states: RealNVP couplings, or the quadratic (cubic-anharmonic) flow."""
 
-    n_layers: int = Field(4, ge=1, description="affine coupling layers")
-    hidden: int = Field(64, ge=1, description="width of the conditioner hidden layers")
-    max_log_scale: float = Field(2.0, gt=0, description="bound on |log scale| per coupling layer")
-    linear: bool = Field(False, description="learnable linear layer (mode mixing and scaling, identity at start) before the couplings")
+    kind: Literal["realnvp", "quadratic"] = Field(
+        "realnvp",
+        description="realnvp: coupling layers (n_layers, hidden); quadratic: autoregressive quadratic layers, "
+        "initialised from first-order perturbation theory in the cubic force constants (thermoflow/nct/quadratic.py)",
+    )
+    n_layers: int = Field(4, ge=1, description="realnvp: affine coupling layers")
+    hidden: int = Field(64, ge=1, description="realnvp: width of the conditioner hidden layers")
+    max_log_scale: float = Field(2.0, gt=0, description="realnvp: bound on |log scale| per coupling layer")
+    linear: bool = Field(False, description="learnable linear layer (mode mixing and scaling, identity at start) before the other layers")
+    pairs: int = Field(2, ge=1, description="quadratic: pairs of mode orderings (two layers each)")
+    init: Literal["perturbative", "identity"] = Field(
+        "perturbative", description="quadratic: start from the first-order perturbative map (needs cubic force constants) or the identity"
+    )
+    cubic_samples: int = Field(512, ge=16, description="quadratic, perturbative: Gaussian samples (one Hessian each) for the cubic force constants; a multiple of 16")
+    learning_rate_scale: float | None = Field(
+        None, gt=0,
+        description="flow learning rate / nct.learning_rate (unset: 1 for realnvp, 0.01 for quadratic, whose D^3 "
+        "coefficients Adam would otherwise each move by ~learning_rate per step)",
+    )
+
+    @model_validator(mode="after")
+    def _cubic_groups(self):
+        if self.cubic_samples % 16:
+            raise ValueError(f"nct.flow.cubic_samples must be a multiple of 16 (8 groups of antithetic pairs), got {self.cubic_samples}")
+        return self
+
+    @property
+    def flow_learning_rate_scale(self) -> float:
+        if self.learning_rate_scale is not None:
+            return self.learning_rate_scale
+        return 0.01 if self.kind == "quadratic" else 1.0
 
 
 class ReferenceConfig(_Strict):
@@ -187,7 +214,7 @@ class NCTConfig(_Strict):
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps before the schedule")
     grad_clip_norm: float | None = Field(10.0, gt=0, description="global gradient-norm clipping (null disables)")
     freeze_flow: bool = Field(False, description="keep harmonic wavefunctions, optimise occupations only")
-    laplacian: Literal[LAPLACIAN_METHODS] = Field("folx", description="kinetic energy: folx, exact (forward-over-reverse) or hutchinson")  # type: ignore[valid-type]
+    laplacian: Literal[LAPLACIAN_METHODS] = Field("auto", description="kinetic energy: auto (the flow's analytic jet if it has one, else folx), folx, exact (forward-over-reverse), hutchinson or jet")  # type: ignore[valid-type]
     clip_width: float = Field(5.0, ge=0, description="clip local energies at median +- width x mean abs deviation in the gradient (0: off)")
     chunk_size: int | None = Field(None, ge=1, description="local energies of at most this many samples at once (bounds memory, faster on CPU; unset: whole batch)")
     averaging_fraction: float = Field(0.25, gt=0, le=1, description="final fraction of steps averaged for the reported values")

@@ -26,7 +26,9 @@ import tomli_w
 from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.io.atomic import atomic_write_bytes, atomic_write_text
 from thermoflow.nct import occupations
-from thermoflow.nct.flow import make_realnvp
+from thermoflow.nct.flow import Flow, make_realnvp
+from thermoflow.nct.quadratic import dimensionless_cubic_map, make_quadratic_flow, mode_orderings, perturbative_parameters
+from thermoflow.phonons.cubic import cubic_force_constants
 from thermoflow.nct.loss import make_free_energy_model
 from thermoflow.nct.train import evaluate, make_optimizer, train
 from thermoflow.phonons.modes import HarmonicModes
@@ -101,6 +103,57 @@ def _gaussian_results(gaussian: dict | None, free_energy: tuple[float, float], n
     }
 
 
+def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, path: Path, resume: bool) -> dict:
+    """Gaussian-averaged cubic force constants of the basis and the bubble F3: computed once,
+    stored in the run directory and read back on resume."""
+    if resume and path.is_file():
+        with np.load(path) as data:
+            log.info("cubic force constants read from %s", path)
+            return {k: (data[k] if k == "phi3" else float(data[k])) for k in data.files}
+    t0 = time.perf_counter()
+    c = cubic_force_constants(energy_fn, basis, kT, n_samples=config.nct.flow.cubic_samples, seed=config.seed, chunk_size=config.nct.chunk_size)
+    out = {
+        "phi3": c.phi3, "bubble_free_energy_eV": c.bubble_free_energy_eV,
+        "bubble_free_energy_stderr_eV": c.bubble_free_energy_stderr_eV, "seconds": time.perf_counter() - t0,
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in out.items()})
+    atomic_write_bytes(path, buffer.getvalue())
+    return out
+
+
+def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, out_dir: Path, resume: bool) -> tuple[Flow, dict | None]:
+    """The configured flow; a perturbative quadratic flow starts from first-order perturbation
+    theory in the Gaussian-averaged cubic force constants (returned too, else None)."""
+    fc = config.nct.flow
+    if fc.kind == "realnvp":
+        return make_realnvp(basis.n_modes, fc.n_layers, fc.hidden, fc.max_log_scale, linear=fc.linear), None
+    flow = make_quadratic_flow(basis.n_modes, fc.pairs, linear=fc.linear, seed=config.seed)
+    if fc.init == "identity" or config.nct.freeze_flow:
+        return flow, None
+    cubic = _cubic_reference(config, energy_fn, basis, kT, out_dir / "cubic_force_constants.npz", resume)
+    k_map = dimensionless_cubic_map(cubic["phi3"], basis.omega)
+    init = perturbative_parameters(mode_orderings(basis.n_modes, fc.pairs, config.seed), k_map, linear=fc.linear)
+    cubic["dropped_fraction"] = init.dropped_fraction
+    return dataclasses.replace(flow, init=lambda key: init.params), cubic
+
+
+def _cubic_results(cubic: dict | None, gaussian: dict | None, n_atoms: int) -> dict:
+    if cubic is None:
+        return {}
+    out = {
+        "bubble_free_energy_eV_per_atom": cubic["bubble_free_energy_eV"] / n_atoms,
+        "bubble_free_energy_stderr_eV_per_atom": cubic["bubble_free_energy_stderr_eV"] / n_atoms,
+        "perturbative_map_dropped_fraction": cubic["dropped_fraction"],
+    }
+    if gaussian is not None:
+        out["gaussian_plus_bubble_free_energy_eV_per_atom"] = (gaussian["free_energy_eV"] + cubic["bubble_free_energy_eV"]) / n_atoms
+        out["gaussian_plus_bubble_free_energy_stderr_eV_per_atom"] = float(
+            np.hypot(gaussian["free_energy_stderr_eV"], cubic["bubble_free_energy_stderr_eV"])
+        ) / n_atoms
+    return out
+
+
 def _config_toml(config: RunConfig) -> str:
     return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
 
@@ -171,7 +224,14 @@ def run_nct(
             "raise nct.n_levels for results converged in the basis",
             nc.n_levels, truncation * MEV_PER_EV, nc.temperature_K,
         )
-    flow = make_realnvp(basis.n_modes, nc.flow.n_layers, nc.flow.hidden, nc.flow.max_log_scale, linear=nc.flow.linear)
+    flow, cubic = _build_flow(config, energy_fn, basis, kT, out_dir, resume)
+    if cubic is not None:
+        log.info(
+            "cubic force constants (Gaussian average, %d samples): bubble F3 = %.4f +- %.4f meV/atom; "
+            "the perturbative flow holds %.1f %% of the first-order map",
+            nc.flow.cubic_samples, cubic["bubble_free_energy_eV"] / n_atoms * MEV_PER_EV,
+            cubic["bubble_free_energy_stderr_eV"] / n_atoms * MEV_PER_EV, 100 * (1 - cubic["dropped_fraction"]),
+        )
     model = make_free_energy_model(
         energy_fn, basis, flow, kT_eV=kT, n_levels=nc.n_levels, batch_size=nc.batch_size,
         laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
@@ -180,7 +240,7 @@ def run_nct(
     optimizer = make_optimizer(
         nc.optimizer, nc.learning_rate, schedule=nc.schedule, steps=nc.steps,
         final_fraction=nc.final_lr_fraction, warmup_steps=nc.warmup_steps,
-        grad_clip_norm=nc.grad_clip_norm,
+        grad_clip_norm=nc.grad_clip_norm, flow_scale=nc.flow.flow_learning_rate_scale,
     )
     metrics_path = out_dir / "metrics.csv"
 
@@ -260,6 +320,8 @@ def run_nct(
         "anharmonic_correction_eV_per_atom": None if f_harm is None else final["free_energy"][0] - f_harm,
         "reference": nc.reference.kind,
         **_gaussian_results(gaussian, final["free_energy"], n_atoms),
+        "flow": nc.flow.kind,
+        **_cubic_results(cubic, gaussian, n_atoms),
         "temperature_K": nc.temperature_K,
         "n_atoms": n_atoms,
         "n_modes": modes.n_modes,

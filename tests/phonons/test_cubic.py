@@ -1,0 +1,78 @@
+"""Cubic force constants by Stein's lemma and the bubble free energy, against exact references."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import crystals
+from thermoflow.phonons.cubic import bubble_free_energy, cubic_force_constants
+from thermoflow.units import KB_EV_PER_K
+
+KT = KB_EV_PER_K * 600.0  # kT ~ hbar omega: the thermal (difference-frequency) terms matter
+
+
+def triad_phi3(g, modes):
+    """Exact Phi_abc of g u_x u_y u_z in the mass-weighted modes of the triad."""
+    mass = crystals.CUBIC_TRIAD["mass"]
+    cart = np.zeros((3, 3, 3))
+    for p in itertools.permutations(range(3)):
+        cart[p] = g / mass**1.5
+    e = modes.modes  # (3, 3): Cartesian x mode
+    return np.einsum("ijk,ia,jb,kc->abc", cart, e, e, e)
+
+
+def test_bubble_formula_is_second_order_perturbation_theory():
+    """F3 equals the g^2 term of the exact (diagonalised) free energy at finite temperature."""
+    g = 0.02
+    _, modes = crystals.cubic_triad(g=g, quartic=0.0)
+    f = {s: crystals.cubic_triad_exact_free_energy(KT, g=s * g, quartic=0.0, n_basis=12) for s in (-1, 0, 1)}
+    second_order = 0.5 * (f[1] + f[-1] - 2 * f[0])
+    f3 = bubble_free_energy(triad_phi3(g, modes), modes.omega, KT)
+    print(f"exact g^2 term {second_order:.6e} eV, bubble formula {f3:.6e} eV")
+    assert second_order < 0
+    assert f3 == pytest.approx(second_order, rel=2e-3)
+
+
+@pytest.mark.parametrize("symmetrise", [False, True])
+def test_stein_cubic_force_constants_are_exact_for_cubic_plus_quartic(symmetrise, caplog):
+    """Antithetic whitened samples cancel the even (harmonic, quartic) parts of the Hessian and
+    reproduce the cubic part exactly: <d^3 V> = Phi3 since d^3 of the quartic is odd. The
+    triad's springs break the cubic symmetry of its box: symmetrisation must notice and be skipped."""
+    energy_fn, modes = crystals.cubic_triad()
+    cubic = cubic_force_constants(energy_fn, modes, KT, n_samples=96, n_groups=4, seed=3, symmetrise=symmetrise)
+    assert ("does not have the symmetry" in caplog.text) == symmetrise
+    exact = triad_phi3(crystals.CUBIC_TRIAD["g"], modes)
+    assert np.max(np.abs(cubic.phi3 - exact)) < 1e-10 * np.max(np.abs(exact))
+    # noise-free groups: the unbiased F3 equals the plug-in value, with a vanishing error bar
+    assert cubic.bubble_free_energy_eV == pytest.approx(bubble_free_energy(exact, modes.omega, KT), rel=1e-9)
+    assert cubic.bubble_free_energy_stderr_eV < 1e-9 * abs(cubic.bubble_free_energy_eV)
+
+
+@pytest.mark.parametrize("kwargs", [{"n_groups": 2}, {"n_samples": 100, "n_groups": 4}])
+def test_cubic_force_constants_reject_bad_arguments(kwargs):
+    energy_fn, modes = crystals.cubic_triad()
+    with pytest.raises(ValueError):
+        cubic_force_constants(energy_fn, modes, KT, **kwargs)
+
+
+def test_symmetrisation_keeps_invariant_and_removes_symmetry_breaking_parts():
+    """On fcc neon (4 atoms) the exact cubic force constants at R0 are invariant; a random tensor
+    is not; the projector is idempotent."""
+    import jax
+    import jax.numpy as jnp
+
+    from thermoflow.phonons.cubic import potential_has_symmetry, space_group_operations, symmetrise_cubic
+    from thermoflow.phonons.scha import make_mode_potential
+
+    energy_fn, modes = crystals.anharmonic_neon()
+    assert potential_has_symmetry(energy_fn, modes, space_group_operations(modes))
+    potential = make_mode_potential(energy_fn, modes)
+    hvp = jax.jit(lambda v: jax.jvp(jax.hessian(potential), (jnp.zeros(modes.n_modes),), (v,))[1])
+    exact = np.stack([np.asarray(hvp(v)) for v in jnp.eye(modes.n_modes)])
+    assert np.max(np.abs(symmetrise_cubic(exact, modes) - exact)) < 1e-12 * np.max(np.abs(exact))
+    noise = np.random.default_rng(0).normal(size=exact.shape)
+    noise = (noise + noise.transpose(0, 2, 1) + noise.transpose(1, 0, 2) + noise.transpose(1, 2, 0) + noise.transpose(2, 0, 1) + noise.transpose(2, 1, 0)) / 6
+    projected = symmetrise_cubic(noise, modes)
+    assert np.linalg.norm(projected) < 0.5 * np.linalg.norm(noise)
+    assert np.allclose(symmetrise_cubic(projected, modes), projected, atol=1e-12)
