@@ -54,6 +54,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
     for name in ["config.resolved.toml", "free_energy.png", "occupations.png", "checkpoints/state.npz", "gaussian_reference.npz"]:
         assert (tmp_path / "full" / name).is_file()
     assert res["flow"] == flow
+    assert res["pressure_stderr_GPa"] > 0 and abs(res["pressure_GPa"]) < 10
     assert ((tmp_path / "full" / "cubic_force_constants.npz").is_file()) == (flow == "quadratic")
     if flow == "quadratic":
         assert res["gaussian_plus_bubble_free_energy_eV_per_atom"] == pytest.approx(

@@ -112,10 +112,14 @@ def _print_summary(res: dict, out: Path) -> None:
         table.add_row("NCT F - harmonic F", f"{res['anharmonic_correction_eV_per_atom'] * m:+.4f} +- {res['free_energy_stderr_eV_per_atom'] * m:.4f}")
     if "flow_minus_gaussian_eV_per_atom" in res:
         table.add_row("NCT F - Gaussian F", f"{res['flow_minus_gaussian_eV_per_atom'] * m:+.4f} +- {res['flow_minus_gaussian_stderr_eV_per_atom'] * m:.4f}")
+    if "gaussian_plus_bubble_free_energy_eV_per_atom" in res:
+        table.add_row("Gaussian + bubble F (perturbative)", f"{res['gaussian_plus_bubble_free_energy_eV_per_atom'] * m:.4f} +- {res['gaussian_plus_bubble_free_energy_stderr_eV_per_atom'] * m:.4f}")
     if harmonic:
         table.add_row("harmonic ZPE", f"{res['harmonic_zero_point_energy_eV_per_atom'] * m:.4f}")
     table.add_row("NCT E", f"{res['energy_eV_per_atom'] * m:.4f} +- {res['energy_stderr_eV_per_atom'] * m:.4f}")
     table.add_row("NCT S (k_B/atom)", f"{res['entropy_kB_per_atom']:.4f}")
+    if res.get("pressure_GPa") is not None:
+        table.add_row("NCT pressure (GPa, virial)", f"{res['pressure_GPa']:.4f} +- {res['pressure_stderr_GPa']:.4f}")
     table.add_row("seconds per step", f"{res['seconds_per_step']:.3f}")
     console.print(table)
     console.print(f"run directory: {out}")

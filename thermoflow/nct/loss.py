@@ -43,7 +43,7 @@ from thermoflow.nct.flow import Flow
 from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_jet_kinetic_energy, make_kinetic_energy
 from thermoflow.nct.wavefunction import make_log_psi, make_sampler
 from thermoflow.phonons.modes import HarmonicModes
-from thermoflow.potentials.base import EnergyFn
+from thermoflow.potentials.base import EnergyFn, virial
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +89,7 @@ def make_free_energy_model(
     freeze_flow: bool = False,
     clip_width: float = 5.0,
     chunk_size: int | None = None,
+    pressure: bool = False,
 ) -> FreeEnergyModel:
     """Build the NCT free-energy loss for a crystal (see module docstring).
 
@@ -108,6 +109,14 @@ def make_free_energy_model(
             (``jax.lax.map`` over chunks, vmap within a chunk). Peak memory of the forward
             Laplacian grows with chunk x modes x network width; None evaluates the whole
             batch at once. Results do not depend on it.
+        pressure: also estimate the pressure (metric ``"pressure"``, eV/A^3): the derivative of
+            the free-energy estimator with respect to an isotropic strain of the cell, positions
+            and state together (the state fixed in scaled coordinates), which is the quantum
+            virial estimator P = (2 <K> + <tr W>) / (3 V) with W the potential's virial
+            (:func:`thermoflow.potentials.base.virial`) and <K> carrying the whole harmonic
+            control variate. One strain gradient per sample: meant for the final evaluation.
+            (Cf. M. Parrinello and A. Rahman, J. Chem. Phys. 80, 860 (1984),
+            doi:10.1063/1.446740, virial estimators.)
 
     Raises:
         ValueError: for batch_size < 2, a chunk_size < 1, or a flow of the wrong dimension.
@@ -133,8 +142,13 @@ def make_free_energy_model(
     def init(key):
         return {"flow": flow.init(key), "logits": logits0}
 
+    volume = float(abs(np.linalg.det(np.asarray(modes.cell))))
+
+    def positions(s):
+        return r0 + (disp @ s).reshape(r0.shape)
+
     def potential_energy(s):
-        return energy_fn(r0 + (disp @ s).reshape(r0.shape), cell)
+        return energy_fn(positions(s), cell)
 
     def local_energy(params, levels, s, key):
         if freeze_flow:
@@ -142,6 +156,9 @@ def make_free_energy_model(
         else:
             kin = kinetic_fn(params["flow"], levels, s, key)
         return kin, potential_energy(s)
+
+    def virial_trace(s):
+        return jnp.trace(virial(energy_fn, positions(s), cell))
 
     def batched_local_energy(params, levels, s, keys):
         if chunk_size is None or chunk_size >= levels.shape[0]:
@@ -183,6 +200,13 @@ def make_free_energy_model(
             "entropy": jax.lax.stop_gradient(entropy),
             "local_energy_variance": jnp.var(e_loc),
         }
+        if pressure:
+            if chunk_size is None or chunk_size >= batch_size:
+                w = jax.vmap(virial_trace)(s)
+            else:
+                w = jax.lax.map(virial_trace, s, batch_size=chunk_size)
+            kinetic_cv = jnp.mean(kin - excitation) + h0  # the strain derivative of the energy estimator
+            metrics["pressure"] = (2.0 * kinetic_cv + jnp.mean(w)) / (3.0 * volume)
         return surrogate, metrics
 
     return FreeEnergyModel(

@@ -33,8 +33,9 @@ the self terms Phi_aaa are left out (:func:`perturbative_parameters` reports wha
 Speed. The kinetic energy needs the Laplacian of ln|Psi|. A generic forward Laplacian (folx)
 propagates D tangents through every contraction, O(D^4) per layer and sample; :func:`Flow.jet`
 here propagates the value, the Jacobian and the weighted Laplacian of each coordinate through
-the layers analytically, O(D^3) (measured 20x faster at D = 93; see docs/methods.md).
-Memory is D^3 per layer: about 300 modes (100 atoms) at 8 layers in 1 GB.
+the layers analytically, O(D^3) (measured 20x faster at D = 93; benchmarks/quadratic_flow.py).
+Memory is D^3 numbers per layer (x3 with Adam's moments): 6.4 MB at D = 93, 216 MB at D = 300,
+so a few hundred modes at most; larger cells need a sparse or low-rank Q (not built).
 
 References: first-order (Rayleigh-Schroedinger) perturbation theory of the cubic anharmonicity,
 e.g. A. A. Maradudin and A. E. Fein, Phys. Rev. 128, 2589 (1962), doi:10.1103/PhysRev.128.2589;

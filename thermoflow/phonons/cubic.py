@@ -50,6 +50,9 @@ from thermoflow.units import HBAR_EV
 
 log = logging.getLogger(__name__)
 
+#: Hessian columns evaluated at once per sample (memory ~ chunk_size x this many reverse passes)
+_HESSIAN_COLUMNS = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class CubicForceConstants:
@@ -214,7 +217,8 @@ def cubic_force_constants(
         n_samples: samples in all; each costs one Hessian (D Hessian-vector products).
         n_groups: independent groups for the unbiased F3 and its error bar (>= 3).
         seed: random seed.
-        chunk_size: Hessians of at most this many samples at once (None: all at once).
+        chunk_size: Hessians of at most this many samples at once (None: all at once), each
+            built 8 columns at a time.
         symmetrise: project each group's estimate onto the space-group-invariant tensors
             (:func:`symmetrise_cubic`): on fcc neon (32 atoms) this removes most of the noise of
             512 samples (the perturbative flow built on it reaches the F of 2048 raw samples).
@@ -231,7 +235,13 @@ def cubic_force_constants(
         raise ValueError("cubic force constants need a stable Gaussian (real, positive frequencies)")
     dim = modes.n_modes
     sigma = np.sqrt(mode_variances(modes.omega, kT_eV))
-    hessian = jax.hessian(make_mode_potential(energy_fn, modes))
+    gradient = jax.grad(make_mode_potential(energy_fn, modes))
+    basis = jnp.eye(dim)
+
+    def hessian(q):
+        # columns by forward-over-reverse, a few at a time: jax.hessian would hold D reverse
+        # passes of the potential at once per sample (tens of GB for a Deep Potential)
+        return jax.lax.map(lambda v: jax.jvp(gradient, (q,), (v,))[1], basis, batch_size=_HESSIAN_COLUMNS)
 
     @jax.jit
     def hessians(q):

@@ -33,7 +33,7 @@ from thermoflow.nct.loss import make_free_energy_model
 from thermoflow.nct.train import evaluate, make_optimizer, train
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.phonons.thermo import harmonic_thermodynamics
-from thermoflow.units import KB_EV_PER_K, MEV_PER_EV
+from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K, MEV_PER_EV
 from thermoflow.workflows import plots
 from thermoflow.workflows.build import build_modes
 from thermoflow.workflows.config import ConfigError, RunConfig
@@ -232,11 +232,15 @@ def run_nct(
             nc.flow.cubic_samples, cubic["bubble_free_energy_eV"] / n_atoms * MEV_PER_EV,
             cubic["bubble_free_energy_stderr_eV"] / n_atoms * MEV_PER_EV, 100 * (1 - cubic["dropped_fraction"]),
         )
-    model = make_free_energy_model(
-        energy_fn, basis, flow, kT_eV=kT, n_levels=nc.n_levels, batch_size=nc.batch_size,
-        laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
-        chunk_size=nc.chunk_size,
-    )
+
+    def build_model(pressure: bool = False):
+        return make_free_energy_model(
+            energy_fn, basis, flow, kT_eV=kT, n_levels=nc.n_levels, batch_size=nc.batch_size,
+            laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
+            chunk_size=nc.chunk_size, pressure=pressure,
+        )
+
+    model = build_model()
     optimizer = make_optimizer(
         nc.optimizer, nc.learning_rate, schedule=nc.schedule, steps=nc.steps,
         final_fraction=nc.final_lr_fraction, warmup_steps=nc.warmup_steps,
@@ -288,13 +292,16 @@ def run_nct(
     trace = {k: blocking_stderr(hist[k][sel] / n_atoms) for k in names}
     if nc.eval_batches:
         t_eval = time.perf_counter()
-        batches = evaluate(model, result.params, seed=config.seed, n_batches=nc.eval_batches)
+        # the same estimators plus the pressure (one strain gradient per sample)
+        batches = evaluate(build_model(pressure=True), result.params, seed=config.seed, n_batches=nc.eval_batches)
         final = {k: _mean_stderr(batches[k] / n_atoms) for k in names}
+        pressure = _mean_stderr(batches["pressure"] * GPA_PER_EV_PER_A3)
         estimate = f"final evaluation at the trained parameters: {nc.eval_batches} batches of {nc.batch_size} fresh exact samples"
         eval_seconds = time.perf_counter() - t_eval
     else:
         final = {k: (trace[k].mean, trace[k].stderr) for k in names}
         estimate = f"training-trace average over the last {int(sel.sum())} steps (blocking error bars)"
+        pressure = (None, None)
         eval_seconds = 0.0
     e0 = modes.energy0_eV
     probs = np.asarray(occupations.probabilities(result.params["logits"]))
@@ -312,6 +319,8 @@ def run_nct(
         "potential_energy_eV_per_atom": final["potential"][0],
         "potential_energy_stderr_eV_per_atom": final["potential"][1],
         "entropy_kB_per_atom": final["entropy"][0],
+        "pressure_GPa": pressure[0],
+        "pressure_stderr_GPa": pressure[1],
         "free_energy_trace_eV_per_atom": trace["free_energy"].mean,
         "free_energy_trace_stderr_eV_per_atom": trace["free_energy"].stderr,
         "static_energy_eV_per_atom": e0 / n_atoms,
