@@ -90,19 +90,9 @@ def make_optimizer(
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
     if not flow_scale > 0:
         raise ValueError(f"flow_scale must be positive, got {flow_scale}")
-    if flow_scale != 1.0:
-        opt = optax.chain(opt, _scale_flow_updates(flow_scale))
+    if flow_scale != 1.0:  # params are {"flow", "logits"}; the mask is a prefix of that tree
+        opt = optax.chain(opt, optax.masked(optax.scale(flow_scale), {"flow": True, "logits": False}))
     return optax.chain(optax.clip_by_global_norm(grad_clip_norm), opt) if grad_clip_norm else opt
-
-
-def _scale_flow_updates(factor: float) -> optax.GradientTransformation:
-    """Multiply the ``"flow"`` subtree of the updates by ``factor`` (params are ``{"flow", "logits"}``)."""
-
-    def update(updates, state, params=None):
-        del params
-        return {**updates, "flow": jax.tree_util.tree_map(lambda u: factor * u, updates["flow"])}, state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def make_train_step(model: FreeEnergyModel, optimizer: optax.GradientTransformation) -> Callable:

@@ -44,13 +44,14 @@ import numpy as np
 import spglib
 
 from thermoflow.phonons.modes import HarmonicModes
-from thermoflow.phonons.scha import antithetic_normals, make_mode_potential, mode_variances
-from thermoflow.potentials.base import EnergyFn
+from thermoflow.phonons.scha import antithetic_normals, mode_to_cartesian, mode_variances
+from thermoflow.potentials.base import EnergyFn, hessian as cartesian_hessian
 from thermoflow.units import HBAR_EV
 
 log = logging.getLogger(__name__)
 
-#: Hessian columns evaluated at once per sample (memory ~ chunk_size x this many reverse passes)
+#: Hessian columns evaluated at once per sample (memory ~ chunk_size x this many reverse passes;
+#: jax.hessian would hold all 3N at once, tens of GB for a Deep Potential)
 _HESSIAN_COLUMNS = 8
 
 
@@ -60,13 +61,11 @@ class CubicForceConstants:
 
     Attributes:
         phi3: (D, D, D) Phi_abc in the mass-weighted modes, eV / (amu^3/2 A^3), symmetric.
-        phi3_stderr: (D, D, D) standard error of each element (from the independent groups).
         bubble_free_energy_eV, bubble_free_energy_stderr_eV: F3 (unbiased, jackknife error).
         n_samples: samples used.
     """
 
     phi3: np.ndarray
-    phi3_stderr: np.ndarray
     bubble_free_energy_eV: float
     bubble_free_energy_stderr_eV: float
     n_samples: int
@@ -76,10 +75,10 @@ def _symmetrise(t: np.ndarray) -> np.ndarray:
     return (t + t.transpose(0, 2, 1) + t.transpose(1, 0, 2) + t.transpose(1, 2, 0) + t.transpose(2, 0, 1) + t.transpose(2, 1, 0)) / 6.0
 
 
-def space_group_operations(modes: HarmonicModes, symprec: float = 1e-4) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Operations whose average is the space-group projector: the pure lattice translations of the
-    cell, then one operation per point-group rotation (coset representatives), each as
-    (Cartesian rotation (3, 3), atom permutation (N,)). Found by spglib (all atoms treated as
+def space_group_operations(modes: HarmonicModes, symprec: float = 1e-4) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Two groups of operations whose successive averages are the space-group projector: the pure
+    lattice translations of the cell, then one operation per point-group rotation (coset
+    representatives); each operation is (Cartesian rotation (3, 3), atom permutation (N,)). Found by spglib (all atoms treated as
     one species when masses agree: symmetry of the reference positions and masses).
 
     Raises:
@@ -235,13 +234,13 @@ def cubic_force_constants(
         raise ValueError("cubic force constants need a stable Gaussian (real, positive frequencies)")
     dim = modes.n_modes
     sigma = np.sqrt(mode_variances(modes.omega, kT_eV))
-    gradient = jax.grad(make_mode_potential(energy_fn, modes))
-    basis = jnp.eye(dim)
+    r0 = jnp.asarray(modes.reference_positions)
+    cell = jnp.asarray(modes.cell)
+    to_cartesian = jnp.asarray(mode_to_cartesian(modes))
 
     def hessian(q):
-        # columns by forward-over-reverse, a few at a time: jax.hessian would hold D reverse
-        # passes of the potential at once per sample (tens of GB for a Deep Potential)
-        return jax.lax.map(lambda v: jax.jvp(gradient, (q,), (v,))[1], basis, batch_size=_HESSIAN_COLUMNS)
+        h = cartesian_hessian(energy_fn, r0 + (to_cartesian @ q).reshape(r0.shape), cell, chunk_size=_HESSIAN_COLUMNS)
+        return to_cartesian.T @ h @ to_cartesian
 
     @jax.jit
     def hessians(q):
@@ -278,5 +277,5 @@ def cubic_force_constants(
     )
     stderr = float(np.sqrt((m - 1) / m * np.sum((leave_one_out - leave_one_out.mean()) ** 2)))
     return CubicForceConstants(
-        phi3=total / m, phi3_stderr=np.std(groups, axis=0, ddof=1) / np.sqrt(m), bubble_free_energy_eV=float(estimate), bubble_free_energy_stderr_eV=stderr, n_samples=n_samples
+        phi3=total / m, bubble_free_energy_eV=float(estimate), bubble_free_energy_stderr_eV=stderr, n_samples=n_samples
     )

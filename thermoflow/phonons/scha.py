@@ -101,12 +101,18 @@ def antithetic_normals(key: jax.Array, n_samples: int, dim: int) -> jax.Array:
     return jnp.concatenate([xi, -xi])
 
 
+def mode_to_cartesian(modes: HarmonicModes) -> np.ndarray:
+    """T (3 n_atoms, n_modes) with Cartesian displacements u = T q for mass-weighted mode
+    coordinates q (sqrt(amu) A -> A): T = M^-1/2 E."""
+    return np.repeat(1.0 / np.sqrt(modes.masses), 3)[:, None] * modes.modes
+
+
 def make_mode_potential(energy_fn: EnergyFn, modes: HarmonicModes) -> Callable[[jax.Array], jax.Array]:
     """``V(q)``: the potential as a function of the reference's mass-weighted mode
     coordinates q (n_modes,), sqrt(amu) Angstrom -> eV."""
     r0 = jnp.asarray(modes.reference_positions)
     cell = jnp.asarray(modes.cell)
-    to_cartesian = jnp.asarray(np.repeat(1.0 / np.sqrt(modes.masses), 3)[:, None] * modes.modes)
+    to_cartesian = jnp.asarray(mode_to_cartesian(modes))
 
     def potential(q):
         return energy_fn(r0 + (to_cartesian @ q).reshape(r0.shape), cell)

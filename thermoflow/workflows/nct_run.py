@@ -27,10 +27,10 @@ from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.io.atomic import atomic_write_bytes, atomic_write_text
 from thermoflow.nct import occupations
 from thermoflow.nct.flow import Flow, make_realnvp
-from thermoflow.nct.quadratic import dimensionless_cubic_map, make_quadratic_flow, mode_orderings, perturbative_parameters
-from thermoflow.phonons.cubic import cubic_force_constants
 from thermoflow.nct.loss import make_free_energy_model
+from thermoflow.nct.quadratic import dimensionless_cubic_map, make_quadratic_flow, mode_orderings, perturbative_parameters
 from thermoflow.nct.train import evaluate, make_optimizer, train
+from thermoflow.phonons.cubic import cubic_force_constants
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K, MEV_PER_EV
@@ -110,12 +110,8 @@ def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: flo
         with np.load(path) as data:
             log.info("cubic force constants read from %s", path)
             return {k: (data[k] if k == "phi3" else float(data[k])) for k in data.files}
-    t0 = time.perf_counter()
     c = cubic_force_constants(energy_fn, basis, kT, n_samples=config.nct.flow.cubic_samples, seed=config.seed, chunk_size=config.nct.chunk_size)
-    out = {
-        "phi3": c.phi3, "bubble_free_energy_eV": c.bubble_free_energy_eV,
-        "bubble_free_energy_stderr_eV": c.bubble_free_energy_stderr_eV, "seconds": time.perf_counter() - t0,
-    }
+    out = {"phi3": c.phi3, "bubble_free_energy_eV": c.bubble_free_energy_eV, "bubble_free_energy_stderr_eV": c.bubble_free_energy_stderr_eV}
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in out.items()})
     atomic_write_bytes(path, buffer.getvalue())
