@@ -16,27 +16,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import thermoflow  # noqa: F401  (float64)
+from timing import seconds
 from thermoflow.nct.hamiltonian import make_jet_kinetic_energy, make_kinetic_energy
 from thermoflow.nct.quadratic import make_quadratic_flow
 from thermoflow.nct.wavefunction import make_log_psi
-
-
-def seconds(fn, *args, repeats):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -50,3 +50,15 @@ def make_double_well_atom(atoms=None, spring_eV_per_A2=0.5, quartic_eV_per_A4=4.
         return 0.5 * spring_eV_per_A2 * (u[1] ** 2 + u[2] ** 2 - u[0] ** 2) + quartic_eV_per_A4 * u[0] ** 4
 
     return energy_fn
+
+
+def make_einstein_phase(atoms=None, spring_eV_per_A2=1.0, static_eV_per_atom=0.0):
+    """An Einstein crystal with a static energy per atom: V = N e0 + k/2 sum |R - R0|^2, eV
+    (a "phase" with an analytic free energy, for the phase-comparison tests)."""
+    r0 = jnp.asarray(atoms.get_positions())
+
+    def energy_fn(positions, cell):
+        del cell
+        return r0.shape[0] * static_eV_per_atom + 0.5 * spring_eV_per_A2 * jnp.sum((positions - r0) ** 2)
+
+    return energy_fn

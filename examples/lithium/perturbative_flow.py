@@ -38,7 +38,7 @@ def main() -> None:
     config, base = load_config(Path(__file__).parent / f"{args.case}.toml")
     atoms, energy_fn, modes = build_modes(config, base)
     n = len(atoms)
-    kT = KB_EV_PER_K * config.nct.temperature_K
+    kT = KB_EV_PER_K * config.state.temperature_K
     run = args.runs / ("li-" + args.case.replace("_", "-"))
     with np.load(run / "gaussian_reference.npz") as d:
         basis = dataclasses.replace(modes, omega=d["omega"], modes=d["modes"], imaginary=np.zeros(modes.n_modes, bool))

@@ -20,7 +20,8 @@ def _toy_model():
         return x**2, {**metrics, "free_energy": free}
 
     return FreeEnergyModel(
-        init=lambda key: {"x": jnp.ones(())}, loss=loss, local_energy=None, log_psi=None, sample=None, kT_eV=0.0, n_levels=1
+        init=lambda key: {"x": jnp.ones(())}, loss=loss, local_energy=None, local_energies=None, log_psi=None, sample=None,
+        sample_states=None, phonon_energies_eV=np.zeros(0), kT_eV=0.0, n_levels=1,
     )
 
 

@@ -17,7 +17,7 @@ TINY = ["--set", "structure.supercell=[1,1,1]", "--set", "nct.steps=4", "--set",
 CASES = [
     (["structure.symbol='Xx'"], 2, "structure.symbol: unknown chemical symbol 'Xx'"),
     (["nct.learning_rate=inf"], 2, "nct.learning_rate: Input should be a finite number"),
-    (["nct.temperature_K=nan"], 2, "nct.temperature_K"),
+    (["state.temperature_K=nan"], 2, "state.temperature_K"),
     (["structure.mass_amu=-1"], 2, "structure.mass_amu"),
     (["nct.reference.n_samples=7"], 2, "nct.reference.n_samples must be even"),
     (["nct.warmup_steps=10"], 2, "nct.warmup_steps"),

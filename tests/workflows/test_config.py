@@ -14,7 +14,7 @@ def test_default_config_is_valid():
 @pytest.mark.parametrize(
     "overrides, field",
     [
-        (["nct.temperature_K=-5"], "nct.temperature_K"),
+        (["state.temperature_K=-5"], "state.temperature_K"),
         (["nct.batch_size=1"], "nct.batch_size"),
         (["nct.laplacian='magic'"], "nct.laplacian"),
         (["potential.sigma_A=0"], "potential.sigma_A"),
@@ -24,6 +24,7 @@ def test_default_config_is_valid():
         (["nct.flow.cubic_samples=100"], "nct.flow"),
         (["nct.flow.learning_rate_scale=0"], "nct.flow.learning_rate_scale"),
         (["nct.typo_field=1"], "nct.typo_field"),
+        (["nct.steps=4"], "nct"),  # averages a single step: no error bar
         (["potential.kind='unknown'"], "potential"),
         (["structure.file='x.vasp'"], "structure"),
     ],
@@ -49,3 +50,8 @@ def test_overrides_parse_toml_literals():
     assert parse_override("potential.model=path/to/m.dp") == ("potential.model", "path/to/m.dp")
     with pytest.raises(ConfigError):
         parse_override("novalue")
+
+
+def test_temperature_in_the_old_place_gets_a_pointer_to_the_state_section():
+    with pytest.raises(ConfigError, match=r"moved to the \[state\] section"):
+        load_config(None, ["nct.temperature_K=20"])

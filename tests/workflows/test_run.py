@@ -3,11 +3,13 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from thermoflow.cli.main import app
 from thermoflow.nct.train import NonFiniteError
+from thermoflow.units import GPA_PER_EV_PER_A3
 from thermoflow.workflows.config import ConfigError, load_config
 from thermoflow.workflows.nct_run import run_nct
 
@@ -55,6 +57,19 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
         assert (tmp_path / "full" / name).is_file()
     assert res["flow"] == flow
     assert res["pressure_stderr_GPa"] > 0 and abs(res["pressure_GPa"]) < 10
+    stress = np.asarray(res["stress_GPa"])
+    assert stress.shape == (3, 3) and np.allclose(stress, stress.T)
+    # -tr(sigma)/3 is an independent estimator of the same pressure (tiny batches: loose)
+    assert abs(-np.trace(stress) / 3 - res["pressure_GPa"]) < 5 * np.hypot(res["pressure_stderr_GPa"], np.mean(np.diag(res["stress_stderr_GPa"])))
+
+    # the anharmonic spectrum of the finished run, from the run directory alone
+    spec = CliRunner().invoke(app, ["spectrum", str(tmp_path / "full"), "--samples", "32", "--batch", "16"])
+    assert spec.exit_code == 0, spec.output
+    out = json.loads((tmp_path / "full" / "spectrum.json").read_text())
+    with open(tmp_path / "full" / "spectrum.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 9 and (tmp_path / "full" / "phonon_dos.png").is_file()
+    assert 0 < out["zero_point_energy_anharmonic_eV_per_atom"] < 2 * out["zero_point_energy_basis_eV_per_atom"]
     assert ((tmp_path / "full" / "cubic_force_constants.npz").is_file()) == (flow == "quadratic")
     if flow == "quadratic":
         assert res["gaussian_plus_bubble_free_energy_eV_per_atom"] == pytest.approx(
@@ -63,7 +78,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
 
     with pytest.raises(ConfigError, match="already holds a run"):
         run_nct(cfg, base, tmp_path / "full", progress=False)
-    other, _ = load_config(None, TINY + ["nct.temperature_K=30"])
+    other, _ = load_config(None, TINY + ["state.temperature_K=30"])
     with pytest.raises(ConfigError, match="differs"):
         run_nct(other, base, tmp_path / "full", resume=True, progress=False)
 
@@ -88,8 +103,8 @@ def test_cli_phonons_and_invalid_config(tmp_path):
     g = json.loads((tmp_path / "g" / "scha.json").read_text())
     assert g["gaussian_free_energy_eV_per_atom"] > ph["harmonic_free_energy_eV_per_atom"]  # neon: hardened by anharmonicity
     assert g["frequency_min_THz"] > ph["frequency_min_THz"]
-    bad = runner.invoke(app, ["run", "--out", str(tmp_path / "x"), "--set", "nct.temperature_K=-1"])
-    assert bad.exit_code == 2 and "nct.temperature_K" in bad.output
+    bad = runner.invoke(app, ["run", "--out", str(tmp_path / "x"), "--set", "state.temperature_K=-1"])
+    assert bad.exit_code == 2 and "state.temperature_K" in bad.output
 
 
 def test_ase_calculator_kind_gives_the_same_phonons_as_native_potential(tmp_path):
@@ -137,7 +152,7 @@ def test_imaginary_modes_leave_the_harmonic_free_energy_undefined(tmp_path):
     """One imaginary harmonic mode: no harmonic F, E, S is invented from |omega|; the run still
     works (NCT basis with |omega|) and the self-consistent Gaussian is stable (quartic term)."""
     well = ["structure={lattice='sc', symbol='H', a_A=6.0}", "potential={kind='python', target='anharmonic_models:make_double_well_atom'}",
-            "nct.temperature_K=300"]
+            "state.temperature_K=300"]
     cfg, base = load_config(None, TINY[1:] + well)
     res = run_nct(cfg, base, tmp_path / "well", progress=False)
     assert res["n_imaginary_modes"] == 1 and res["n_modes"] == 3
@@ -147,3 +162,24 @@ def test_imaginary_modes_leave_the_harmonic_free_energy_undefined(tmp_path):
     ph = CliRunner().invoke(app, ["phonons", "--out", str(tmp_path / "ph")] + sum((["--set", o] for o in well), []))
     assert ph.exit_code == 0, ph.output
     assert json.loads((tmp_path / "ph" / "phonons.json").read_text())["harmonic_free_energy_eV_per_atom"] is None
+
+
+def test_npt_run_reports_gibbs_free_energy_and_resumes_exactly(tmp_path):
+    """[state] pressure_GPa: the strain is trained with the state, checkpointed with it, and the
+    run reports G = F + P V, the volume and the cell."""
+    npt = TINY + ["nct.flow.kind=realnvp", "state.pressure_GPa=0.5", "nct.strain_learning_rate=3e-3"]
+    cfg, base = load_config(None, npt)
+    full = run_nct(cfg, base, tmp_path / "full", progress=False)
+    run_nct(cfg, base, tmp_path / "split", progress=False, stop_after=3)
+    resumed = run_nct(cfg, base, tmp_path / "split", resume=True, progress=False)
+    assert resumed["gibbs_free_energy_eV_per_atom"] == full["gibbs_free_energy_eV_per_atom"]
+    assert resumed["strain"] == full["strain"]
+    with open(tmp_path / "full" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {"gibbs_free_energy_eV_per_atom", "volume_A3_per_atom", "pressure_GPa"} <= set(rows[0])
+    assert full["strain"] < 0  # compressed towards 0.5 GPa from the ~zero-pressure volume
+    assert full["volume_A3_per_atom"] < full["reference_volume_A3_per_atom"]
+    volume = abs(np.linalg.det(np.asarray(full["cell_A"]))) / full["n_atoms"]
+    assert volume == pytest.approx(full["volume_A3_per_atom"])
+    g = full["free_energy_eV_per_atom"] + 0.5 / GPA_PER_EV_PER_A3 * full["volume_A3_per_atom"]
+    assert full["gibbs_free_energy_eV_per_atom"] == pytest.approx(g, rel=1e-9)

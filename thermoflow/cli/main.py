@@ -120,6 +120,9 @@ def _print_summary(res: dict, out: Path) -> None:
     table.add_row("NCT S (k_B/atom)", f"{res['entropy_kB_per_atom']:.4f}")
     if res.get("pressure_GPa") is not None:
         table.add_row("NCT pressure (GPa, virial)", f"{res['pressure_GPa']:.4f} +- {res['pressure_stderr_GPa']:.4f}")
+    if "gibbs_free_energy_eV_per_atom" in res:
+        table.add_row(f"NCT G = F + PV at {res['pressure_target_GPa']:g} GPa", f"{res['gibbs_free_energy_eV_per_atom'] * m:.4f} +- {res['gibbs_free_energy_stderr_eV_per_atom'] * m:.4f}")
+        table.add_row("volume (A^3/atom; reference)", f"{res['volume_A3_per_atom']:.4f} ({res['reference_volume_A3_per_atom']:.4f})")
     table.add_row("seconds per step", f"{res['seconds_per_step']:.3f}")
     console.print(table)
     console.print(f"run directory: {out}")
@@ -138,6 +141,52 @@ def phonons(config: Optional[Path] = _CONFIG_ARG, out: Optional[Path] = _OUT_OPT
 def scha(config: Optional[Path] = _CONFIG_ARG, out: Optional[Path] = _OUT_OPT, overrides: list[str] = _SET_OPT) -> None:
     """Self-consistent harmonic approximation alone: the best Gaussian F, E, S and renormalised modes."""
     _analysis(config, out, overrides, "scha", lambda r: f"self-consistent Gaussian, {r['n_atoms']} atoms, {r['temperature_K']:g} K")
+
+
+@app.command()
+def compare(
+    config: Path = typer.Argument(..., help="comparison file: a run config plus a [compare] section"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: runs/<config>-compare-<time>); rerun with the same --out to skip finished points and resume the rest"),
+    overrides: list[str] = _SET_OPT,
+) -> None:
+    """Free energies of several phases on a temperature grid, their differences and crossings."""
+    _setup_logging()
+    from thermoflow.workflows.compare import run_compare
+
+    out = out or _default_out(config, "compare")
+    with _user_errors():
+        summary = run_compare(config, out, overrides=overrides)
+    table = Table(title=f"{summary['quantity']} relative to {summary['reference_phase']} (meV/atom)")
+    table.add_column("T (K)")
+    names = [n for n in summary["phases"] if n != summary["reference_phase"]]
+    for n in names:
+        table.add_column(n, justify="right")
+    for j, t in enumerate(summary["temperatures_K"]):
+        cells = [f"{summary['phases'][n]['delta_eV_per_atom'][j] * 1e3:+.4f} +- {summary['phases'][n]['delta_stderr_eV_per_atom'][j] * 1e3:.4f}" for n in names]
+        table.add_row(f"{t:g}", *cells)
+    console.print(table)
+    for n in names:
+        for c in summary["phases"][n]["crossings"]:
+            err = "undetermined" if c["stderr_K"] is None else f"{c['stderr_K']:.1f}"
+            console.print(f"{n} crosses {summary['reference_phase']} at {c['temperature_K']:.1f} +- {err} K")
+    console.print(f"output directory: {out}")
+
+
+@app.command()
+def spectrum(
+    run_dir: Path = typer.Argument(..., help="a finished NCT run directory"),
+    samples: int = typer.Option(1024, "--samples", min=2, help="exact samples per state (cost: (modes + 1) x samples local energies)"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed"),
+    batch: int = typer.Option(256, "--batch", min=1, help="samples per evaluation call"),
+    base: Optional[Path] = typer.Option(None, "--base", help="directory the run config's file names are relative to (default: recorded in the run)"),
+) -> None:
+    """Anharmonic phonon spectrum of a trained run: excitation energies E(e_k) - E(0), ZPE, DOS."""
+    _setup_logging()
+    from thermoflow.workflows.spectrum_run import run_spectrum
+
+    with _user_errors():
+        res = run_spectrum(run_dir, n_samples=samples, seed=seed, batch_size=batch, base=base)
+    _print_dict(f"anharmonic phonon spectrum, {res['n_atoms']} atoms, {res['n_modes']} modes", res, run_dir)
 
 
 def _analysis(config: Optional[Path], out: Optional[Path], overrides: list[str], kind: str, title) -> None:

@@ -27,6 +27,7 @@ from folx import forward_laplacian
 
 from thermoflow.nct.flow import Flow
 from thermoflow.nct.hermite import log_abs_hermite_function
+from thermoflow.units import HBAR_EV
 
 LAPLACIAN_METHODS = ("auto", "folx", "exact", "hutchinson", "jet")
 
@@ -115,3 +116,59 @@ def harmonic_kinetic_energy(levels: jax.Array, s: jax.Array, phonon_energies_eV:
     E_kin = sum_k hbar omega_k (n_k + 1/2 - s_k^2 / 2), eV.
     """
     return jnp.sum(phonon_energies_eV * (levels + 0.5 - 0.5 * s**2))
+
+
+def make_kinetic_stress(
+    flow: Flow, n_levels: int, modes_eigenvectors: jax.Array, omega: jax.Array, masses: jax.Array
+) -> Callable[[dict, jax.Array, jax.Array], jax.Array]:
+    """``kinetic_tensor(flow_params, levels (D,), s (D,)) -> Pi (3, 3)``, eV: a per-sample estimator
+    of the kinetic tensor Pi_ij = sum_atoms <P_i P_j> / m of the state Psi_n (tr Pi = 2 <K>).
+
+    For a real Psi, <P_i P_j> = hbar^2 <d_i ln|Psi| d_j ln|Psi|> (integration by parts), so with
+    g = grad_s ln|Psi| in the dimensionless mode coordinates, Pi = sum_atoms m v v^T where
+    v = B (omega * g) is a "velocity" (B the displacement matrix, Angstrom per unit s): one
+    gradient of ln|Psi| per sample, no Hessian, symmetric and positive semi-definite by
+    construction. The full tensor (not 2 <K> / 3 on the diagonal) is what an anisotropic stress
+    needs.
+
+    Control variate: the same estimator of the harmonic state Phi_n at the flow's output
+    z = f(s) has an exactly known mean, Pi_h(n) = sum_k (n_k + 1/2) hbar omega_k P_k with P_k the
+    3 x 3 projector of mode k summed over atoms, because z ~ |Phi_n|^2 exactly; it is subtracted
+    per sample and its mean added back. The estimator stays unbiased, and at the identity flow it
+    returns Pi_h(n) with zero variance.
+
+    Args:
+        flow: the NCT flow.
+        n_levels: harmonic-oscillator levels per mode.
+        modes_eigenvectors: (3N, D) orthonormal mass-weighted eigenvectors e_k.
+        omega: (D,) angular frequencies, rad per ASE time unit.
+        masses: (N,) amu.
+    """
+    e = jnp.asarray(modes_eigenvectors)
+    omega = jnp.asarray(omega)
+    masses = jnp.asarray(masses)
+    n_atoms = masses.shape[0]
+    # B = M^-1/2 E diag(sqrt(hbar / omega)); v = B (omega g) = M^-1/2 E (sqrt(hbar omega) g)
+    velocity_matrix = (e * jnp.sqrt(HBAR_EV * omega)[None, :]) / jnp.repeat(jnp.sqrt(masses), 3)[:, None]
+    e_atoms = e.reshape(n_atoms, 3, -1)
+    projectors = jnp.einsum("aik,ajk->kij", e_atoms, e_atoms)  # (D, 3, 3)
+    phonon_energies = HBAR_EV * omega
+
+    def tensor(g):
+        v = (velocity_matrix @ g).reshape(n_atoms, 3)
+        return jnp.einsum("a,ai,aj->ij", masses, v, v)
+
+    def log_abs_phi(levels, z):
+        return jnp.sum(log_abs_hermite_function(z, levels, n_levels))
+
+    def kinetic_tensor(flow_params, levels, s):
+        def log_psi(x):
+            z, log_det = flow.forward_and_log_det(flow_params, x)
+            return log_abs_phi(levels, z) + 0.5 * log_det, z
+
+        g, z = jax.grad(log_psi, has_aux=True)(s)
+        g_harmonic = jax.grad(log_abs_phi, argnums=1)(levels, z)
+        mean_harmonic = jnp.einsum("k,kij->ij", (levels + 0.5) * phonon_energies, projectors)
+        return tensor(g) - tensor(g_harmonic) + mean_harmonic
+
+    return kinetic_tensor

@@ -40,7 +40,7 @@ import numpy as np
 
 from thermoflow.nct import occupations
 from thermoflow.nct.flow import Flow
-from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_jet_kinetic_energy, make_kinetic_energy
+from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_jet_kinetic_energy, make_kinetic_energy, make_kinetic_stress
 from thermoflow.nct.wavefunction import make_log_psi, make_sampler
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.potentials.base import EnergyFn, virial
@@ -55,8 +55,14 @@ class FreeEnergyModel:
         loss: ``loss(params, key) -> (surrogate, metrics)``; ``jax.grad`` of the surrogate is
             the free-energy gradient estimator; ``metrics`` hold batch means (eV, total).
         local_energy: ``(params, levels (D,), s (D,), key) -> (kinetic, potential)`` eV.
+        local_energies: the same for a batch, ``(params, levels (B, D), s (B, D), keys (B,))``,
+            evaluated in chunks of ``chunk_size``.
         log_psi: ``(flow_params, levels, s) -> ln|Psi_n(s)|``.
         sample: ``(params, key, batch_size) -> (levels (B, D), s (B, D))``.
+        sample_states: ``(flow_params, key, levels (B, D)) -> s (B, D)``, exact samples of given
+            states; the uniforms behind them depend on the key and the shape only, so two level
+            arrays sampled with one key give correlated samples.
+        phonon_energies_eV: (D,) hbar omega_k of the basis.
         kT_eV: thermal energy.
         n_levels: K.
     """
@@ -64,8 +70,11 @@ class FreeEnergyModel:
     init: Callable
     loss: Callable
     local_energy: Callable
+    local_energies: Callable
     log_psi: Callable
     sample: Callable
+    sample_states: Callable
+    phonon_energies_eV: np.ndarray
     kT_eV: float
     n_levels: int
 
@@ -89,7 +98,9 @@ def make_free_energy_model(
     freeze_flow: bool = False,
     clip_width: float = 5.0,
     chunk_size: int | None = None,
-    pressure: bool = False,
+    stress: bool = False,
+    pressure_eV_per_A3: float | None = None,
+    strain_samples: int | None = None,
 ) -> FreeEnergyModel:
     """Build the NCT free-energy loss for a crystal (see module docstring).
 
@@ -109,14 +120,32 @@ def make_free_energy_model(
             (``jax.lax.map`` over chunks, vmap within a chunk). Peak memory of the forward
             Laplacian grows with chunk x modes x network width; None evaluates the whole
             batch at once. Results do not depend on it.
-        pressure: also estimate the pressure (metric ``"pressure"``, eV/A^3): the derivative of
-            the free-energy estimator with respect to an isotropic strain of the cell, positions
-            and state together (the state fixed in scaled coordinates), which is the quantum
-            virial estimator P = (2 <K> + <tr W>) / (3 V) with W the potential's virial
+        stress: also estimate the pressure and the stress tensor (metrics ``"pressure"``,
+            ``"stress"`` and ``"kinetic_stress"``, eV/A^3; stress in ASE's sign convention,
+            -P on the diagonal of a hydrostatic state). ``"pressure"`` is the derivative of the
+            free-energy estimator with respect to an isotropic strain of the cell, positions and
+            state together (the state fixed in scaled coordinates): the quantum virial estimator
+            P = (2 <K> + <tr W>) / (3 V) with W the potential's virial
             (:func:`thermoflow.potentials.base.virial`) and <K> carrying the whole harmonic
-            control variate. One strain gradient per sample: meant for the final evaluation.
+            control variate. ``"stress"`` is sigma = -(Pi + W) / V with the full kinetic tensor
+            Pi from the wavefunction (:func:`thermoflow.nct.hamiltonian.make_kinetic_stress`,
+            not assumed isotropic); -tr(sigma)/3 is a second, independent estimator of P. One
+            strain gradient and one ln|Psi| gradient per sample: meant for evaluations.
             (Cf. M. Parrinello and A. Rahman, J. Chem. Phys. 80, 860 (1984),
             doi:10.1063/1.446740, virial estimators.)
+        pressure_eV_per_A3: external pressure P* (NPT). The parameters then hold an isotropic
+            strain e (``params["strain"]``, 0 at the start) of the cell, R0 and the state
+            (fixed in scaled coordinates: kinetic energies scale by (1 + e)^-2), and the loss is
+            the Gibbs free energy G = F + P* V with V = V0 (1 + e)^3. Its strain gradient is the
+            exact derivative of the F estimator (one forward-mode derivative of the potential per
+            sample) plus 3 P* V0 (1 + e)^2, so the strain settles where the quantum virial
+            pressure equals P*. Metrics gain ``"gibbs_free_energy"`` (eV), ``"volume"`` (A^3),
+            ``"strain"`` and, every step, ``"pressure"`` (eV/A^3). The basis keeps the reference
+            cell's frequencies scaled by (1 + e)^-2 (affine in the strain); for strains of more
+            than a few per cent recompute the basis at the new cell.
+        strain_samples: NPT: the potential's strain derivative from only this many of the
+            batch's samples (unbiased, noisier; the derivative costs more than an energy on a
+            Deep Potential, see benchmarks/npt_step.py). None: all; with ``stress`` always all.
 
     Raises:
         ValueError: for batch_size < 2, a chunk_size < 1, or a flow of the wrong dimension.
@@ -139,31 +168,56 @@ def make_free_energy_model(
         kinetic_fn = make_kinetic_energy(log_psi, eps, "folx" if laplacian == "auto" else laplacian)
     logits0 = occupations.harmonic_logits(np.asarray(modes.phonon_energies_eV), kT_eV, n_levels)
 
-    def init(key):
-        return {"flow": flow.init(key), "logits": logits0}
-
+    npt = pressure_eV_per_A3 is not None
+    n_strain = batch_size if (strain_samples is None or stress) else min(max(strain_samples, 2), batch_size)
     volume = float(abs(np.linalg.det(np.asarray(modes.cell))))
 
-    def positions(s):
-        return r0 + (disp @ s).reshape(r0.shape)
+    def init(key):
+        params = {"flow": flow.init(key), "logits": logits0}
+        if npt:
+            params["strain"] = jnp.zeros(())
+        return params
 
-    def potential_energy(s):
-        return energy_fn(positions(s), cell)
+    def scale_of(params):
+        """1 + the isotropic strain of the cell (NPT), else 1."""
+        return 1.0 + params["strain"] if npt else jnp.ones(())
+
+    def positions(s, scale):
+        return (r0 + (disp @ s).reshape(r0.shape)) * scale
+
+    def potential_energy(s, scale):
+        return energy_fn(positions(s, scale), cell * scale)
+
+    def kinetic(params, levels, s, key):
+        """Local kinetic energy at the reference cell; a strain 1 + e scales it by (1 + e)^-2
+        (the state is fixed in scaled coordinates)."""
+        if freeze_flow:
+            return harmonic_kinetic_energy(levels, s, eps)
+        return kinetic_fn(params["flow"], levels, s, key)
 
     def local_energy(params, levels, s, key):
-        if freeze_flow:
-            kin = harmonic_kinetic_energy(levels, s, eps)
-        else:
-            kin = kinetic_fn(params["flow"], levels, s, key)
-        return kin, potential_energy(s)
+        scale = scale_of(params)
+        return kinetic(params, levels, s, key) / scale**2, potential_energy(s, scale)
 
-    def virial_trace(s):
-        return jnp.trace(virial(energy_fn, positions(s), cell))
+    def potential_strain_derivative(params, levels, s, key):
+        """d V / d strain at the params' strain, by one forward-mode derivative."""
+        scale = scale_of(params)
+        return jax.jvp(lambda x: potential_energy(s, x), (scale,), (jnp.ones_like(scale),))[1]
+
+    kinetic_tensor = make_kinetic_stress(flow, n_levels, modes.modes, modes.omega, modes.masses)
+
+    def tensors(flow_params, scale, levels, s):
+        pi = kinetic_tensor(flow_params, levels, s) / scale**2
+        return pi, virial(energy_fn, positions(s, scale), cell * scale)
+
+    def batched(fn, params, levels, s, keys):
+        """``fn(params, levels, s, key)`` over a batch, in chunks of ``chunk_size``."""
+        if chunk_size is None or chunk_size >= levels.shape[0]:
+            return jax.vmap(fn, in_axes=(None, 0, 0, 0))(params, levels, s, keys)
+        return jax.lax.map(lambda x: fn(params, *x), (levels, s, keys), batch_size=chunk_size)
 
     def batched_local_energy(params, levels, s, keys):
-        if chunk_size is None or chunk_size >= levels.shape[0]:
-            return jax.vmap(local_energy, in_axes=(None, 0, 0, 0))(params, levels, s, keys)
-        return jax.lax.map(lambda x: local_energy(params, *x), (levels, s, keys), batch_size=chunk_size)
+        return batched(local_energy, params, levels, s, keys)
 
     def sample(params, key, n_samples):
         k_levels, k_s = jax.random.split(key)
@@ -172,14 +226,18 @@ def make_free_energy_model(
 
     def loss(params, key):
         if freeze_flow:
-            params = {"flow": jax.lax.stop_gradient(params["flow"]), "logits": params["logits"]}
+            params = {**params, "flow": jax.lax.stop_gradient(params["flow"])}
         k_sample, k_kin = jax.random.split(key)
         levels, s = sample(jax.lax.stop_gradient(params), k_sample, batch_size)
         s = jax.lax.stop_gradient(s)
         frozen_params = jax.lax.stop_gradient(params)
-        kin, pot = batched_local_energy(frozen_params, levels, s, jax.random.split(k_kin, batch_size))
+        keys = jax.random.split(k_kin, batch_size)
+        kin, pot = batched(local_energy, frozen_params, levels, s, keys)
         e_loc = kin + pot
-        excitation = levels @ eps  # H0(n), the control variate
+        scale = scale_of(frozen_params)
+        # H0(n), the control variate, scaled with the kinetic energy under a strain (NPT): then
+        # the strain derivative of the F estimator below is exact
+        excitation = levels @ eps / scale**2
         residual = e_loc - excitation
         r_used = robust_clip(residual, clip_width) if clip_width > 0 else residual
         weight = jax.lax.stop_gradient((r_used - jnp.mean(r_used)) * batch_size / (batch_size - 1))
@@ -187,11 +245,12 @@ def make_free_energy_model(
         log_abs_psi = jax.vmap(log_psi, in_axes=(None, 0, 0))(params["flow"], levels, s)
         entropy = occupations.entropy(params["logits"])
         mean_excitation = jnp.sum(occupations.probabilities(params["logits"]) @ jnp.arange(n_levels) * eps)
-        surrogate = jnp.mean(weight * (log_p + 2.0 * log_abs_psi)) + mean_excitation - kT_eV * entropy
-        h0 = jax.lax.stop_gradient(mean_excitation)
+        surrogate = jnp.mean(weight * (log_p + 2.0 * log_abs_psi)) + mean_excitation / scale**2 - kT_eV * entropy
+        h0 = jax.lax.stop_gradient(mean_excitation) / scale**2
         energy = jnp.mean(residual) + h0
+        free_energy = energy - kT_eV * jax.lax.stop_gradient(entropy)
         metrics = {
-            "free_energy": energy - kT_eV * jax.lax.stop_gradient(entropy),
+            "free_energy": free_energy,
             "energy": energy,
             "energy_stderr": jnp.std(residual) / jnp.sqrt(batch_size),
             # harmonic excitations are half kinetic, half potential (virial theorem)
@@ -200,21 +259,37 @@ def make_free_energy_model(
             "entropy": jax.lax.stop_gradient(entropy),
             "local_energy_variance": jnp.var(e_loc),
         }
-        if pressure:
-            if chunk_size is None or chunk_size >= batch_size:
-                w = jax.vmap(virial_trace)(s)
-            else:
-                w = jax.lax.map(virial_trace, s, batch_size=chunk_size)
-            kinetic_cv = jnp.mean(kin - excitation) + h0  # the strain derivative of the energy estimator
-            metrics["pressure"] = (2.0 * kinetic_cv + jnp.mean(w)) / (3.0 * volume)
+        strained_volume = volume * scale**3
+        kinetic_cv = jnp.mean(kin - excitation) + h0  # kinetic energy with the whole control variate
+        if npt:
+            # exact derivative of the F estimator along the strain (samples fixed in scaled coordinates)
+            # (the potential's part from the first n_strain samples: an unbiased subset, they are iid)
+            dpot = batched(potential_strain_derivative, frozen_params, levels[:n_strain], s[:n_strain], keys[:n_strain])
+            d_free_energy = -2.0 * kinetic_cv / scale + jnp.mean(dpot)
+            gibbs_volume = pressure_eV_per_A3 * volume * (1.0 + params["strain"]) ** 3
+            surrogate = surrogate + params["strain"] * jax.lax.stop_gradient(d_free_energy) + gibbs_volume
+            metrics["pressure"] = -d_free_energy / (3.0 * volume * scale**2)
+            metrics["gibbs_free_energy"] = free_energy + pressure_eV_per_A3 * strained_volume
+            metrics["volume"] = strained_volume
+            metrics["strain"] = frozen_params["strain"]
+        if stress:
+            pi, w = batched(lambda fp, lv, x, _: tensors(fp, scale, lv, x), frozen_params["flow"], levels, s, keys)
+            pi, w = jnp.mean(pi, axis=0), jnp.mean(w, axis=0)
+            if not npt:  # the strain derivative of the energy estimator
+                metrics["pressure"] = (2.0 * kinetic_cv + jnp.trace(w)) / (3.0 * strained_volume)
+            metrics["kinetic_stress"] = -pi / strained_volume
+            metrics["stress"] = -(pi + w) / strained_volume
         return surrogate, metrics
 
     return FreeEnergyModel(
         init=init,
         loss=loss,
         local_energy=local_energy,
+        local_energies=batched_local_energy,
         log_psi=log_psi,
         sample=sample,
+        sample_states=sample_s,
+        phonon_energies_eV=np.asarray(modes.phonon_energies_eV),
         kT_eV=kT_eV,
         n_levels=n_levels,
     )

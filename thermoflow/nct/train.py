@@ -43,6 +43,7 @@ def make_optimizer(
     warmup_steps: int = 0,
     grad_clip_norm: float | None = 10.0,
     flow_scale: float = 1.0,
+    strain_scale: float = 1.0,
 ) -> optax.GradientTransformation:
     """An optax optimiser with a learning-rate schedule and an optional linear warm-up.
 
@@ -62,6 +63,7 @@ def make_optimizer(
         grad_clip_norm: global-norm gradient clipping (None disables).
         flow_scale: multiplies the updates of the ``"flow"`` parameters (a separate learning
             rate for the flow and the occupation logits).
+        strain_scale: multiplies the updates of the ``"strain"`` parameter (NPT), if present.
 
     Raises:
         ValueError: for unknown names or a negative ``warmup_steps``.
@@ -88,10 +90,11 @@ def make_optimizer(
         opt = optax.sgd(lr)
     else:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
-    if not flow_scale > 0:
-        raise ValueError(f"flow_scale must be positive, got {flow_scale}")
-    if flow_scale != 1.0:  # params are {"flow", "logits"}; the mask is a prefix of that tree
-        opt = optax.chain(opt, optax.masked(optax.scale(flow_scale), {"flow": True, "logits": False}))
+    for name_, factor in (("flow", flow_scale), ("strain", strain_scale)):
+        if not factor > 0:
+            raise ValueError(f"{name_}_scale must be positive, got {factor}")
+        if factor != 1.0:  # params are {"flow", "logits"[, "strain"]}; the mask is a prefix of that tree
+            opt = optax.chain(opt, optax.masked(optax.scale(factor), lambda p, key=name_: {k: k == key for k in p}))
     return optax.chain(optax.clip_by_global_norm(grad_clip_norm), opt) if grad_clip_norm else opt
 
 
@@ -128,7 +131,8 @@ def evaluate(model: FreeEnergyModel, params: Any, *, seed: int, n_batches: int) 
     state itself, with independent batches (no autocorrelation: plain standard errors).
 
     Returns:
-        metric name -> (n_batches,) per-batch values (totals, eV; entropy in k_B).
+        metric name -> (n_batches, ...) per-batch values (totals, eV; entropy in k_B; tensor
+        metrics such as the stress keep their shape after the batch axis).
 
     Raises:
         ValueError: if ``n_batches`` < 2.
@@ -138,7 +142,7 @@ def evaluate(model: FreeEnergyModel, params: Any, *, seed: int, n_batches: int) 
     loss = jax.jit(model.loss)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), _EVALUATION_STREAM)
     rows = [jax.device_get(loss(params, jax.random.fold_in(key, i))[1]) for i in range(n_batches)]
-    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    return {k: np.stack([np.asarray(r[k], dtype=np.float64) for r in rows]) for k in rows[0]}
 
 
 @dataclasses.dataclass

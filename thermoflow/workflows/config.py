@@ -200,10 +200,19 @@ class ReferenceConfig(_Strict):
         return self
 
 
-class NCTConfig(_Strict):
-    """Variational free-energy optimisation (NVT)."""
+class StateConfig(_Strict):
+    """The thermodynamic state every task works at."""
 
     temperature_K: float = Field(gt=0, description="temperature, K")
+    pressure_GPa: float | None = Field(
+        None, description="external pressure, GPa: NCT then minimises the Gibbs free energy G = F + P V over an isotropic "
+        "strain of the cell (NPT); unset: fixed cell (NVT)",
+    )
+
+
+class NCTConfig(_Strict):
+    """Variational free-energy optimisation (NVT, or NPT when ``state.pressure_GPa`` is set)."""
+
     n_levels: int = Field(4, ge=1, le=32, description="harmonic-oscillator levels K per mode")
     batch_size: int = Field(128, ge=2, description="samples per training step")
     steps: int = Field(500, ge=1, description="training steps")
@@ -223,6 +232,13 @@ class NCTConfig(_Strict):
     flow: FlowConfig = Field(default_factory=FlowConfig, description="flow architecture")
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig, description="harmonic basis: Hessian modes or self-consistent Gaussian")
     eval_batches: int = Field(16, ge=0, description="batches of fresh exact samples at the final parameters for the reported F, E (0: report the training-trace average; else >= 2)")
+    strain_learning_rate: float = Field(
+        1e-3, gt=0, description="NPT: peak Adam learning rate of the isotropic strain (about the largest strain change per step)",
+    )
+    strain_samples: int | None = Field(
+        16, ge=2, description="NPT: samples per step whose potential strain derivative drives the strain (unbiased subset; "
+        "the derivative costs 2-3 energies on a Deep Potential); unset: the whole batch. The final evaluation uses all",
+    )
 
     @model_validator(mode="after")
     def _warmup_within_run(self):
@@ -230,6 +246,12 @@ class NCTConfig(_Strict):
             raise ValueError("nct.eval_batches must be 0 (training-trace average) or >= 2 (an error bar needs two batches)")
         if self.warmup_steps >= self.steps:
             raise ValueError(f"nct.warmup_steps ({self.warmup_steps}) must be smaller than nct.steps ({self.steps})")
+        window = self.steps - int(self.steps * (1.0 - self.averaging_fraction))
+        if window < 2:
+            raise ValueError(
+                f"nct.steps = {self.steps} with nct.averaging_fraction = {self.averaging_fraction} averages {window} step(s); "
+                "the training-trace error bar needs at least 2: raise nct.steps or nct.averaging_fraction"
+            )
         return self
 
 
@@ -237,9 +259,17 @@ class RunConfig(_Strict):
     """A complete thermoflow run."""
 
     seed: int = Field(0, ge=0, description="random seed for parameters and sampling")
+    state: StateConfig
     structure: StructureConfig
     potential: PotentialConfig
     nct: NCTConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("nct"), dict) and "temperature_K" in data["nct"]:
+            raise ValueError("nct.temperature_K has moved to the [state] section: write [state] temperature_K = ... instead")
+        return data
 
 
 class ConfigError(ValueError):

@@ -3,6 +3,7 @@
 Run directory layout::
 
     config.resolved.toml   the validated config, defaults filled in
+    run_info.json          the directory the config's relative file names refer to
     metrics.csv            one row per step (units in column names), rewritten at checkpoints
     results.json           final values with error bars
     checkpoints/state.npz  params, optimiser state, step, metrics so far (atomic writes)
@@ -41,31 +42,45 @@ from thermoflow.workflows.phonon_run import gaussian_from_config, harmonic_resul
 
 log = logging.getLogger(__name__)
 
-#: metric name (a total over the crystal, eV) -> CSV column (divided by n_atoms)
-_PER_ATOM_COLUMNS = {
-    "free_energy": "free_energy_eV_per_atom",
-    "energy": "energy_eV_per_atom",
-    "energy_stderr": "energy_batch_stderr_eV_per_atom",
-    "kinetic": "kinetic_eV_per_atom",
-    "potential": "potential_eV_per_atom",
-}
+#: the run directory's record of where the config's relative file names point
+RUN_INFO = "run_info.json"
+
+#: metrics.csv: (metric key, column with its unit, conversion of the total metric); a column is
+#: written when its metric is in the history (NPT runs add the Gibbs free energy, volume, pressure)
+_METRIC_COLUMNS = (
+    ("step", "step", lambda v, n: int(v)),
+    ("free_energy", "free_energy_eV_per_atom", lambda v, n: v / n),
+    ("energy", "energy_eV_per_atom", lambda v, n: v / n),
+    ("energy_stderr", "energy_batch_stderr_eV_per_atom", lambda v, n: v / n),
+    ("kinetic", "kinetic_eV_per_atom", lambda v, n: v / n),
+    ("potential", "potential_eV_per_atom", lambda v, n: v / n),
+    ("entropy", "entropy_kB_per_atom", lambda v, n: v / n),
+    ("gibbs_free_energy", "gibbs_free_energy_eV_per_atom", lambda v, n: v / n),
+    ("volume", "volume_A3_per_atom", lambda v, n: v / n),
+    ("pressure", "pressure_GPa", lambda v, n: v * GPA_PER_EV_PER_A3),
+    ("local_energy_variance", "local_energy_variance_eV2", lambda v, n: v),
+    ("lr_scale", "lr_scale", lambda v, n: v),
+    ("seconds", "seconds", lambda v, n: v),
+)
 
 
 def _write_metrics(path: Path, history: dict, n_atoms: int) -> None:
-    columns = ["step"] + list(_PER_ATOM_COLUMNS.values()) + ["entropy_kB_per_atom", "local_energy_variance_eV2", "lr_scale", "seconds"]
+    columns = [c for c in _METRIC_COLUMNS if c[0] in history]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(columns)
+    writer.writerow([name for _, name, _ in columns])
     for i in range(len(history.get("step", []))):
-        row = [int(history["step"][i])]
-        row += [history[k][i] / n_atoms for k in _PER_ATOM_COLUMNS]
-        row += [history["entropy"][i] / n_atoms, history["local_energy_variance"][i], history["lr_scale"][i], history["seconds"][i]]
-        writer.writerow(row)
+        writer.writerow([convert(history[key][i], n_atoms) for key, _, convert in columns])
     atomic_write_text(path, buffer.getvalue())
 
 
 def _mean_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
+def _mean_stderr_tensor(values: np.ndarray) -> tuple[list, list]:
+    """Per-component mean and standard error over the leading (batch) axis, as nested lists."""
+    return values.mean(axis=0).tolist(), (values.std(axis=0, ddof=1) / np.sqrt(len(values))).tolist()
 
 
 _GAUSSIAN_SCALARS = ("free_energy_eV", "free_energy_stderr_eV", "energy_eV", "energy_stderr_eV", "entropy_kB")
@@ -150,8 +165,124 @@ def _cubic_results(cubic: dict | None, gaussian: dict | None, n_atoms: int) -> d
     return out
 
 
+#: strains beyond which the affinely scaled basis of the reference cell deserves a new reference
+_LARGE_STRAIN = 0.02
+
+
+def _npt_results(setup: NCTSetup, params: dict, final: dict, n_atoms: int) -> dict:
+    """Gibbs free energy, volume and cell at the optimised isotropic strain."""
+    strain = float(params["strain"])
+    cell = setup.basis.cell * (1.0 + strain)
+    volume = float(abs(np.linalg.det(cell)))
+    if abs(strain) > _LARGE_STRAIN:
+        log.warning(
+            "NPT: the cell moved by a linear strain of %.3f; the basis is the reference cell's, scaled. For the best "
+            "state at this volume, rerun with the structure at %.4f A^3/atom (structure.volume_per_atom_A3)",
+            strain, volume / n_atoms,
+        )
+    return {
+        "gibbs_free_energy_eV_per_atom": final["gibbs_free_energy"][0],
+        "gibbs_free_energy_stderr_eV_per_atom": final["gibbs_free_energy"][1],
+        "pressure_target_GPa": setup.config.state.pressure_GPa,
+        "volume_A3_per_atom": volume / n_atoms,
+        "reference_volume_A3_per_atom": float(abs(np.linalg.det(setup.basis.cell))) / n_atoms,
+        "strain": strain,
+        "cell_A": cell.tolist(),
+    }
+
+
 def _config_toml(config: RunConfig) -> str:
     return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+@dataclasses.dataclass
+class NCTSetup:
+    """Everything an NCT run is built from, before training (see :func:`prepare_nct`)."""
+
+    config: RunConfig
+    atoms: object
+    energy_fn: object
+    modes: HarmonicModes
+    basis: HarmonicModes
+    kT_eV: float
+    harmonic: dict
+    gaussian: dict | None
+    cubic: dict | None
+    flow: Flow
+    optimizer: object
+    truncation_eV_per_atom: float
+
+    def build_model(self, stress: bool = False):
+        """The free-energy model of the run (``stress``: with the pressure/stress estimators)."""
+        nc = self.config.nct
+        return make_free_energy_model(
+            self.energy_fn, self.basis, self.flow, kT_eV=self.kT_eV, n_levels=nc.n_levels, batch_size=nc.batch_size,
+            laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
+            chunk_size=nc.chunk_size, stress=stress, pressure_eV_per_A3=self.pressure_eV_per_A3,
+            strain_samples=nc.strain_samples,
+        )
+
+    @property
+    def pressure_eV_per_A3(self) -> float | None:
+        """The external pressure of an NPT run, eV/A^3 (None: NVT)."""
+        p = self.config.state.pressure_GPa
+        return None if p is None else p / GPA_PER_EV_PER_A3
+
+
+def prepare_nct(config: RunConfig, base: Path, out_dir: Path, resume: bool) -> NCTSetup:
+    """Structure, potential, harmonic modes, the self-consistent Gaussian basis and the flow of
+    an NCT run. The Gaussian and the cubic force constants are computed once and stored in
+    ``out_dir``; with ``resume`` they are read back from there, so a resumed run (or a
+    post-processing step) works in exactly the same basis."""
+    nc = config.nct
+    kT = KB_EV_PER_K * config.state.temperature_K
+    atoms, energy_fn, modes = build_modes(config, base)
+    n_atoms = len(atoms)
+    if modes.imaginary.any():
+        log.warning("%d imaginary harmonic mode(s): the basis uses |omega|; the flow must correct them", int(modes.imaginary.sum()))
+    harmonic = harmonic_results(modes, kT)
+    f_harm = harmonic["harmonic_free_energy_eV_per_atom"]
+    gaussian = None
+    basis = modes
+    if nc.reference.kind == "scha":
+        gaussian = _gaussian_reference(config, energy_fn, modes, kT, out_dir / "gaussian_reference.npz", resume)
+        basis = gaussian["modes"]
+        log.info(
+            "self-consistent Gaussian: F = %.4f +- %.4f meV/atom (harmonic %s); phonon energies %.2f-%.2f meV (harmonic %.2f-%.2f)",
+            gaussian["free_energy_eV"] / n_atoms * MEV_PER_EV, gaussian["free_energy_stderr_eV"] / n_atoms * MEV_PER_EV,
+            "undefined" if f_harm is None else f"{f_harm * MEV_PER_EV:.4f}",
+            basis.phonon_energies_eV.min() * MEV_PER_EV, basis.phonon_energies_eV.max() * MEV_PER_EV,
+            modes.phonon_energies_eV.min() * MEV_PER_EV, modes.phonon_energies_eV.max() * MEV_PER_EV,
+        )
+    basis_full = harmonic_thermodynamics(basis.phonon_energies_eV, kT)
+    basis_k = harmonic_thermodynamics(basis.phonon_energies_eV, kT, nc.n_levels)
+    truncation = (basis_k.free_energy_eV - basis_full.free_energy_eV) / n_atoms
+    if truncation > 5e-5:
+        log.warning(
+            "nct.n_levels = %d truncates the free energy of the basis oscillators by %.3f meV/atom at %g K: "
+            "raise nct.n_levels for results converged in the basis",
+            nc.n_levels, truncation * MEV_PER_EV, config.state.temperature_K,
+        )
+    flow, cubic = _build_flow(config, energy_fn, basis, kT, out_dir, resume)
+    if cubic is not None:
+        log.info(
+            "cubic force constants (Gaussian average, %d samples): bubble F3 = %.4f +- %.4f meV/atom; "
+            "the perturbative flow holds %.1f %% of the first-order map",
+            nc.flow.cubic_samples, cubic["bubble_free_energy_eV"] / n_atoms * MEV_PER_EV,
+            cubic["bubble_free_energy_stderr_eV"] / n_atoms * MEV_PER_EV, 100 * (1 - cubic["dropped_fraction"]),
+        )
+
+    optimizer = make_optimizer(
+        nc.optimizer, nc.learning_rate, schedule=nc.schedule, steps=nc.steps,
+        final_fraction=nc.final_lr_fraction, warmup_steps=nc.warmup_steps,
+        grad_clip_norm=nc.grad_clip_norm, flow_scale=nc.flow.flow_learning_rate_scale,
+        strain_scale=nc.strain_learning_rate / nc.learning_rate,
+    )
+    return NCTSetup(
+        config=config, atoms=atoms, energy_fn=energy_fn, modes=modes, basis=basis, kT_eV=kT,
+        harmonic=harmonic, gaussian=gaussian, cubic=cubic, flow=flow, optimizer=optimizer,
+        truncation_eV_per_atom=truncation,
+    )
 
 
 def run_nct(
@@ -189,59 +320,18 @@ def run_nct(
         raise ConfigError(f"{out_dir} already holds a run (checkpoints/state.npz); use --resume or another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(resolved, text)
+    atomic_write_text(out_dir / RUN_INFO, json.dumps({"config_base_dir": str(Path(base).resolve())}, indent=2) + "\n")
 
     t_start = time.perf_counter()
     nc = config.nct
-    kT = KB_EV_PER_K * nc.temperature_K
-    atoms, energy_fn, modes = build_modes(config, base)
+    setup = prepare_nct(config, base, out_dir, resume)
+    atoms, energy_fn, modes, basis, kT = setup.atoms, setup.energy_fn, setup.modes, setup.basis, setup.kT_eV
     n_atoms = len(atoms)
-    if modes.imaginary.any():
-        log.warning("%d imaginary harmonic mode(s): the basis uses |omega|; the flow must correct them", int(modes.imaginary.sum()))
-    harmonic = harmonic_results(modes, kT)
+    harmonic, gaussian, cubic, flow, optimizer = setup.harmonic, setup.gaussian, setup.cubic, setup.flow, setup.optimizer
     f_harm = harmonic["harmonic_free_energy_eV_per_atom"]
-    gaussian = None
-    basis = modes
-    if nc.reference.kind == "scha":
-        gaussian = _gaussian_reference(config, energy_fn, modes, kT, out_dir / "gaussian_reference.npz", resume)
-        basis = gaussian["modes"]
-        log.info(
-            "self-consistent Gaussian: F = %.4f +- %.4f meV/atom (harmonic %s); phonon energies %.2f-%.2f meV (harmonic %.2f-%.2f)",
-            gaussian["free_energy_eV"] / n_atoms * MEV_PER_EV, gaussian["free_energy_stderr_eV"] / n_atoms * MEV_PER_EV,
-            "undefined" if f_harm is None else f"{f_harm * MEV_PER_EV:.4f}",
-            basis.phonon_energies_eV.min() * MEV_PER_EV, basis.phonon_energies_eV.max() * MEV_PER_EV,
-            modes.phonon_energies_eV.min() * MEV_PER_EV, modes.phonon_energies_eV.max() * MEV_PER_EV,
-        )
-    basis_full = harmonic_thermodynamics(basis.phonon_energies_eV, kT)
-    basis_k = harmonic_thermodynamics(basis.phonon_energies_eV, kT, nc.n_levels)
-    truncation = (basis_k.free_energy_eV - basis_full.free_energy_eV) / n_atoms
-    if truncation > 5e-5:
-        log.warning(
-            "nct.n_levels = %d truncates the free energy of the basis oscillators by %.3f meV/atom at %g K: "
-            "raise nct.n_levels for results converged in the basis",
-            nc.n_levels, truncation * MEV_PER_EV, nc.temperature_K,
-        )
-    flow, cubic = _build_flow(config, energy_fn, basis, kT, out_dir, resume)
-    if cubic is not None:
-        log.info(
-            "cubic force constants (Gaussian average, %d samples): bubble F3 = %.4f +- %.4f meV/atom; "
-            "the perturbative flow holds %.1f %% of the first-order map",
-            nc.flow.cubic_samples, cubic["bubble_free_energy_eV"] / n_atoms * MEV_PER_EV,
-            cubic["bubble_free_energy_stderr_eV"] / n_atoms * MEV_PER_EV, 100 * (1 - cubic["dropped_fraction"]),
-        )
-
-    def build_model(pressure: bool = False):
-        return make_free_energy_model(
-            energy_fn, basis, flow, kT_eV=kT, n_levels=nc.n_levels, batch_size=nc.batch_size,
-            laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
-            chunk_size=nc.chunk_size, pressure=pressure,
-        )
-
+    truncation = setup.truncation_eV_per_atom
+    build_model = setup.build_model
     model = build_model()
-    optimizer = make_optimizer(
-        nc.optimizer, nc.learning_rate, schedule=nc.schedule, steps=nc.steps,
-        final_fraction=nc.final_lr_fraction, warmup_steps=nc.warmup_steps,
-        grad_clip_norm=nc.grad_clip_norm, flow_scale=nc.flow.flow_learning_rate_scale,
-    )
     metrics_path = out_dir / "metrics.csv"
 
     bar = None
@@ -284,22 +374,29 @@ def run_nct(
 
     window_start = int(nc.steps * (1.0 - nc.averaging_fraction))
     sel = hist["step"] >= window_start
-    names = ("free_energy", "energy", "kinetic", "potential", "entropy")
+    npt = setup.pressure_eV_per_A3 is not None
+    names = ("free_energy", "energy", "kinetic", "potential", "entropy") + (("gibbs_free_energy",) if npt else ())
     trace = {k: blocking_stderr(hist[k][sel] / n_atoms) for k in names}
     if nc.eval_batches:
         t_eval = time.perf_counter()
-        # the same estimators plus the pressure (one strain gradient per sample)
-        batches = evaluate(build_model(pressure=True), result.params, seed=config.seed, n_batches=nc.eval_batches)
+        # the same estimators plus pressure and stress (one strain gradient per sample)
+        batches = evaluate(build_model(stress=True), result.params, seed=config.seed, n_batches=nc.eval_batches)
         final = {k: _mean_stderr(batches[k] / n_atoms) for k in names}
         pressure = _mean_stderr(batches["pressure"] * GPA_PER_EV_PER_A3)
+        stress = _mean_stderr_tensor(batches["stress"] * GPA_PER_EV_PER_A3)
         estimate = f"final evaluation at the trained parameters: {nc.eval_batches} batches of {nc.batch_size} fresh exact samples"
         eval_seconds = time.perf_counter() - t_eval
     else:
         final = {k: (trace[k].mean, trace[k].stderr) for k in names}
         estimate = f"training-trace average over the last {int(sel.sum())} steps (blocking error bars)"
         pressure = (None, None)
+        if npt:  # NPT steps estimate the pressure anyway
+            trace_p = blocking_stderr(hist["pressure"][sel] * GPA_PER_EV_PER_A3)
+            pressure = (trace_p.mean, trace_p.stderr)
+        stress = (None, None)
         eval_seconds = 0.0
     e0 = modes.energy0_eV
+    npt_results = _npt_results(setup, result.params, final, n_atoms) if npt else {}
     probs = np.asarray(occupations.probabilities(result.params["logits"]))
     probs_h = np.asarray(occupations.probabilities(occupations.harmonic_logits(basis.phonon_energies_eV, kT, nc.n_levels)))
     levels = np.arange(nc.n_levels)
@@ -317,6 +414,9 @@ def run_nct(
         "entropy_kB_per_atom": final["entropy"][0],
         "pressure_GPa": pressure[0],
         "pressure_stderr_GPa": pressure[1],
+        "stress_GPa": stress[0],
+        "stress_stderr_GPa": stress[1],
+        **npt_results,
         "free_energy_trace_eV_per_atom": trace["free_energy"].mean,
         "free_energy_trace_stderr_eV_per_atom": trace["free_energy"].stderr,
         "static_energy_eV_per_atom": e0 / n_atoms,
@@ -327,7 +427,7 @@ def run_nct(
         **_gaussian_results(gaussian, final["free_energy"], n_atoms),
         "flow": nc.flow.kind,
         **_cubic_results(cubic, gaussian, n_atoms),
-        "temperature_K": nc.temperature_K,
+        "temperature_K": config.state.temperature_K,
         "n_atoms": n_atoms,
         "n_modes": modes.n_modes,
         "n_imaginary_modes": int(modes.imaginary.sum()),

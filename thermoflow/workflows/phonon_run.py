@@ -51,7 +51,7 @@ def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     atoms, _, modes = build_modes(config, base)
     n = len(atoms)
-    kT = KB_EV_PER_K * config.nct.temperature_K
+    kT = KB_EV_PER_K * config.state.temperature_K
     freq_thz = _write_frequencies(out_dir / "frequencies.csv", modes)
     result = {
         "n_atoms": n,
@@ -59,7 +59,7 @@ def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
         "n_translations_removed": modes.n_translations_removed,
         "n_imaginary_modes": int(modes.imaginary.sum()),
         "static_energy_eV_per_atom": modes.energy0_eV / n,
-        "temperature_K": config.nct.temperature_K,
+        "temperature_K": config.state.temperature_K,
         **harmonic_results(modes, kT),
         "frequency_min_THz": float(freq_thz.min()),
         "frequency_max_THz": float(freq_thz.max()),
@@ -90,14 +90,14 @@ def run_scha(config: RunConfig, base: Path, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     atoms, energy_fn, modes = build_modes(config, base)
     n = len(atoms)
-    kT = KB_EV_PER_K * config.nct.temperature_K
+    kT = KB_EV_PER_K * config.state.temperature_K
     t0 = time.perf_counter()
     g = gaussian_from_config(config, energy_fn, modes, kT)
     freq_thz = _write_frequencies(out_dir / "frequencies.csv", g.modes)
     result = {
         "n_atoms": n,
         "n_modes": modes.n_modes,
-        "temperature_K": config.nct.temperature_K,
+        "temperature_K": config.state.temperature_K,
         "gaussian_free_energy_eV_per_atom": g.free_energy_eV / n,
         "gaussian_free_energy_stderr_eV_per_atom": g.free_energy_stderr_eV / n,
         "gaussian_energy_eV_per_atom": g.energy_eV / n,

@@ -74,6 +74,36 @@ def plot_free_energy_comparison(
     _finish(fig, ax, path, "training step", "free energy (meV/atom)")
 
 
+def broadened_dos(energies_meV: np.ndarray, grid_meV: np.ndarray, width_meV: float) -> np.ndarray:
+    """Density of states sum_k N(E; e_k, width) / n_modes on ``grid_meV`` (Gaussian broadening of a
+    supercell's discrete Gamma-point spectrum), 1/meV, normalised to 1."""
+    x = (grid_meV[:, None] - np.asarray(energies_meV)[None, :]) / width_meV
+    return np.exp(-0.5 * x**2).sum(axis=1) / (np.sqrt(2 * np.pi) * width_meV * len(energies_meV))
+
+
+def plot_phonon_dos(path: Path, curves: dict[str, np.ndarray], width_meV: float) -> None:
+    """Broadened phonon densities of states, one curve per label (energies in meV)."""
+    top = max(float(np.max(e)) for e in curves.values())
+    grid = np.linspace(0.0, 1.15 * top + 3 * width_meV, 600)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, energies) in enumerate(curves.items()):
+        ax.plot(grid, broadened_dos(energies, grid, width_meV), color=f"C{i}", label=label)
+    ax.set_ylim(bottom=0.0)
+    _finish(fig, ax, path, f"phonon energy (meV; Gaussian broadening {width_meV:.2g} meV)", "density of states (1/meV)")
+
+
+def plot_phase_curves(path: Path, temperatures_K: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray]],
+                      ylabel: str, zero_line: bool = False) -> None:
+    """Values with error bands against temperature, one curve per phase (label -> (values, errors))."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, (values, errors)) in enumerate(curves.items()):
+        ax.plot(temperatures_K, values, "o-", ms=3, color=f"C{i}", label=label)
+        ax.fill_between(temperatures_K, values - errors, values + errors, color=f"C{i}", alpha=0.3)
+    if zero_line:
+        ax.axhline(0.0, color="k", lw=0.8)
+    _finish(fig, ax, path, "temperature (K)", ylabel)
+
+
 def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -1,0 +1,100 @@
+"""Cost of NPT against NVT per training step, of the stress evaluation, and of the spectrum.
+
+Run by hand from the repository root:
+
+    python benchmarks/npt_step.py                         # the default neon job's crystal (32 atoms, LJ)
+    python benchmarks/npt_step.py --deepmd ../shared/models/lithium/lithium_dp4.dp   # bcc Li 16 atoms, dp4
+
+Settings are the default job's (quadratic flow, 2 pairs, batch 128, chunks of 16, K = 4) on the
+harmonic basis (the cost does not depend on the basis). Each row is the median of --repeats
+jitted calls after compilation: a training step (gradient of the loss) in NVT and in NPT (the
+strain gradient adds one forward-mode derivative of the potential per sample, or per sample of
+the nct.strain_samples subset), one evaluation
+batch with the pressure and stress tensor (one ln|Psi| gradient and one strain gradient of the
+potential per sample), and one state of the excitation spectrum (a batch of local energies;
+the spectrum costs (modes + 1) of them per batch of samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import thermoflow  # noqa: F401  (float64)
+from timing import seconds
+from thermoflow.nct.loss import make_free_energy_model
+from thermoflow.nct.quadratic import make_quadratic_flow
+from thermoflow.phonons import compute_harmonic_modes
+from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
+
+
+def crystal(deepmd: Path | None):
+    if deepmd is None:
+        from ase.build import bulk
+
+        from thermoflow.potentials import make_lennard_jones_energy_fn
+
+        atoms = bulk("Ne", "fcc", a=4.464, cubic=True).repeat(2)
+        energy_fn = make_lennard_jones_energy_fn(0.0031, 2.74, 8.2, atoms.cell.array)
+        return "fcc Ne, 32 atoms, Lennard-Jones", atoms, energy_fn, 20.0
+    from ase.build import bulk
+
+    from thermoflow.potentials.deepmd import make_deepmd_energy_fn
+
+    atoms = bulk("Li", "bcc", a=(2 * 19.2) ** (1 / 3), cubic=True).repeat(2)
+    energy_fn = make_deepmd_energy_fn(deepmd, atoms.cell.array)
+    return "bcc Li, 16 atoms, lithium_dp4", atoms, energy_fn, 300.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deepmd", type=Path, default=None, help="a DP model: bcc lithium on it instead of the LJ neon crystal")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--chunk-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--strain-samples", type=int, default=16, help="nct.strain_samples of the second NPT row")
+    args = parser.parse_args()
+    name, atoms, energy_fn, temperature = crystal(args.deepmd)
+    modes = compute_harmonic_modes(energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    flow = make_quadratic_flow(modes.n_modes, 2)
+    kw = dict(kT_eV=KB_EV_PER_K * temperature, n_levels=4, batch_size=args.batch, chunk_size=args.chunk_size)
+    nvt = make_free_energy_model(energy_fn, modes, flow, **kw)
+    npt = make_free_energy_model(energy_fn, modes, flow, pressure_eV_per_A3=1.0 / GPA_PER_EV_PER_A3, **kw)
+    npt_subset = make_free_energy_model(energy_fn, modes, flow, pressure_eV_per_A3=1.0 / GPA_PER_EV_PER_A3,
+                                        strain_samples=args.strain_samples, **kw)
+    stress = make_free_energy_model(energy_fn, modes, flow, stress=True, **kw)
+    key = jax.random.PRNGKey(0)
+    rng = np.random.default_rng(0)
+    p_nvt = nvt.init(key)
+    p_nvt["flow"] = jax.tree_util.tree_map(lambda x: jnp.asarray(1e-3 * rng.normal(size=x.shape)), p_nvt["flow"])
+    p_npt = {**p_nvt, "strain": jnp.zeros(())}
+
+    def grad_of(model):
+        return jax.jit(jax.grad(lambda p, k: model.loss(p, k)[0]))
+
+    rows = [
+        ("NVT training step (loss gradient)", seconds(grad_of(nvt), p_nvt, key, repeats=args.repeats)),
+        ("NPT training step, strain from all samples", seconds(grad_of(npt), p_npt, key, repeats=args.repeats)),
+        (f"NPT training step, strain from {args.strain_samples} samples (default)", seconds(grad_of(npt_subset), p_npt, key, repeats=args.repeats)),
+        ("evaluation batch with pressure + stress tensor", seconds(jax.jit(stress.loss), p_nvt, key, repeats=args.repeats)),
+    ]
+    levels = jnp.zeros((args.batch, modes.n_modes), dtype=jnp.int32)
+    s = nvt.sample_states(p_nvt["flow"], key, levels)
+    local = jax.jit(lambda p, lv, x, k: nvt.local_energies(p, lv, x, jax.random.split(k, args.batch)))
+    rows.append(("one spectrum state (a batch of local energies)", seconds(local, p_nvt, levels, s, key, repeats=args.repeats)))
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} on {jax.default_backend()}")
+    print(f"# {name}, {modes.n_modes} modes, quadratic flow 2 pairs, batch {args.batch}, chunks of {args.chunk_size}, K = 4")
+    base = rows[0][1]
+    print(f"{'':<56} {'s':>8} {'/ NVT step':>10}")
+    for label, t in rows:
+        print(f"{label:<56} {t:8.3f} {t / base:10.2f}")
+
+
+if __name__ == "__main__":
+    main()

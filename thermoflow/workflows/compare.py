@@ -1,0 +1,244 @@
+"""Phase comparison: free energies of several crystal structures on a temperature grid, their
+differences, and where they cross. ``thermoflow compare COMPARE.toml``.
+
+A comparison file is a run config (``[potential]``, ``[nct]``, ``seed``, and ``[state]`` whose
+``pressure_GPa``, if set, makes every point NPT) plus a ``[compare]`` section::
+
+    [compare]
+    temperatures_K = [50, 100, 150, 200]
+    reference = "bcc"                 # Delta G is relative to this phase
+    [[compare.phases]]
+    name = "bcc"
+    structure = { file = "bcc.vasp", supercell = [2, 2, 2], volume_per_atom_A3 = 19.2 }
+    [[compare.phases]]
+    name = "fcc"
+    structure = { file = "fcc.vasp", supercell = [2, 2, 2], volume_per_atom_A3 = 19.2 }
+    # potential = { ... }             # optional: this phase's own potential
+
+Every (phase, temperature) point is its own run directory ``OUT/<phase>/<T>K`` written by the
+NCT workflow: a finished point is read back and skipped, an interrupted one is resumed from its
+checkpoint. The points go through an executor (:class:`LocalExecutor` here; anything with the
+same ``map`` can run them elsewhere) and the summary is made from their results.json files::
+
+    summary.csv, summary.json   G (NPT) or F (NVT) per phase and temperature with error bars,
+                                Delta G to the reference phase, crossing temperatures
+    free_energies.png, free_energy_differences.png
+
+The crossing temperature between two grid points where Delta G changes sign is the zero of the
+linear interpolation; its error bar is the standard deviation over a parametric bootstrap (every
+point's value drawn from a normal distribution with its standard error).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from thermoflow.io.atomic import atomic_write_text
+from thermoflow.workflows import plots
+from thermoflow.workflows.config import ConfigError, StructureConfig, _Strict, read_config_dict, validate_config
+
+log = logging.getLogger(__name__)
+
+
+class PhaseConfig(_Strict):
+    """One crystal structure of a comparison."""
+
+    name: str = Field(min_length=1, description="label; also the point directories' name")
+    structure: StructureConfig
+    potential: dict[str, Any] | None = Field(None, description="this phase's own [potential] (default: the shared one)")
+
+    @model_validator(mode="after")
+    def _safe_name(self):
+        if not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"phase name {self.name!r}: use letters, digits, '-' and '_' (it names a directory)")
+        return self
+
+
+class CompareSection(_Strict):
+    """The ``[compare]`` section."""
+
+    temperatures_K: list[float] = Field(min_length=1, description="temperature grid, K")
+    reference: str = Field(description="phase that Delta G is relative to")
+    phases: list[PhaseConfig] = Field(min_length=2, description="the structures compared")
+    bootstrap_samples: int = Field(2000, ge=10, description="parametric bootstrap draws for the crossing temperatures")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase names must be distinct, got {names}")
+        if self.reference not in names:
+            raise ValueError(f"compare.reference {self.reference!r} is not one of the phases {names}")
+        if any(t <= 0 for t in self.temperatures_K) or len(set(self.temperatures_K)) != len(self.temperatures_K):
+            raise ValueError("compare.temperatures_K must be distinct and > 0")
+        return self
+
+
+def load_comparison(path: Path, overrides: list[str] | None = None) -> tuple[CompareSection, dict, Path]:
+    """Read a comparison file: ``(compare section, the shared run-config dict, base directory)``.
+
+    Raises:
+        ConfigError: missing file, bad TOML, or an invalid comparison or point config (each point's
+            config is validated before anything runs).
+    """
+    from pydantic import ValidationError
+
+    from thermoflow.workflows.config import _set_dotted, parse_override
+
+    data, base = read_config_dict(path)
+    for text in overrides or []:
+        _set_dotted(data, *parse_override(text))
+    if "compare" not in data:
+        raise ConfigError(f"{path} has no [compare] section (see thermoflow/workflows/compare.py)")
+    try:
+        section = CompareSection.model_validate(data.pop("compare"))
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(['compare'] + [str(p) for p in e['loc']])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        raise ConfigError("invalid [compare] section:\n" + "\n".join(lines)) from None
+    for phase in section.phases:
+        point_config(data, phase, section.temperatures_K[0])  # fail early, naming the field
+    return section, data, base
+
+
+def point_config(shared: dict, phase: PhaseConfig, temperature_K: float):
+    """The validated run config of one (phase, temperature) point."""
+    data = json.loads(json.dumps(shared))  # a deep copy
+    data["structure"] = phase.structure.model_dump(exclude_none=True)
+    if phase.potential is not None:
+        data["potential"] = phase.potential
+    data["state"] = {**data.get("state", {}), "temperature_K": temperature_K}
+    return validate_config(data)
+
+
+class LocalExecutor:
+    """Runs the points one after another in this process (the default executor).
+
+    A cluster executor only needs the same ``map(fn, items) -> list`` with ``fn`` and the items
+    picklable (they are: the point runner is a module-level function of plain data).
+    """
+
+    def map(self, fn: Callable, items: Iterable) -> list:
+        return [fn(item) for item in items]
+
+
+def _temperature_label(t: float) -> str:
+    return f"{t:g}K"
+
+
+def run_point(point: tuple[dict, str, float, str, str]) -> dict:
+    """Run (or read back, or resume) one point: ``(shared config, phase json, T, base, out)``."""
+    from thermoflow.workflows.nct_run import run_nct
+
+    shared, phase_json, temperature, base, out = point
+    phase = PhaseConfig.model_validate_json(phase_json)
+    out = Path(out)
+    results = out / "results.json"
+    if results.is_file():
+        res = json.loads(results.read_text())
+        if res.get("completed"):
+            log.info("%s at %g K: finished, read back from %s", phase.name, temperature, out)
+            return res
+    config = point_config(shared, phase, temperature)
+    resume = (out / "checkpoints" / "state.npz").is_file()
+    log.info("%s at %g K: %s in %s", phase.name, temperature, "resuming" if resume else "running", out)
+    return run_nct(config, Path(base), out, resume=resume, progress=False, log_every=0)
+
+
+def crossing_temperatures(temperatures: np.ndarray, delta: np.ndarray, stderr: np.ndarray, *, n_bootstrap: int, seed: int = 0) -> list[dict]:
+    """Temperatures where ``delta`` (on the ascending grid ``temperatures``) changes sign.
+
+    Returns:
+        One dict per sign change: ``temperature_K`` (linear interpolation), ``stderr_K``
+        (parametric bootstrap standard deviation; draws without a crossing in the same interval are
+        dropped, and their fraction is ``bootstrap_missing_fraction``) and the bracketing
+        ``interval_K``.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in np.nonzero(np.sign(delta[:-1]) * np.sign(delta[1:]) < 0)[0]:
+        t0, t1 = temperatures[i], temperatures[i + 1]
+
+        def zero(d0, d1):
+            return t0 + (t1 - t0) * d0 / (d0 - d1)
+
+        d0 = rng.normal(delta[i], stderr[i], n_bootstrap)
+        d1 = rng.normal(delta[i + 1], stderr[i + 1], n_bootstrap)
+        ok = np.sign(d0) * np.sign(d1) < 0
+        draws = zero(d0[ok], d1[ok])
+        out.append({
+            "temperature_K": float(zero(delta[i], delta[i + 1])),
+            "stderr_K": float(draws.std(ddof=1)) if ok.sum() > 1 else None,
+            "interval_K": [float(t0), float(t1)],
+            "bootstrap_missing_fraction": float(1 - ok.mean()),
+        })
+    return out
+
+
+def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None, executor=None) -> dict:
+    """Run a phase comparison (see module docstring) and write its summary.
+
+    Returns:
+        The dictionary written to summary.json.
+
+    Raises:
+        ConfigError: an invalid comparison file.
+    """
+    section, shared, base = load_comparison(Path(path), overrides)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temps = np.array(sorted(section.temperatures_K))
+    points = [
+        (shared, phase.model_dump_json(), float(t), str(base), str(out_dir / phase.name / _temperature_label(t)))
+        for phase in section.phases for t in temps
+    ]
+    results = (executor or LocalExecutor()).map(run_point, points)
+    npt = shared.get("state", {}).get("pressure_GPa") is not None
+    key = "gibbs_free_energy" if npt else "free_energy"
+    table: dict[str, dict[str, np.ndarray]] = {}
+    for i, phase in enumerate(section.phases):
+        rows = results[i * len(temps):(i + 1) * len(temps)]
+        table[phase.name] = {
+            "value": np.array([r[f"{key}_eV_per_atom"] for r in rows]),
+            "stderr": np.array([r[f"{key}_stderr_eV_per_atom"] for r in rows]),
+            "volume": np.array([r.get("volume_A3_per_atom", np.nan) for r in rows], dtype=float),
+            "pressure": np.array([np.nan if r.get("pressure_GPa") is None else r["pressure_GPa"] for r in rows]),
+        }
+    ref = table[section.reference]
+    summary: dict[str, Any] = {
+        "quantity": f"{'G = F + P V at ' + str(shared['state']['pressure_GPa']) + ' GPa' if npt else 'F at the given structures (NVT)'}, eV/atom",
+        "reference_phase": section.reference,
+        "temperatures_K": temps.tolist(),
+        "phases": {},
+    }
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["phase", "temperature_K", f"{key}_eV_per_atom", f"{key}_stderr_eV_per_atom",
+                     "delta_eV_per_atom", "delta_stderr_eV_per_atom", "volume_A3_per_atom", "pressure_GPa"])
+    for name, row in table.items():
+        delta = row["value"] - ref["value"]
+        delta_err = np.zeros_like(delta) if name == section.reference else np.hypot(row["stderr"], ref["stderr"])
+        entry = {"value_eV_per_atom": row["value"].tolist(), "stderr_eV_per_atom": row["stderr"].tolist(),
+                 "delta_eV_per_atom": delta.tolist(), "delta_stderr_eV_per_atom": delta_err.tolist()}
+        if name != section.reference:
+            entry["crossings"] = crossing_temperatures(temps, delta, delta_err, n_bootstrap=section.bootstrap_samples)
+        summary["phases"][name] = entry
+        for j, t in enumerate(temps):
+            writer.writerow([name, t, row["value"][j], row["stderr"][j], delta[j], delta_err[j], row["volume"][j], row["pressure"][j]])
+    atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    label = "G" if npt else "F"
+    plots.plot_phase_curves(out_dir / "free_energies.png", temps,
+                            {n: (r["value"] * 1e3, r["stderr"] * 1e3) for n, r in table.items()}, f"{label} (meV/atom)")
+    plots.plot_phase_curves(out_dir / "free_energy_differences.png", temps,
+                            {n: (np.asarray(e["delta_eV_per_atom"]) * 1e3, np.asarray(e["delta_stderr_eV_per_atom"]) * 1e3)
+                             for n, e in summary["phases"].items() if n != section.reference},
+                            f"{label} - {label}({section.reference}) (meV/atom)", zero_line=True)
+    return summary
