@@ -72,10 +72,15 @@ def xla_temp_gb(fn, *args) -> float:
 
 
 def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K: float, freeze_flow: bool, chunk_size: int | None,
-          n_layers: int, hidden: int, n_levels: int) -> dict:
+          n_layers: int, hidden: int, n_levels: int, compress: bool = False) -> dict:
     atoms = scale_to_volume(make_supercell(read_structure(SHARED / "structures/lithium/bcc.vasp"), (repeat,) * 3), 19.2)
     n = len(atoms)
-    energy_fn = make_deepmd_energy_fn(model_path, atoms.cell.array, type_map_symbols=atoms.get_chemical_symbols())
+    if compress:
+        from thermoflow.potentials.deepmd_compress import make_compressed_deepmd_energy_fn
+
+        energy_fn = make_compressed_deepmd_energy_fn(model_path, atoms.cell.array, type_map_symbols=atoms.get_chemical_symbols())
+    else:
+        energy_fn = make_deepmd_energy_fn(model_path, atoms.cell.array, type_map_symbols=atoms.get_chemical_symbols())
     t0 = time.perf_counter()
     modes = compute_harmonic_modes(energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
     hessian_s = time.perf_counter() - t0
@@ -134,17 +139,19 @@ def main() -> None:
     parser.add_argument("--n-layers", type=int, default=4, help="coupling layers of the flow")
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of each coupling conditioner")
     parser.add_argument("--levels", type=int, default=4, help="harmonic-oscillator levels K per mode")
+    parser.add_argument("--compress", action="store_true", help="tabulated embedding networks (potential.compress = true)")
     args = parser.parse_args()
     if not args.model.is_file():
         sys.exit(f"model not found: {args.model} (the benchmark reads ../shared/models/lithium)")
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"JAX {jax.__version__} on {jax.default_backend()}; Python {platform.python_version()}")
     print(f"# lithium bcc at 19.2 A^3/atom, {args.model.name}, batch {args.batch}, flow {args.n_layers} layers x {args.hidden} hidden, "
-          f"K = {args.levels} levels, laplacian folx, freeze_flow={args.freeze_flow}, chunk_size={args.chunk_size}; "
+          f"K = {args.levels} levels, laplacian folx, freeze_flow={args.freeze_flow}, chunk_size={args.chunk_size}, "
+          f"compress={args.compress}; "
           f"medians of {args.repeats} calls after compilation")
     for rep in args.supercells:
         res = bench(args.model, rep, args.batch, args.repeats, args.temperature_K, args.freeze_flow, args.chunk_size,
-                    args.n_layers, args.hidden, args.levels)
+                    args.n_layers, args.hidden, args.levels, args.compress)
         print(f"\n## bcc {rep}x{rep}x{rep}: {res['n_atoms']} atoms, {res['n_modes']} modes "
               f"(Hessian by autodiff {res['hessian_s']:.1f} s; process peak RSS so far {res['peak_rss_GB']:.2f} GB; "
               f"XLA temporaries of the train step {res['memory']['train step']:.2f} GB)")

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from thermoflow.cli.main import app
 from thermoflow.io import checkpoint
 
-TINY = ["--set", "structure.supercell=[1,1,1]", "--set", "nct.steps=4", "--set", "nct.batch_size=8",
+TINY = ["--set", "structure.supercell=[1,1,1]", "--set", "nct.steps=8", "--set", "nct.batch_size=8",
         "--set", "nct.flow.hidden=4", "--set", "nct.flow.n_layers=2", "--set", "nct.n_levels=2",
         "--set", "nct.reference.kind='harmonic'", "--set", "nct.eval_batches=2"]
 

@@ -14,7 +14,7 @@ from thermoflow.workflows.compare import crossing_temperatures, run_compare
 from thermoflow.workflows.config import ConfigError
 
 MASS, SPRINGS, STATIC = 6.94, {"stiff": 2.0, "soft": 1.0}, {"stiff": 0.0, "soft": 0.018}
-TEMPERATURES = [60.0, 120.0, 150.0, 210.0]
+TEMPERATURES = [60.0, 120.0, 150.0]
 
 COMPARE = """
 seed = 0

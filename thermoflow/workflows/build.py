@@ -59,6 +59,11 @@ def build_potential(config: RunConfig, atoms: Atoms, base: Path) -> EnergyFn:
         path = resolve_path(base, pot.model)
         if not path.is_file():
             raise FileNotFoundError(f"potential.model not found: {path} (set it in the config or with --set potential.model=PATH)")
+        if pot.compress:
+            from thermoflow.potentials.deepmd_compress import make_compressed_deepmd_energy_fn
+
+            return make_compressed_deepmd_energy_fn(path, cell, min_distance_A=pot.compress_min_distance_A,
+                                                    type_map_symbols=atoms.get_chemical_symbols(), skin=pot.skin_A)
         return make_deepmd_energy_fn(path, cell, type_map_symbols=atoms.get_chemical_symbols(), skin=pot.skin_A)
     if pot.kind == "ase":
         from thermoflow.potentials.ase_bridge import load_calculator_factory, make_ase_energy_fn
