@@ -195,16 +195,18 @@ def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     temps = np.array(sorted(section.temperatures_K))
+    # temperature-major: an interrupted comparison has every phase at its first temperatures
     points = [
         (shared, phase.model_dump_json(), float(t), str(base), str(out_dir / phase.name / _temperature_label(t)))
-        for phase in section.phases for t in temps
+        for t in temps for phase in section.phases
     ]
     results = (executor or LocalExecutor()).map(run_point, points)
+    n_phases = len(section.phases)
     npt = shared.get("state", {}).get("pressure_GPa") is not None
     key = "gibbs_free_energy" if npt else "free_energy"
     table: dict[str, dict[str, np.ndarray]] = {}
     for i, phase in enumerate(section.phases):
-        rows = results[i * len(temps):(i + 1) * len(temps)]
+        rows = results[i::n_phases]
         table[phase.name] = {
             "value": np.array([r[f"{key}_eV_per_atom"] for r in rows]),
             "stderr": np.array([r[f"{key}_stderr_eV_per_atom"] for r in rows]),
