@@ -145,7 +145,8 @@ def make_free_energy_model(
             than a few per cent recompute the basis at the new cell.
         strain_samples: NPT: the potential's strain derivative from only this many of the
             batch's samples (unbiased, noisier; the derivative costs more than an energy on a
-            Deep Potential, see benchmarks/npt_step.py). None: all; with ``stress`` always all.
+            Deep Potential, see benchmarks/npt_step.py). None: all. With ``stress`` the virial of
+            every sample gives it instead (no second strain derivative).
 
     Raises:
         ValueError: for batch_size < 2, a chunk_size < 1, or a flow of the wrong dimension.
@@ -169,7 +170,7 @@ def make_free_energy_model(
     logits0 = occupations.harmonic_logits(np.asarray(modes.phonon_energies_eV), kT_eV, n_levels)
 
     npt = pressure_eV_per_A3 is not None
-    n_strain = batch_size if (strain_samples is None or stress) else min(max(strain_samples, 2), batch_size)
+    n_strain = batch_size if strain_samples is None else min(max(strain_samples, 2), batch_size)
     volume = float(abs(np.linalg.det(np.asarray(modes.cell))))
 
     def init(key):
@@ -261,24 +262,28 @@ def make_free_energy_model(
         }
         strained_volume = volume * scale**3
         kinetic_cv = jnp.mean(kin - excitation) + h0  # kinetic energy with the whole control variate
+        if stress:
+            pi, w = batched(lambda fp, lv, x, _: tensors(fp, scale, lv, x), frozen_params["flow"], levels, s, keys)
+            pi, w = jnp.mean(pi, axis=0), jnp.mean(w, axis=0)
+            metrics["kinetic_stress"] = -pi / strained_volume
+            metrics["stress"] = -(pi + w) / strained_volume
+            if not npt:  # the strain derivative of the energy estimator
+                metrics["pressure"] = (2.0 * kinetic_cv + jnp.trace(w)) / (3.0 * strained_volume)
         if npt:
-            # exact derivative of the F estimator along the strain (samples fixed in scaled coordinates)
-            # (the potential's part from the first n_strain samples: an unbiased subset, they are iid)
-            dpot = batched(potential_strain_derivative, frozen_params, levels[:n_strain], s[:n_strain], keys[:n_strain])
-            d_free_energy = -2.0 * kinetic_cv / scale + jnp.mean(dpot)
+            # exact derivative of the F estimator along the strain (samples fixed in scaled
+            # coordinates). dV/d(strain) = -tr(W) / scale: from the virial when it is computed,
+            # else by forward mode on the first n_strain samples (an unbiased subset: iid samples)
+            if stress:
+                mean_dpot = -jnp.trace(w) / scale
+            else:
+                mean_dpot = jnp.mean(batched(potential_strain_derivative, frozen_params, levels[:n_strain], s[:n_strain], keys[:n_strain]))
+            d_free_energy = -2.0 * kinetic_cv / scale + mean_dpot
             gibbs_volume = pressure_eV_per_A3 * volume * (1.0 + params["strain"]) ** 3
             surrogate = surrogate + params["strain"] * jax.lax.stop_gradient(d_free_energy) + gibbs_volume
             metrics["pressure"] = -d_free_energy / (3.0 * volume * scale**2)
             metrics["gibbs_free_energy"] = free_energy + pressure_eV_per_A3 * strained_volume
             metrics["volume"] = strained_volume
             metrics["strain"] = frozen_params["strain"]
-        if stress:
-            pi, w = batched(lambda fp, lv, x, _: tensors(fp, scale, lv, x), frozen_params["flow"], levels, s, keys)
-            pi, w = jnp.mean(pi, axis=0), jnp.mean(w, axis=0)
-            if not npt:  # the strain derivative of the energy estimator
-                metrics["pressure"] = (2.0 * kinetic_cv + jnp.trace(w)) / (3.0 * strained_volume)
-            metrics["kinetic_stress"] = -pi / strained_volume
-            metrics["stress"] = -(pi + w) / strained_volume
         return surrogate, metrics
 
     return FreeEnergyModel(

@@ -161,6 +161,13 @@ def tabulate(network: Callable[[jax.Array], jax.Array], lo: float, hi: float, *,
         return EmbeddingTable(float(lo), float(width), offsets, counts, np.concatenate(blocks), worst)
 
 
+@dataclasses.dataclass(frozen=True)
+class _TabulatedNetwork:
+    """Stands in for one embedding network: ``call(x)``."""
+
+    call: EmbeddingTable
+
+
 class _TabulatedCollection:
     """Stands in for a descriptor's ``embeddings`` network collection: ``[idx].call(x)``."""
 
@@ -169,13 +176,7 @@ class _TabulatedCollection:
         self._tables = tables
 
     def __getitem__(self, index):
-        table = self._tables[tuple(index) if isinstance(index, (tuple, list)) else (index,)]
-        return type("TabulatedNetwork", (), {"call": staticmethod(table)})()
-
-
-def _s_max(min_distance_A: float) -> float:
-    # s(r) = sw(r) / r with 0 <= sw <= 1
-    return 1.0 / min_distance_A
+        return _TabulatedNetwork(self._tables[tuple(index) if isinstance(index, (tuple, list)) else (index,)])
 
 
 def compress_descriptors(model: Any, *, min_distance_A: float = 1.2, tolerance: float = 1e-9) -> dict[str, Any]:
@@ -199,7 +200,7 @@ def compress_descriptors(model: Any, *, min_distance_A: float = 1.2, tolerance: 
         name = type(part).__name__
         davg = np.asarray(part.davg).reshape(-1, 4)
         dstd = np.asarray(part.dstd).reshape(-1, 4)
-        s_max = _s_max(min_distance_A)
+        s_max = 1.0 / min_distance_A  # s(r) = sw(r) / r with 0 <= sw <= 1
         collection = part.embeddings
         indices = [tuple(i) if isinstance(i, tuple) else (i,) for i in _indices(collection)]
         if name == "DescrptSeA":
