@@ -14,6 +14,8 @@ KB_EV_PER_K: float = float(_ase.kB)
 HBAR_EV: float = float(_ase._hbar * _ase.J * _ase.s)
 #: One femtosecond in ASE time units.
 ASE_TIME_PER_FS: float = float(_ase.fs)
+#: One picosecond in ASE time units (MD timesteps, frictions per ps and frequencies in THz).
+ASE_TIME_PER_PS: float = 1000.0 * ASE_TIME_PER_FS
 #: Conversion of a pressure in eV / A^3 to GPa.
 GPA_PER_EV_PER_A3: float = float(1.0 / _ase.GPa)
 #: meV per eV.
@@ -22,7 +24,12 @@ MEV_PER_EV: float = 1000.0
 
 def omega_to_thz(omega):
     """Angular frequency (rad / ASE time) -> ordinary frequency in THz (cycles / ps)."""
-    return omega * ASE_TIME_PER_FS * 1000.0 / (2.0 * 3.141592653589793)
+    return omega * ASE_TIME_PER_PS / (2.0 * 3.141592653589793)
+
+
+def thz_to_omega(frequency_thz):
+    """Ordinary frequency in THz (cycles / ps) -> angular frequency (rad / ASE time)."""
+    return frequency_thz * 2.0 * 3.141592653589793 / ASE_TIME_PER_PS
 
 
 def omega_to_mev(omega):

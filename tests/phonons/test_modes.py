@@ -93,3 +93,36 @@ def test_noisy_hessian_keeps_translations_out(noise):
     assert noisy.n_modes == 3 * len(pos) - 3 and noisy.n_translations_removed == 3
     assert not noisy.imaginary.any()
     np.testing.assert_allclose(noisy.omega, clean.omega, rtol=200 * noise)
+
+
+def test_aligned_modes_follow_their_predecessors_after_a_strain():
+    """fcc LJ 2x2x2 (many degenerate shells): modes at a 0.5 % isotropic strain, returned by eigh in
+    an arbitrary basis of each degenerate subspace (here: rotated at random), overlap their
+    unstrained predecessors by >= 0.99 after the alignment, and stay eigenvectors."""
+    from thermoflow.phonons.modes import align_modes, degenerate_subspaces, dynamical_matrix
+
+    unit = build_lattice("Ne", "fcc", a_A=4.464)
+    pos, cell, masses = to_arrays(make_supercell(unit, (2, 2, 2)))
+    old = compute_harmonic_modes(make_lennard_jones_energy_fn(EPS, SIGMA, RC, cell), pos, cell, masses)
+    s = 1.005
+    fn = make_lennard_jones_energy_fn(EPS, SIGMA, RC, cell * s)
+    new = compute_harmonic_modes(fn, pos * s, cell * s, masses)
+    groups = degenerate_subspaces(new.omega)
+    assert max(len(g) for g in groups) >= 3  # the test needs degenerate subspaces
+    rng = np.random.default_rng(0)
+    scrambled = np.array(new.modes)
+    for g in groups:  # what eigh may return: any orthonormal basis of each subspace, any signs
+        q, _ = np.linalg.qr(rng.normal(size=(len(g), len(g))))
+        scrambled[:, g] = new.modes[:, g] @ q
+    scrambled_modes = type(new)(**{**new.__dict__, "modes": scrambled})
+    overlap_before = np.abs(np.sum(scrambled * old.modes, axis=0))
+    assert overlap_before.min() < 0.9  # scrambled: some modes are not their predecessors
+
+    aligned = align_modes(scrambled_modes, old)
+    overlap = np.abs(np.sum(aligned.modes * old.modes, axis=0))
+    print("min overlap before", overlap_before.min(), "after", overlap.min())
+    assert overlap.min() >= 0.99
+    np.testing.assert_allclose(np.sort(aligned.omega), new.omega)
+    dyn = dynamical_matrix(np.asarray(hessian(fn, jnp.asarray(pos * s), jnp.asarray(cell * s))), masses)
+    np.testing.assert_allclose(dyn @ aligned.modes, aligned.modes * aligned.omega**2, atol=1e-9 * np.max(aligned.omega**2))
+    np.testing.assert_allclose(aligned.modes.T @ aligned.modes, np.eye(new.n_modes), atol=1e-12)

@@ -9,6 +9,7 @@ import scipy.optimize
 from typer.testing import CliRunner
 
 from thermoflow.cli.main import app
+from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import HBAR_EV, KB_EV_PER_K
 from thermoflow.workflows.compare import crossing_temperatures, run_compare
 from thermoflow.workflows.config import ConfigError
@@ -30,13 +31,17 @@ steps = 8
 eval_batches = 2
 freeze_flow = true
 [nct.reference]
-kind = "harmonic"
+kind = "scha"
+n_samples = 64
+iterations = 6
+eval_samples = 64
 [nct.flow]
 n_layers = 1
 hidden = 4
 [compare]
 temperatures_K = {temps}
 reference = "stiff"
+warm_start_iterations = 2
 {phases}
 """
 
@@ -61,6 +66,12 @@ def write(tmp_path, phases=None, temps=TEMPERATURES):
 
 
 def test_two_einstein_phases_cross_where_the_analytic_free_energies_do(tmp_path, caplog):
+    """Harmonic "phases" with the self-consistent Gaussian basis (exact here): analytic F and
+    crossing; each temperature after the first starts its Gaussian from the same phase's stored
+    Gaussian at the previous temperature (compare.warm_start_iterations); the NCT entropy equals
+    the harmonic one."""
+    import tomllib
+
     path = write(tmp_path)
     summary = run_compare(path, tmp_path / "out")
     temps = np.array(TEMPERATURES)
@@ -77,8 +88,26 @@ def test_two_einstein_phases_cross_where_the_analytic_free_energies_do(tmp_path,
     assert crossing["temperature_K"] == pytest.approx(interpolated, abs=1e-4)
     assert abs(crossing["temperature_K"] - t_exact) < 2.0  # grid interpolation error
     assert crossing["stderr_K"] < 1e-6  # zero-variance free energies of harmonic states
-    for name in ("summary.csv", "summary.json", "free_energies.png", "free_energy_differences.png", "soft/150K/results.json"):
+    for name in ("summary.csv", "summary.json", "free_energies.png", "free_energy_differences.png", "entropies.png", "soft/150K/results.json"):
         assert (tmp_path / "out" / name).is_file()
+    for name in SPRINGS:
+        references = [tomllib.loads((tmp_path / "out" / name / f"{t:g}K" / "config.resolved.toml").read_text())["nct"]["reference"]
+                      for t in TEMPERATURES]
+        assert "start" not in references[0] and references[0]["iterations"] == 6
+        for previous, ref in zip(TEMPERATURES, references[1:]):
+            assert ref["start"] == str((tmp_path / "out" / name / f"{previous:g}K" / "gaussian_reference.npz").resolve())
+            assert ref["iterations"] == 2
+        entry = summary["phases"][name]
+        w = HBAR_EV * np.sqrt(SPRINGS[name] / MASS)
+        truncated = [harmonic_thermodynamics(np.full(3, w), KB_EV_PER_K * t, 20).entropy_kB for t in TEMPERATURES]  # nct.n_levels
+        # F is stationary at the optimum, S is not: Adam moves the logits by ~lr per step even on
+        # round-off gradients, 8 steps change S by up to ~4e-5 relative
+        np.testing.assert_allclose(entry["entropy_kB_per_atom"], truncated, rtol=1e-4)
+        np.testing.assert_allclose(entry["harmonic_entropy_kB_per_atom"], [harmonic_thermodynamics(np.full(3, w), KB_EV_PER_K * t).entropy_kB for t in TEMPERATURES], rtol=1e-12)
+        # -T (S - S_harm): only the level truncation here
+        expected = -KB_EV_PER_K * np.array(TEMPERATURES) * (np.array(entry["entropy_kB_per_atom"]) - entry["harmonic_entropy_kB_per_atom"]) * 1e3
+        np.testing.assert_allclose(entry["anharmonic_entropy_term_meV_per_atom"], expected, rtol=1e-9)
+        assert np.all(np.abs(expected) < 1e-3)
     # a second invocation reads the finished points back instead of rerunning them
     caplog.set_level(logging.INFO)
     again = run_compare(path, tmp_path / "out")
@@ -102,3 +131,4 @@ def test_invalid_comparison_names_the_field(tmp_path):
         run_compare(tmp_path / "bad.toml", tmp_path / "out")
     result = CliRunner().invoke(app, ["compare", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o2")])
     assert result.exit_code != 0 and "compare.reference" in result.output
+

@@ -35,7 +35,7 @@ def _rows(path):
         return [{k: row[k] for k in PHYSICS_COLUMNS} for row in csv.DictReader(fh)]
 
 
-@pytest.mark.parametrize("flow", ["quadratic", "realnvp"])
+@pytest.mark.parametrize("flow", ["quadratic", pytest.param("realnvp", marks=pytest.mark.slow)])
 def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
     cfg, base = load_config(None, TINY + [f"nct.flow.kind={flow}"])
     full = run_nct(cfg, base, tmp_path / "full", progress=False)

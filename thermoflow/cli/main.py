@@ -56,11 +56,11 @@ def _user_errors():
         raise typer.Exit(1) from None
 
 
-def _load(config: Optional[Path], overrides: list[str]):
-    from thermoflow.workflows.config import ConfigError, load_config
+def _load(config: Optional[Path], overrides: list[str], model=None):
+    from thermoflow.workflows.config import ConfigError, RunConfig, load_config
 
     try:
-        return load_config(config, overrides)
+        return load_config(config, overrides, model or RunConfig)
     except ConfigError as exc:
         if _STATE["debug"]:
             raise
@@ -71,6 +71,15 @@ def _load(config: Optional[Path], overrides: list[str]):
 def _default_out(config: Optional[Path], kind: str) -> Path:
     stem = config.stem if config is not None else "default"
     return Path("runs") / f"{stem}-{kind}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _load_run(config: Path, overrides: list[str], model, out: Optional[Path], resume: bool, kind: str):
+    """``(config, base, run directory)`` of a resumable command (md, ti); ``--resume`` needs ``--out``."""
+    cfg, base = _load(config, overrides, model)
+    if resume and out is None:
+        console.print("[red]error:[/] --resume needs --out DIR (the run directory to continue)")
+        raise typer.Exit(2)
+    return cfg, base, out or _default_out(config, kind)
 
 
 @app.command()
@@ -145,7 +154,7 @@ def scha(config: Optional[Path] = _CONFIG_ARG, out: Optional[Path] = _OUT_OPT, o
 
 @app.command()
 def compare(
-    config: Path = typer.Argument(..., help="comparison file: a run config plus a [compare] section"),
+    config: Path = typer.Argument(..., help="comparison file: a run config plus a \\[compare] section"),
     out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: runs/<config>-compare-<time>); rerun with the same --out to skip finished points and resume the rest"),
     overrides: list[str] = _SET_OPT,
 ) -> None:
@@ -187,6 +196,96 @@ def spectrum(
     with _user_errors():
         res = run_spectrum(run_dir, n_samples=samples, seed=seed, batch_size=batch, base=base)
     _print_dict(f"anharmonic phonon spectrum, {res['n_atoms']} atoms, {res['n_modes']} modes", res, run_dir)
+
+
+@app.command()
+def structure(
+    run_dir: Path = typer.Argument(..., help="a finished NCT run directory"),
+    samples: int = typer.Option(256, "--samples", min=2, help="exact configurations drawn from the trained state for g(r)"),
+    quench: int = typer.Option(8, "--quench", min=0, help="how many of them to quench (local minimisation) for space groups"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed"),
+    r_max: Optional[float] = typer.Option(None, "--r-max", min=0.1, help="largest g(r) distance, A (default: 2.5 nearest-neighbour distances)"),
+    symprec: float = typer.Option(1e-2, "--symprec", min=1e-6, help="spglib distance tolerance, A"),
+    base: Optional[Path] = typer.Option(None, "--base", help="directory the run config's file names are relative to (default: recorded in the run)"),
+) -> None:
+    """Structure of a trained run: g(r), quenched samples, space groups, Wyckoff x (cI16)."""
+    _setup_logging()
+    from thermoflow.workflows.structure_run import run_structure
+
+    with _user_errors():
+        res = run_structure(run_dir, n_samples=samples, n_quench=quench, seed=seed, r_max_A=r_max, symprec_A=symprec, base=base)
+    shown = {}
+    for key, value in res.items():  # one level of nesting as dotted keys; the per-sample list stays in the file
+        if key not in ("quenched", "method", "quench"):
+            shown.update({f"{key}.{k}": v for k, v in value.items() if k != "experiment"} if isinstance(value, dict) else {key: value})
+    _print_dict(f"structure of the trained state, {res['n_atoms']} atoms, {res['n_samples']} samples", shown, run_dir)
+
+
+@app.command()
+def md(
+    config: Path = typer.Argument(..., help="MD config: seed and the state, structure, potential and md sections"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/<config>-md-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    overrides: list[str] = _SET_OPT,
+    log_every: int = typer.Option(0, "--log-every", min=0, help="steps between progress lines (0: about 20 lines per run)"),
+) -> None:
+    """Molecular dynamics: NVE, classical Langevin, quantum thermal bath (qtb) or adaptive QTB (adqtb)."""
+    _setup_logging()
+    from thermoflow.workflows.md_config import MDRunConfig
+
+    cfg, base, out = _load_run(config, overrides, MDRunConfig, out, resume, "md")
+    from thermoflow.workflows.md_run import run_md
+
+    with _user_errors():
+        res = run_md(cfg, base, out, resume=resume, log_every=log_every)
+    _print_dict(f"molecular dynamics, {res['n_atoms']} atoms, {res['ensemble']} {res['thermostat'] or ''}", res, out)
+
+
+@app.command()
+def ti(
+    config: Path = typer.Argument(..., help="TI config: seed and the state, structure, potential and ti sections"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/<config>-ti-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="read back the finished lambda nodes in --out and run the rest"),
+    overrides: list[str] = _SET_OPT,
+) -> None:
+    """Classical free energy by thermodynamic integration from the harmonic (or Einstein) crystal, Langevin MD."""
+    _setup_logging()
+    from thermoflow.workflows.ti_config import TIRunConfig
+
+    cfg, base, out = _load_run(config, overrides, TIRunConfig, out, resume, "ti")
+    from thermoflow.workflows.ti_run import run_ti
+
+    with _user_errors():
+        res = run_ti(cfg, base, out, resume=resume)
+    _print_dict(f"thermodynamic integration, {res['n_atoms']} atoms, {res['reference']} reference", res, out)
+
+
+@app.command()
+def analyze(
+    path: Path = typer.Argument(..., help="a thermoflow md run directory, or an extxyz trajectory"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: RUN_DIR/analysis, or <file stem>_analysis)"),
+    skip: int = typer.Option(0, "--skip", min=0, help="frames dropped at the start (equilibration)"),
+    every: int = typer.Option(1, "--every", min=1, help="keep every K-th frame"),
+    fit_window: Optional[tuple[float, float]] = typer.Option(None, "--fit-window", help="START END of the MSD fit for D, ps (default: 20-80 percent of a block)"),
+    blocks: int = typer.Option(5, "--blocks", min=2, help="independent blocks for the error bar of D"),
+    r_max: Optional[float] = typer.Option(None, "--r-max", min=0.1, help="largest g(r) distance, A (default: 2.5 nearest-neighbour distances)"),
+    timestep_fs: Optional[float] = typer.Option(None, "--timestep-fs", min=0.0, help="MD timestep, fs (a bare file; frames' step x this is their time)"),
+    origins: int = typer.Option(8, "--origins", min=1, help="time origins of the permutation-reordered MSD'"),
+    rdf_frames: int = typer.Option(100, "--rdf-frames", min=1, help="g(r) from at most this many frames, evenly spaced"),
+) -> None:
+    """Trajectory analysis: MSD, D, permutation-reordered MSD', VACF, vibrational DOS, g(r)."""
+    _setup_logging()
+    from thermoflow.workflows.analyze_run import run_analyze
+
+    with _user_errors():
+        res = run_analyze(path, out, timestep_fs=timestep_fs, skip=skip, every=every, fit_window_ps=fit_window, n_blocks=blocks,
+                          r_max_A=r_max, n_origins=origins, rdf_frames=rdf_frames)
+    shown = {k: v for k, v in res.items() if not isinstance(v, dict) and k != "method"}
+    for s, d in res["diffusion"].items():
+        shown[f"D {s} (A^2/ps)"] = f"{d['D_A2_per_ps']:.4g} +- {d['D_stderr_A2_per_ps']:.2g}"
+        shown[f"D {s} (cm^2/s)"] = f"{d['D_cm2_per_s']:.4g} +- {d['D_stderr_cm2_per_s']:.2g}"
+        shown[f"MSD' {s} in the window (A^2)"] = res["msd_reordered_in_fit_window_A2"][s]
+    _print_dict(f"trajectory analysis, {res['n_atoms']} atoms, {res['n_frames']} frames", shown, res.get("output", path))
 
 
 def _analysis(config: Optional[Path], out: Optional[Path], overrides: list[str], kind: str, title) -> None:

@@ -25,8 +25,30 @@ the ground-state median, bias the occupation gradient and overpopulate excited s
 Reported energies are never clipped.
 Samples are exact and independent (see :mod:`thermoflow.nct.wavefunction`).
 
+Autoregressive occupations (``occupations="autoregressive"``, a VAN). Neither S nor <H0> is
+analytic any more; everything comes from the batch's own samples, without bias:
+
+* free energy: the mean of the local free energy f = E_loc + kT ln p_n (the VAN estimator). At
+  the Boltzmann distribution of the states' energies kT ln p_n = -E_n - kT ln Z, so f varies
+  only within a state: the sampled entropy cancels the spread of energies between states that
+  the exact <H0> removes in the product option, and at the start (the harmonic product
+  spectrum) on a harmonic crystal F is exact with zero variance, as there;
+* occupation gradient: d/dphi F = E[(f - b) d ln p_n / dphi] (REINFORCE for energy and entropy
+  together, :func:`thermoflow.nct.occupations.free_energy_surrogate`), with the clipped residual
+  r plus H0(n) as the energy; the flow gradient keeps the residual r as above;
+* energy: <H0> becomes the sample mean of its conditional expectation
+  h(n) = sum_k hbar omega_k E[n_k | n_<k] (tower property: E_p[h] = <H0> for any p), from the
+  conditionals that also give ln p_n, so E = mean(r + h) stays free of the spread of H0 between states; for the
+  product spectrum h(n) is the exact <H0> itself. The entropy is then (E - F)/kT, whose
+  per-sample value -ln p_n - (H0(n) - h(n))/kT is -ln p_n with the zero-mean control variate
+  H0 - h: unbiased, F = E - kT S within each batch, and exact at the start on a harmonic crystal.
+
+Cost: a network pass per sample for ln p_n (with its gradient) and for h(n), plus D sequential
+steps for the ancestral samples (each O(batch x hidden x K)): small next to the local energies.
+
 References: Q. Zhang et al., Phys. Rev. Lett. 134, 246101 (2025), arXiv:2409.09813;
-R. J. Williams, Mach. Learn. 8, 229 (1992), doi:10.1007/BF00992696 (REINFORCE).
+R. J. Williams, Mach. Learn. 8, 229 (1992), doi:10.1007/BF00992696 (REINFORCE); D. Wu, L. Wang,
+P. Zhang, Phys. Rev. Lett. 122, 080602 (2019), doi:10.1103/PhysRevLett.122.080602 (VAN).
 """
 
 from __future__ import annotations
@@ -38,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thermoflow.nct import occupations
+from thermoflow.nct.occupations import OccupationModel, baseline_weights, conditional_mean_levels, free_energy_surrogate, make_occupations
 from thermoflow.nct.flow import Flow
 from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_jet_kinetic_energy, make_kinetic_energy, make_kinetic_stress
 from thermoflow.nct.wavefunction import make_log_psi, make_sampler
@@ -51,7 +73,9 @@ class FreeEnergyModel:
     """Everything the NCT loss needs, as pure functions of ``params``.
 
     Attributes:
-        init: ``init(key) -> params`` with ``params = {"flow": ..., "logits": (D, K)}``.
+        init: ``init(key) -> params`` with ``params = {"flow": ..., "logits": (D, K)}`` (product
+            spectrum) or ``{"flow": ..., "occupations": {...}}`` (autoregressive), plus
+            ``"strain"`` (NPT).
         loss: ``loss(params, key) -> (surrogate, metrics)``; ``jax.grad`` of the surrogate is
             the free-energy gradient estimator; ``metrics`` hold batch means (eV, total).
         local_energy: ``(params, levels (D,), s (D,), key) -> (kinetic, potential)`` eV.
@@ -65,6 +89,10 @@ class FreeEnergyModel:
         phonon_energies_eV: (D,) hbar omega_k of the basis.
         kT_eV: thermal energy.
         n_levels: K.
+        configuration: ``(params, s (D,)) -> (positions (N, 3) A, cell (3, 3) A)``, the nuclear
+            configuration of mode coordinates s: R0 + B s (B = ``modes.displacement_matrix()``),
+            positions and cell scaled by 1 + the isotropic strain of an NPT model.
+        occupations: the occupation model (its parameters are ``params[occupations.param_name]``).
     """
 
     init: Callable
@@ -77,6 +105,8 @@ class FreeEnergyModel:
     phonon_energies_eV: np.ndarray
     kT_eV: float
     n_levels: int
+    configuration: Callable | None = None
+    occupations: OccupationModel | None = None
 
 
 def robust_clip(x: jax.Array, width: float) -> jax.Array:
@@ -101,6 +131,8 @@ def make_free_energy_model(
     stress: bool = False,
     pressure_eV_per_A3: float | None = None,
     strain_samples: int | None = None,
+    occupations: str = "product",
+    occupation_hidden: int = 64,
 ) -> FreeEnergyModel:
     """Build the NCT free-energy loss for a crystal (see module docstring).
 
@@ -147,9 +179,14 @@ def make_free_energy_model(
             batch's samples (unbiased, noisier; the derivative costs more than an energy on a
             Deep Potential, see benchmarks/npt_step.py). None: all. With ``stress`` the virial of
             every sample gives it instead (no second strain derivative).
+        occupations: ``"product"`` (exact entropy and <H0>) or ``"autoregressive"`` (a VAN over
+            the modes' levels, estimators in the module docstring); both start at the harmonic
+            Boltzmann occupations of the basis (:func:`thermoflow.nct.occupations.make_occupations`).
+        occupation_hidden: hidden units of the autoregressive network.
 
     Raises:
-        ValueError: for batch_size < 2, a chunk_size < 1, or a flow of the wrong dimension.
+        ValueError: for batch_size < 2, a chunk_size < 1, a flow of the wrong dimension, or an
+            unknown occupation model.
     """
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2 (the baseline needs two samples)")
@@ -167,14 +204,14 @@ def make_free_energy_model(
         kinetic_fn = make_jet_kinetic_energy(flow, n_levels, eps)
     else:
         kinetic_fn = make_kinetic_energy(log_psi, eps, "folx" if laplacian == "auto" else laplacian)
-    logits0 = occupations.harmonic_logits(np.asarray(modes.phonon_energies_eV), kT_eV, n_levels)
+    occ = make_occupations(occupations, np.asarray(modes.phonon_energies_eV), kT_eV, n_levels, n_hidden=occupation_hidden)
 
     npt = pressure_eV_per_A3 is not None
     n_strain = batch_size if strain_samples is None else min(max(strain_samples, 2), batch_size)
     volume = float(abs(np.linalg.det(np.asarray(modes.cell))))
 
     def init(key):
-        params = {"flow": flow.init(key), "logits": logits0}
+        params = {"flow": flow.init(key), occ.param_name: occ.init(key)}
         if npt:
             params["strain"] = jnp.zeros(())
         return params
@@ -222,7 +259,7 @@ def make_free_energy_model(
 
     def sample(params, key, n_samples):
         k_levels, k_s = jax.random.split(key)
-        levels = occupations.sample_levels(k_levels, params["logits"], n_samples)
+        levels = occ.sample(params[occ.param_name], k_levels, n_samples)
         return levels, sample_s(params["flow"], k_s, levels)
 
     def loss(params, key):
@@ -241,23 +278,36 @@ def make_free_energy_model(
         excitation = levels @ eps / scale**2
         residual = e_loc - excitation
         r_used = robust_clip(residual, clip_width) if clip_width > 0 else residual
-        weight = jax.lax.stop_gradient((r_used - jnp.mean(r_used)) * batch_size / (batch_size - 1))
-        log_p = jax.vmap(occupations.log_probability, in_axes=(None, 0))(params["logits"], levels)
+        weight = baseline_weights(r_used)
+        occ_params = params[occ.param_name]
+        log_p = jax.vmap(occ.log_probability, in_axes=(None, 0))(occ_params, levels)
         log_abs_psi = jax.vmap(log_psi, in_axes=(None, 0, 0))(params["flow"], levels, s)
-        entropy = occupations.entropy(params["logits"])
-        mean_excitation = jnp.sum(occupations.probabilities(params["logits"]) @ jnp.arange(n_levels) * eps)
-        surrogate = jnp.mean(weight * (log_p + 2.0 * log_abs_psi)) + mean_excitation / scale**2 - kT_eV * entropy
-        h0 = jax.lax.stop_gradient(mean_excitation) / scale**2
-        energy = jnp.mean(residual) + h0
-        free_energy = energy - kT_eV * jax.lax.stop_gradient(entropy)
+        if occ.entropy is not None:  # independent modes: S and <H0> exact, with exact gradients
+            entropy = occ.entropy(occ_params)
+            mean_excitation = jnp.sum(occ.mean_levels(occ_params) * eps)
+            surrogate = jnp.mean(weight * (log_p + 2.0 * log_abs_psi)) + mean_excitation / scale**2 - kT_eV * entropy
+            h0 = jax.lax.stop_gradient(mean_excitation) / scale**2
+            energy = jnp.mean(residual) + h0
+            entropy = jax.lax.stop_gradient(entropy)
+            free_energy = energy - kT_eV * entropy
+            energy_stderr = jnp.std(residual) / jnp.sqrt(batch_size)
+        else:  # autoregressive: F from f = E_loc + kT ln p_n, <H0> from its conditional expectation
+            conditional_levels = jax.vmap(conditional_mean_levels, in_axes=(None, None, 0))(occ, frozen_params[occ.param_name], levels)
+            h = conditional_levels @ eps / scale**2
+            surrogate = free_energy_surrogate(log_p, r_used + excitation, kT_eV) + jnp.mean(weight * 2.0 * log_abs_psi)
+            h0 = jnp.mean(h)
+            energy = jnp.mean(residual) + h0
+            free_energy = jnp.mean(e_loc) + kT_eV * jnp.mean(jax.lax.stop_gradient(log_p))
+            entropy = (energy - free_energy) / kT_eV
+            energy_stderr = jnp.std(residual + h) / jnp.sqrt(batch_size)
         metrics = {
             "free_energy": free_energy,
             "energy": energy,
-            "energy_stderr": jnp.std(residual) / jnp.sqrt(batch_size),
+            "energy_stderr": energy_stderr,
             # harmonic excitations are half kinetic, half potential (virial theorem)
             "kinetic": jnp.mean(kin - 0.5 * excitation) + 0.5 * h0,
             "potential": jnp.mean(pot - 0.5 * excitation) + 0.5 * h0,
-            "entropy": jax.lax.stop_gradient(entropy),
+            "entropy": entropy,
             "local_energy_variance": jnp.var(e_loc),
         }
         strained_volume = volume * scale**3
@@ -297,4 +347,6 @@ def make_free_energy_model(
         phonon_energies_eV=np.asarray(modes.phonon_energies_eV),
         kT_eV=kT_eV,
         n_levels=n_levels,
+        occupations=occ,
+        configuration=lambda params, s: (positions(s, scale_of(params)), cell * scale_of(params)),
     )

@@ -69,7 +69,7 @@ def excitation_energies(
 
     Args:
         model: the NCT free-energy model (its flow, basis and potential).
-        params: trained parameters ``{"flow": ..., "logits": ...}`` (the logits are not used).
+        params: trained parameters ``{"flow": ..., "logits" or "occupations": ...}`` (only the flow is used).
         n_samples: samples per state, a multiple of ``batch_size`` (or smaller than it).
         seed: seed of the sampling.
         batch_size: samples per evaluation call (memory: one call holds batch x modes).

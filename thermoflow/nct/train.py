@@ -93,7 +93,7 @@ def make_optimizer(
     for name_, factor in (("flow", flow_scale), ("strain", strain_scale)):
         if not factor > 0:
             raise ValueError(f"{name_}_scale must be positive, got {factor}")
-        if factor != 1.0:  # params are {"flow", "logits"[, "strain"]}; the mask is a prefix of that tree
+        if factor != 1.0:  # params are {"flow", "logits" or "occupations"[, "strain"]}; the mask is a prefix of that tree
             opt = optax.chain(opt, optax.masked(optax.scale(factor), lambda p, key=name_: {k: k == key for k in p}))
     return optax.chain(optax.clip_by_global_norm(grad_clip_norm), opt) if grad_clip_norm else opt
 

@@ -21,6 +21,7 @@ import logging
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+import scipy.optimize
 
 from thermoflow.potentials.base import EnergyFn, hessian
 from thermoflow.units import HBAR_EV
@@ -159,6 +160,71 @@ def modes_from_hessian(
         imaginary=w2 < 0,
         n_translations_removed=3 if translation_invariant else 0,
     )
+
+
+def degenerate_subspaces(omega: np.ndarray, rtol: float = 1e-6) -> list[np.ndarray]:
+    """Index groups of (numerically) degenerate modes: runs of ascending ``omega`` (n_modes,) whose
+    neighbours differ by less than ``rtol`` x omega. Returns the index arrays in ascending order."""
+    order = np.argsort(omega)
+    groups, current = [], [order[0]]
+    for a, b in zip(order[:-1], order[1:]):
+        if abs(omega[b] - omega[a]) <= rtol * max(abs(omega[b]), abs(omega[a])):
+            current.append(b)
+        else:
+            groups.append(np.array(current))
+            current = [b]
+    groups.append(np.array(current))
+    return groups
+
+
+def align_modes(new: HarmonicModes, old: HarmonicModes, *, rtol: float = 1e-6) -> HarmonicModes:
+    """``new``'s modes reordered and rotated so that mode k continues ``old``'s mode k.
+
+    ``eigh`` returns an arbitrary orthonormal basis of a degenerate subspace (and an arbitrary
+    sign of every vector), and after a change of the cell or of the potential, shells of
+    different symmetry may also cross in frequency: mode k of the new basis need not be mode k of
+    the old one, and a flow trained in the old coordinates would see them scrambled. Here each
+    old mode is first assigned to a degenerate subspace G of ``new`` (relative tolerance
+    ``rtol``) holding as much of it as possible (a linear assignment with |G| slots per subspace,
+    scipy.optimize.linear_sum_assignment, maximising the summed squared projections); then within
+    each subspace the orthogonal R minimising ||E_new[:, G] R - E_old[:, S]||_F over the old modes
+    S assigned to it (orthogonal Procrustes, scipy.linalg.orthogonal_procrustes) is applied and the
+    rotated vectors are put at the positions S. A rotation inside a degenerate subspace leaves every
+    vector an eigenvector with the same frequency, so the result is the same set of modes, listed in
+    ``old``'s order (``omega`` is then no longer sorted).
+
+    Args:
+        new: modes to align (e.g. recomputed at a strained cell), (3 n_atoms, n_modes).
+        old: the modes whose order and orientation to follow, same shape.
+        rtol: relative frequency difference below which modes count as degenerate.
+
+    Returns:
+        ``new`` with permuted ``omega``/``imaginary`` and rotated, permuted ``modes``.
+
+    Raises:
+        ValueError: if the two bases have different shapes.
+
+    References: P. H. Schoenemann, Psychometrika 31, 1 (1966), doi:10.1007/BF02289451
+    (orthogonal Procrustes problem); H. W. Kuhn, Naval Res. Logist. Q. 2, 83 (1955),
+    doi:10.1002/nav.3800020109 (assignment problem).
+    """
+    if new.modes.shape != old.modes.shape:
+        raise ValueError(f"cannot align modes of shape {new.modes.shape} to {old.modes.shape}")
+    groups = degenerate_subspaces(new.omega, rtol)
+    overlap = old.modes.T @ new.modes  # (old k, new i)
+    weight = np.stack([np.sum(overlap[:, g] ** 2, axis=1) for g in groups], axis=1)  # (old k, group j)
+    slots = np.concatenate([np.full(len(g), j) for j, g in enumerate(groups)])
+    old_index, slot = scipy.optimize.linear_sum_assignment(-weight[:, slots])
+    vectors = np.empty_like(new.modes)
+    omega = np.empty_like(new.omega)
+    imaginary = np.empty_like(new.imaginary)
+    for j, g in enumerate(groups):
+        targets = np.sort(old_index[slots[slot] == j])
+        rotation, _ = scipy.linalg.orthogonal_procrustes(new.modes[:, g], old.modes[:, targets])
+        vectors[:, targets] = new.modes[:, g] @ rotation
+        omega[targets] = new.omega[g[0]]
+        imaginary[targets] = new.imaginary[g[0]]
+    return dataclasses.replace(new, omega=omega, modes=vectors, imaginary=imaginary)
 
 
 def compute_harmonic_modes(

@@ -120,6 +120,27 @@ def make_mode_potential(energy_fn: EnergyFn, modes: HarmonicModes) -> Callable[[
     return potential
 
 
+def curvature_in_basis(gaussian: HarmonicModes, reference: HarmonicModes, *, tolerance: float = 1e-6) -> np.ndarray:
+    """The curvature Phi = E diag(omega^2) E^T of the Gaussian ``gaussian`` in the mode coordinates
+    of ``reference``: (n_modes, n_modes), eV/(amu A^2). Both must describe the same crystal (R0,
+    masses) and span the same internal-mode subspace (translations removed alike).
+
+    Raises:
+        ValueError: if the two mode sets do not span the same subspace (different structures or
+            supercells), or their atoms differ.
+    """
+    if gaussian.modes.shape != reference.modes.shape or not np.allclose(gaussian.masses, reference.masses):
+        raise ValueError(
+            f"the starting Gaussian has modes {gaussian.modes.shape} and another crystal's atoms; the reference has "
+            f"{reference.modes.shape}: a warm start needs the same structure and supercell"
+        )
+    overlap = reference.modes.T @ gaussian.modes  # (n, n), orthogonal when the subspaces agree
+    error = np.abs(overlap @ overlap.T - np.eye(len(overlap))).max()
+    if error > tolerance:
+        raise ValueError(f"the starting Gaussian's modes do not span the reference's mode subspace (deviation {error:.2g})")
+    return (overlap * gaussian.omega[None, :] ** 2) @ overlap.T
+
+
 def _damped_update(phi: np.ndarray, curvature: np.ndarray, mixing: float) -> np.ndarray:
     """phi + alpha (curvature - phi), alpha = mixing halved until the lowest eigenvalue stays
     above half the current one. A rare sample deep in a repulsive wall makes one Stein estimate
@@ -146,6 +167,7 @@ def optimise_gaussian(
     n_eval_samples: int = 4096,
     seed: int = 0,
     chunk_size: int | None = 64,
+    initial_curvature: np.ndarray | None = None,
 ) -> GaussianReference:
     """Optimise the Gaussian density matrix of ``energy_fn`` (see module docstring).
 
@@ -161,6 +183,9 @@ def optimise_gaussian(
         n_eval_samples: independent samples of the final evaluation (>= 2).
         seed: random seed.
         chunk_size: forces of at most this many samples at once (None: all at once).
+        initial_curvature: (n_modes, n_modes) starting Phi in the reference's mode coordinates,
+            eV/(amu A^2) (default diag(omega^2) of the reference); e.g. a neighbouring
+            temperature's Gaussian, :func:`curvature_in_basis` (a warm start: fewer iterations).
 
     Returns:
         The :class:`GaussianReference`.
@@ -220,7 +245,14 @@ def optimise_gaussian(
         return np.asarray(xi), q, v, g
 
     base_key = jax.random.PRNGKey(seed)
-    phi = np.diag(reference.omega**2)
+    if initial_curvature is None:
+        phi = np.diag(reference.omega**2)
+    else:
+        phi = np.asarray(initial_curvature, dtype=np.float64)
+        if phi.shape != (dim, dim) or not np.all(np.isfinite(phi)):
+            raise ValueError(f"initial_curvature must be a finite ({dim}, {dim}) matrix, got shape {phi.shape}")
+        phi = 0.5 * (phi + phi.T)
+        check_stable(np.linalg.eigvalsh(phi))
     kept: list[np.ndarray] = []
     estimates: list[np.ndarray] = []
     n_keep = max(1, int(round(averaging_fraction * n_iterations)))

@@ -1,5 +1,6 @@
 """Potentials: pure JAX ``energy_fn(positions, cell) -> eV`` and their derivatives."""
 
+from thermoflow.potentials.ase_bridge import EnergyFnCalculator
 from thermoflow.potentials.base import EnergyFn, forces, hessian, virial
 from thermoflow.potentials.harmonic import make_einstein_energy_fn, make_harmonic_energy_fn
 from thermoflow.potentials.pair import (
@@ -12,6 +13,7 @@ from thermoflow.potentials.plugin import load_target, make_plugin_energy_fn
 
 __all__ = [
     "EnergyFn",
+    "EnergyFnCalculator",
     "forces",
     "hessian",
     "virial",

@@ -1,4 +1,4 @@
-"""Any ASE calculator as a thermoflow energy function, through a host callback.
+"""ASE calculators and thermoflow energy functions, in both directions.
 
 :func:`make_ase_energy_fn` wraps an ASE calculator into the potential contract of
 :mod:`thermoflow.potentials.base`, ``energy_fn(positions (n_atoms, 3) A, cell (3, 3) A) -> eV``.
@@ -12,6 +12,10 @@ Limits: the callback is not differentiable twice, so ``jax.hessian`` (and theref
 :func:`finite_difference_hessian`, central differences of forces, instead. Each call crosses
 to Python and runs the calculator, so these functions are much slower than native JAX
 potentials and cannot run on an accelerator.
+
+The other direction: :class:`EnergyFnCalculator` is a thermoflow ``energy_fn`` as an ASE
+calculator (energy, forces and stress from one jit-compiled function), so ASE's optimisers and
+dynamics run on any thermoflow potential.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
 
-from thermoflow.potentials.base import EnergyFn
+from thermoflow.potentials.base import EnergyFn, virial
+from thermoflow.potentials.base import forces as cartesian_forces
 from thermoflow.potentials.plugin import load_target
 
 
@@ -244,3 +250,38 @@ def load_calculator_factory(target: str) -> Callable[..., Any]:
     if not isinstance(target, str):
         raise ValueError(f"target must be a string 'package.module:factory', got {target!r}")
     return load_target(target)
+
+
+class EnergyFnCalculator(Calculator):
+    """A thermoflow ``energy_fn`` as an ASE calculator (energy, forces, stress).
+
+    Energy and forces (``thermoflow.potentials.base.forces``, -dE/dR) come from one jit-compiled
+    function; when the stress is asked for, a second one adds the virial W
+    (``thermoflow.potentials.base.virial``) and the stress is -W / V (ASE's sign convention,
+    Voigt order xx yy zz yz xz xy). Each compiles once per number of atoms. Attach it to an
+    ``Atoms`` (``atoms.calc = EnergyFnCalculator(energy_fn)``) to use any ASE optimiser or
+    dynamics on a thermoflow potential. Only periodic cells are meaningful (the contract of
+    ``energy_fn``).
+
+    Args:
+        energy_fn: ``(positions (n_atoms, 3) A, cell (3, 3) A) -> eV``, jit- and grad-safe.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, energy_fn: EnergyFn):
+        super().__init__()
+        self._energy_forces = jax.jit(lambda r, h: (energy_fn(r, h), cartesian_forces(energy_fn, r, h)))
+        self._energy_forces_virial = jax.jit(lambda r, h: (energy_fn(r, h), cartesian_forces(energy_fn, r, h), virial(energy_fn, r, h)))
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        cell = np.asarray(self.atoms.cell.array, dtype=np.float64)
+        args = (jnp.asarray(self.atoms.get_positions(), dtype=jnp.float64), jnp.asarray(cell))
+        if "stress" in properties:
+            energy, f, w = self._energy_forces_virial(*args)
+            stress = -np.asarray(w) / abs(np.linalg.det(cell))
+            self.results["stress"] = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        else:
+            energy, f = self._energy_forces(*args)
+        self.results.update({"energy": float(energy), "free_energy": float(energy), "forces": np.asarray(f, dtype=np.float64)})

@@ -73,12 +73,53 @@ def build_potential(config: RunConfig, atoms: Atoms, base: Path) -> EnergyFn:
     raise ValueError(f"unknown potential kind {pot.kind!r}")  # unreachable after validation
 
 
+#: force below which a relaxation of the reference positions has converged, eV/Angstrom
+RELAX_FMAX_EV_PER_A = 1e-5
+
+
+def relax_positions(energy_fn: EnergyFn, atoms: Atoms, *, fmax_eV_per_A: float = RELAX_FMAX_EV_PER_A, max_steps: int = 2000) -> Atoms:
+    """A copy of ``atoms`` with the positions relaxed on ``energy_fn`` at fixed cell, keeping the
+    structure's space group (ASE ``FixSymmetry``, spglib at 1e-3 A; BFGS).
+
+    Raises:
+        ValueError: if the relaxation does not converge to ``fmax_eV_per_A`` within ``max_steps``
+            (the structure is far from a minimum, or the potential is not smooth there).
+
+    References: ase.constraints.FixSymmetry (A. Hjorth Larsen et al., J. Phys.: Condens. Matter 29,
+    273002 (2017), doi:10.1088/1361-648X/aa680e); BFGS as in ``ase.optimize``.
+    """
+    from ase.constraints import FixSymmetry
+    from ase.optimize import BFGS
+
+    from thermoflow.potentials.ase_bridge import EnergyFnCalculator
+
+    relaxed = atoms.copy()
+    relaxed.calc = EnergyFnCalculator(energy_fn)
+    relaxed.set_constraint(FixSymmetry(relaxed, symprec=1e-3))
+    opt = BFGS(relaxed, logfile=None)
+    if not opt.run(fmax=fmax_eV_per_A, steps=max_steps):
+        raise ValueError(
+            f"structure.relax_positions: no minimum within {max_steps} BFGS steps (largest force "
+            f"{np.abs(relaxed.get_forces()).max():.2g} eV/A): check the structure and its volume"
+        )
+    energy0 = float(energy_fn(jnp.asarray(atoms.get_positions()), jnp.asarray(atoms.cell.array)))
+    shift = np.linalg.norm(relaxed.get_positions() - atoms.get_positions(), axis=1).max()
+    log.info("positions relaxed at fixed cell in %d steps: energy %.6f -> %.6f eV/atom, largest shift %.4f A",
+             opt.nsteps, energy0 / len(atoms), relaxed.get_potential_energy() / len(atoms), shift)
+    relaxed.set_constraint()
+    relaxed.calc = None
+    relaxed.set_cell(atoms.cell, scale_atoms=False)  # FixSymmetry symmetrises the cell to round-off: keep the given one
+    return relaxed
+
+
 def build_modes(config: RunConfig, base: Path) -> tuple[Atoms, EnergyFn, HarmonicModes]:
-    """Structure, potential and harmonic modes of a run."""
+    """Structure (relaxed at fixed cell with ``structure.relax_positions``), potential and harmonic modes of a run."""
     atoms = build_structure(config.structure, base)
     energy_fn = build_potential(config, atoms, base)
+    check_reference_energy(energy_fn, atoms, warn=not config.structure.relax_positions)
+    if config.structure.relax_positions:
+        atoms = relax_positions(energy_fn, atoms)
     pos, cell, masses = atoms.get_positions(), atoms.cell.array, atoms.get_masses()
-    check_reference_energy(energy_fn, atoms)
     if config.potential.kind == "ase":
         # a host callback has no second derivative: Hessian by central differences of forces
         from thermoflow.potentials.ase_bridge import finite_difference_hessian
@@ -94,9 +135,9 @@ def build_modes(config: RunConfig, base: Path) -> tuple[Atoms, EnergyFn, Harmoni
 MAX_RESIDUAL_FORCE_EV_PER_A = 1e-3
 
 
-def check_reference_energy(energy_fn: EnergyFn, atoms: Atoms) -> None:
-    """Raise ValueError if the potential is not finite at the reference structure; warn if the
-    structure is not a stationary point (the harmonic expansion about it assumes one)."""
+def check_reference_energy(energy_fn: EnergyFn, atoms: Atoms, warn: bool = True) -> None:
+    """Raise ValueError if the potential is not finite at the reference structure; warn (with
+    ``warn``) if the structure is not a stationary point (the harmonic expansion about it assumes one)."""
     pos, cell = jnp.asarray(atoms.get_positions()), jnp.asarray(atoms.cell.array)
     energy, grad = jax.jit(jax.value_and_grad(energy_fn))(pos, cell)
     if not (np.isfinite(float(energy)) and np.all(np.isfinite(np.asarray(grad)))):
@@ -106,9 +147,10 @@ def check_reference_energy(energy_fn: EnergyFn, atoms: Atoms) -> None:
             f"{i} and {j} are {d:.3f} A apart): check the structure, its volume and the potential's range"
         )
     force = float(np.abs(np.asarray(grad)).max())
-    if force > MAX_RESIDUAL_FORCE_EV_PER_A:
+    if warn and force > MAX_RESIDUAL_FORCE_EV_PER_A:
         log.warning(
             "the reference structure is not at a stationary point of the potential: largest residual force "
-            "%.3g eV/A (> %.0e); the harmonic expansion about it, and the modes built on it, assume one", force,
+            "%.3g eV/A (> %.0e); the harmonic expansion about it, and the modes built on it, assume one "
+            "(structure.relax_positions = true relaxes it)", force,
             MAX_RESIDUAL_FORCE_EV_PER_A,
         )

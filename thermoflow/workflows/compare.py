@@ -21,8 +21,16 @@ checkpoint. The points go through an executor (:class:`LocalExecutor` here; anyt
 same ``map`` can run them elsewhere) and the summary is made from their results.json files::
 
     summary.csv, summary.json   G (NPT) or F (NVT) per phase and temperature with error bars,
-                                Delta G to the reference phase, crossing temperatures
-    free_energies.png, free_energy_differences.png
+                                Delta G to the reference phase, crossing temperatures, the NCT
+                                and harmonic entropies and -T (S - S_harm) (meV/atom)
+    free_energies.png, free_energy_differences.png, entropies.png
+
+The points run temperature by temperature, the phases of one temperature in one ``map`` call.
+With ``compare.warm_start`` (default) a point's self-consistent Gaussian starts from the one the
+same phase stored at the previous temperature (``nct.reference.start``) and runs
+``compare.warm_start_iterations`` iterations: the Gaussian changes little between neighbouring
+temperatures, and the cold start from the harmonic modes is the most expensive part of a point.
+The flow still starts at each point from its own perturbative (or identity) map.
 
 The crossing temperature between two grid points where Delta G changes sign is the zero of the
 linear interpolation; its error bar is the standard deviation over a parametric bootstrap (every
@@ -42,13 +50,14 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from thermoflow.io.atomic import atomic_write_text
+from thermoflow.units import KB_EV_PER_K, MEV_PER_EV
 from thermoflow.workflows import plots
-from thermoflow.workflows.config import ConfigError, StructureConfig, _Strict, read_config_dict, validate_config
+from thermoflow.workflows.config import ConfigError, StructureConfig, StrictModel, read_config_dict, validate_config
 
 log = logging.getLogger(__name__)
 
 
-class PhaseConfig(_Strict):
+class PhaseConfig(StrictModel):
     """One crystal structure of a comparison."""
 
     name: str = Field(min_length=1, description="label; also the point directories' name")
@@ -62,13 +71,20 @@ class PhaseConfig(_Strict):
         return self
 
 
-class CompareSection(_Strict):
+class CompareSection(StrictModel):
     """The ``[compare]`` section."""
 
     temperatures_K: list[float] = Field(min_length=1, description="temperature grid, K")
     reference: str = Field(description="phase that Delta G is relative to")
     phases: list[PhaseConfig] = Field(min_length=2, description="the structures compared")
     bootstrap_samples: int = Field(2000, ge=10, description="parametric bootstrap draws for the crossing temperatures")
+    warm_start: bool = Field(
+        True, description="start each point's self-consistent Gaussian from the same phase's Gaussian at the next lower "
+        "temperature (nct.reference.start), with compare.warm_start_iterations iterations",
+    )
+    warm_start_iterations: int = Field(
+        12, ge=1, description="self-consistency iterations of a warm-started point (at most nct.reference.iterations)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -91,11 +107,11 @@ def load_comparison(path: Path, overrides: list[str] | None = None) -> tuple[Com
     """
     from pydantic import ValidationError
 
-    from thermoflow.workflows.config import _set_dotted, parse_override
+    from thermoflow.workflows.config import set_dotted, parse_override
 
     data, base = read_config_dict(path)
     for text in overrides or []:
-        _set_dotted(data, *parse_override(text))
+        set_dotted(data, *parse_override(text))
     if "compare" not in data:
         raise ConfigError(f"{path} has no [compare] section (see thermoflow/workflows/compare.py)")
     try:
@@ -116,6 +132,20 @@ def point_config(shared: dict, phase: PhaseConfig, temperature_K: float):
         data["potential"] = phase.potential
     data["state"] = {**data.get("state", {}), "temperature_K": temperature_K}
     return validate_config(data)
+
+
+def _warm_started(shared: dict, phase: PhaseConfig, temperature_K: float, previous: Path, iterations: int) -> dict:
+    """``shared`` with the point's self-consistent Gaussian started from the one stored in the
+    run directory ``previous`` (the same phase at the next lower temperature), if there is one."""
+    config = point_config(shared, phase, temperature_K)
+    stored = previous / "gaussian_reference.npz"
+    if config.nct.reference.kind != "scha" or not stored.is_file():
+        return shared
+    data = json.loads(json.dumps(shared))
+    reference = data.setdefault("nct", {}).setdefault("reference", {})
+    reference["start"] = str(stored.resolve())
+    reference["iterations"] = min(iterations, config.nct.reference.iterations)
+    return data
 
 
 class LocalExecutor:
@@ -150,6 +180,16 @@ def run_point(point: tuple[dict, str, float, str, str]) -> dict:
     resume = (out / "checkpoints" / "state.npz").is_file()
     log.info("%s at %g K: %s in %s", phase.name, temperature, "resuming" if resume else "running", out)
     return run_nct(config, Path(base), out, resume=resume, progress=False, log_every=0)
+
+
+def _column(rows: list[dict], key: str) -> np.ndarray:
+    """One results.json value per point, NaN where missing or undefined (None)."""
+    return np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
+
+
+def _nullable(values: np.ndarray) -> list:
+    """A list for JSON with None for NaN (undefined values, e.g. the harmonic entropy of an unstable crystal)."""
+    return [None if not np.isfinite(v) else float(v) for v in values]
 
 
 def crossing_temperatures(temperatures: np.ndarray, delta: np.ndarray, stderr: np.ndarray, *, n_bootstrap: int, seed: int = 0) -> list[dict]:
@@ -195,12 +235,20 @@ def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     temps = np.array(sorted(section.temperatures_K))
-    # temperature-major: an interrupted comparison has every phase at its first temperatures
-    points = [
-        (shared, phase.model_dump_json(), float(t), str(base), str(out_dir / phase.name / _temperature_label(t)))
-        for t in temps for phase in section.phases
-    ]
-    results = (executor or LocalExecutor()).map(run_point, points)
+    executor = executor or LocalExecutor()
+    # temperature by temperature (an interrupted comparison has every phase at its first
+    # temperatures), the phases of one temperature in one map (parallel on a cluster executor);
+    # a warm start reads the same phase's run directory at the previous temperature
+    results = []
+    for i, t in enumerate(temps):
+        points = []
+        for phase in section.phases:
+            point_shared = shared
+            if section.warm_start and i > 0:
+                previous = out_dir / phase.name / _temperature_label(temps[i - 1])
+                point_shared = _warm_started(shared, phase, float(t), previous, section.warm_start_iterations)
+            points.append((point_shared, phase.model_dump_json(), float(t), str(base), str(out_dir / phase.name / _temperature_label(t))))
+        results.extend(executor.map(run_point, points))
     n_phases = len(section.phases)
     npt = shared.get("state", {}).get("pressure_GPa") is not None
     key = "gibbs_free_energy" if npt else "free_energy"
@@ -211,7 +259,9 @@ def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None
             "value": np.array([r[f"{key}_eV_per_atom"] for r in rows]),
             "stderr": np.array([r[f"{key}_stderr_eV_per_atom"] for r in rows]),
             "volume": np.array([r.get("volume_A3_per_atom", np.nan) for r in rows], dtype=float),
-            "pressure": np.array([np.nan if r.get("pressure_GPa") is None else r["pressure_GPa"] for r in rows]),
+            "pressure": _column(rows, "pressure_GPa"),
+            "entropy": _column(rows, "entropy_kB_per_atom"),
+            "harmonic_entropy": _column(rows, "harmonic_entropy_kB_per_atom"),
         }
     ref = table[section.reference]
     summary: dict[str, Any] = {
@@ -223,17 +273,23 @@ def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["phase", "temperature_K", f"{key}_eV_per_atom", f"{key}_stderr_eV_per_atom",
-                     "delta_eV_per_atom", "delta_stderr_eV_per_atom", "volume_A3_per_atom", "pressure_GPa"])
+                     "delta_eV_per_atom", "delta_stderr_eV_per_atom", "volume_A3_per_atom", "pressure_GPa",
+                     "entropy_kB_per_atom", "harmonic_entropy_kB_per_atom", "anharmonic_entropy_term_meV_per_atom"])
     for name, row in table.items():
         delta = row["value"] - ref["value"]
         delta_err = np.zeros_like(delta) if name == section.reference else np.hypot(row["stderr"], ref["stderr"])
+        # -T (S - S_harm): the free energy the anharmonic entropy contributes (Zhang et al. 2025, Fig. 2b)
+        entropy_term = -KB_EV_PER_K * temps * (row["entropy"] - row["harmonic_entropy"]) * MEV_PER_EV
         entry = {"value_eV_per_atom": row["value"].tolist(), "stderr_eV_per_atom": row["stderr"].tolist(),
-                 "delta_eV_per_atom": delta.tolist(), "delta_stderr_eV_per_atom": delta_err.tolist()}
+                 "delta_eV_per_atom": delta.tolist(), "delta_stderr_eV_per_atom": delta_err.tolist(),
+                 "entropy_kB_per_atom": _nullable(row["entropy"]), "harmonic_entropy_kB_per_atom": _nullable(row["harmonic_entropy"]),
+                 "anharmonic_entropy_term_meV_per_atom": _nullable(entropy_term)}
         if name != section.reference:
             entry["crossings"] = crossing_temperatures(temps, delta, delta_err, n_bootstrap=section.bootstrap_samples)
         summary["phases"][name] = entry
         for j, t in enumerate(temps):
-            writer.writerow([name, t, row["value"][j], row["stderr"][j], delta[j], delta_err[j], row["volume"][j], row["pressure"][j]])
+            writer.writerow([name, t, row["value"][j], row["stderr"][j], delta[j], delta_err[j], row["volume"][j], row["pressure"][j],
+                             row["entropy"][j], row["harmonic_entropy"][j], entropy_term[j]])
     atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     label = "G" if npt else "F"
@@ -243,4 +299,10 @@ def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None
                             {n: (np.asarray(e["delta_eV_per_atom"]) * 1e3, np.asarray(e["delta_stderr_eV_per_atom"]) * 1e3)
                              for n, e in summary["phases"].items() if n != section.reference},
                             f"{label} - {label}({section.reference}) (meV/atom)", zero_line=True)
+    entropies = {}
+    for name, row in table.items():  # the NCT entropy is exact for the trained state: no error band
+        entropies[f"{name} (NCT)"] = (row["entropy"], np.zeros_like(temps))
+        if np.all(np.isfinite(row["harmonic_entropy"])):
+            entropies[f"{name} (harmonic)"] = (row["harmonic_entropy"], np.zeros_like(temps))
+    plots.plot_phase_curves(out_dir / "entropies.png", temps, entropies, "entropy (k_B/atom)")
     return summary

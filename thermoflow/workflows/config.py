@@ -20,12 +20,14 @@ from thermoflow.nct.hamiltonian import LAPLACIAN_METHODS
 from thermoflow.structures.build import LATTICES
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every config section: unknown fields rejected, frozen, no inf/nan."""
+
     # inf / nan are never meaningful inputs (a learning rate of inf passed validation before)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class StructureConfig(_Strict):
+class StructureConfig(StrictModel):
     """Where the crystal comes from: a file, or a standard lattice."""
 
     file: str | None = Field(None, description="ASE-readable structure file (POSCAR, CIF, extxyz); relative to the config file")
@@ -36,6 +38,10 @@ class StructureConfig(_Strict):
     volume_per_atom_A3: float | None = Field(None, gt=0, description="rescale isotropically to this volume per atom, Angstrom^3")
     mass_amu: float | None = Field(None, gt=0, description="override the atomic mass of every atom, amu")
     min_distance_A: float = Field(0.5, ge=0, description="smallest allowed interatomic distance, Angstrom (overlapping atoms are an input error)")
+    relax_positions: bool = Field(
+        False, description="relax the atomic positions on the potential at fixed cell before the harmonic analysis "
+        "(static minimum; the structure's space group is kept), e.g. free Wyckoff parameters such as cI16's x",
+    )
 
     @field_validator("symbol")
     @classmethod
@@ -58,7 +64,7 @@ class StructureConfig(_Strict):
         return self
 
 
-class LennardJonesConfig(_Strict):
+class LennardJonesConfig(StrictModel):
     """Lennard-Jones pair potential, shifted to zero at the cutoff."""
 
     kind: Literal["lennard_jones"]
@@ -67,7 +73,7 @@ class LennardJonesConfig(_Strict):
     cutoff_A: float = Field(gt=0, description="cutoff radius, Angstrom (may exceed half the cell)")
 
 
-class MorseConfig(_Strict):
+class MorseConfig(StrictModel):
     """Morse pair potential, shifted to zero at the cutoff."""
 
     kind: Literal["morse"]
@@ -77,7 +83,7 @@ class MorseConfig(_Strict):
     cutoff_A: float = Field(gt=0, description="cutoff radius, Angstrom")
 
 
-class HarmonicConfig(_Strict):
+class HarmonicConfig(StrictModel):
     """Harmonic potential about the structure's positions."""
 
     kind: Literal["harmonic"]
@@ -108,7 +114,7 @@ def _finite_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-class PythonPotentialConfig(_Strict):
+class PythonPotentialConfig(StrictModel):
     """A user's own JAX potential: ``target(**options) -> energy_fn(positions, cell)``."""
 
     kind: Literal["python"]
@@ -118,7 +124,7 @@ class PythonPotentialConfig(_Strict):
     _check_options = field_validator("options")(_finite_options)
 
 
-class DeepmdConfig(_Strict):
+class DeepmdConfig(StrictModel):
     """A deepmd-kit 3.x Deep Potential model (needs ``pip install "thermoflow[deepmd]"``)."""
 
     kind: Literal["deepmd"]
@@ -131,7 +137,7 @@ class DeepmdConfig(_Strict):
     compress_min_distance_A: float = Field(1.2, gt=0, description="compress: closest pair the tables cover, Angstrom (closer: NaN energy)")
 
 
-class AseCalculatorConfig(_Strict):
+class AseCalculatorConfig(StrictModel):
     """Any ASE calculator through a host callback (forces from the calculator; no autodiff Hessian)."""
 
     kind: Literal["ase"]
@@ -148,7 +154,7 @@ PotentialConfig = Annotated[
 ]
 
 
-class FlowConfig(_Strict):
+class FlowConfig(StrictModel):
     """The flow of the NCT states: RealNVP couplings, or the quadratic (cubic-anharmonic) flow."""
 
     kind: Literal["realnvp", "quadratic"] = Field(
@@ -184,7 +190,7 @@ class FlowConfig(_Strict):
         return 0.01 if self.kind == "quadratic" else 1.0
 
 
-class ReferenceConfig(_Strict):
+class ReferenceConfig(StrictModel):
     """The harmonic basis of the NCT states: the Hessian's modes, or the self-consistent Gaussian."""
 
     kind: Literal["harmonic", "scha"] = Field(
@@ -197,6 +203,11 @@ class ReferenceConfig(_Strict):
     mixing: float = Field(0.5, gt=0, le=1, description="scha: damping of each iteration, in (0, 1]")
     averaging_fraction: float = Field(0.25, gt=0, le=1, description="scha: final fraction of iterates averaged")
     eval_samples: int = Field(8192, ge=2, description="scha: independent samples of the final F, E evaluation")
+    start: str | None = Field(
+        None, description="scha: start the self-consistency from this stored Gaussian (a run directory's "
+        "gaussian_reference.npz, e.g. of a neighbouring temperature; same structure and supercell) instead of the "
+        "harmonic modes; relative to the config file",
+    )
 
     @model_validator(mode="after")
     def _even(self):
@@ -205,7 +216,7 @@ class ReferenceConfig(_Strict):
         return self
 
 
-class StateConfig(_Strict):
+class StateConfig(StrictModel):
     """The thermodynamic state every task works at."""
 
     temperature_K: float = Field(gt=0, description="temperature, K")
@@ -215,7 +226,7 @@ class StateConfig(_Strict):
     )
 
 
-class NCTConfig(_Strict):
+class NCTConfig(StrictModel):
     """Variational free-energy optimisation (NVT, or NPT when ``state.pressure_GPa`` is set)."""
 
     n_levels: int = Field(4, ge=1, le=32, description="harmonic-oscillator levels K per mode")
@@ -228,6 +239,11 @@ class NCTConfig(_Strict):
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps before the schedule")
     grad_clip_norm: float | None = Field(10.0, gt=0, description="global gradient-norm clipping (null disables)")
     freeze_flow: bool = Field(False, description="keep harmonic wavefunctions, optimise occupations only")
+    occupations: Literal["product", "autoregressive"] = Field(
+        "product", description="occupation probabilities: product (independent modes, exact entropy) or autoregressive "
+        "(a masked network over the modes' levels, VAN: correlated occupations, entropy estimated from the samples)",
+    )
+    occupation_hidden: int = Field(64, ge=1, description="autoregressive occupations: hidden units of the masked network")
     laplacian: Literal[LAPLACIAN_METHODS] = Field("auto", description="kinetic energy: auto (the flow's analytic jet if it has one, else folx), folx, exact (forward-over-reverse), hutchinson or jet")  # type: ignore[valid-type]
     clip_width: float = Field(5.0, ge=0, description="clip local energies at median +- width x mean abs deviation in the gradient (0: off)")
     chunk_size: int | None = Field(None, ge=1, description="local energies of at most this many samples at once (bounds memory, faster on CPU; unset: whole batch)")
@@ -260,7 +276,7 @@ class NCTConfig(_Strict):
         return self
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """A complete thermoflow run."""
 
     seed: int = Field(0, ge=0, description="random seed for parameters and sampling")
@@ -284,7 +300,7 @@ class ConfigError(ValueError):
 DEFAULT_CONFIG = "default_neon.toml"
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data
     for key in keys[:-1]:
@@ -320,10 +336,11 @@ def read_config_dict(path: str | Path | None) -> tuple[dict, Path]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
 
-def validate_config(data: dict) -> RunConfig:
-    """Validate a raw dict; raise :class:`ConfigError` naming every bad field."""
+def validate_config(data: dict, model: type[BaseModel] = RunConfig):
+    """Validate a raw dict as ``model`` (a run config by default; ``MDRunConfig`` for MD);
+    raise :class:`ConfigError` naming every bad field."""
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -336,12 +353,13 @@ def validate_config(data: dict) -> RunConfig:
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, Path]:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, model: type[BaseModel] = RunConfig) -> tuple[RunConfig, Path]:
     """Read, override and validate a run config.
 
     Args:
         path: TOML file, or None for the embedded default job.
         overrides: ``"section.field=value"`` strings applied in order.
+        model: the pydantic model of the config (``RunConfig``; ``MDRunConfig`` for ``thermoflow md``).
 
     Returns:
         ``(config, base_dir)``; relative file names in the config are resolved against base_dir.
@@ -351,8 +369,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     data, base = read_config_dict(path)
     for text in overrides or []:
-        _set_dotted(data, *parse_override(text))
-    return validate_config(data), base
+        set_dotted(data, *parse_override(text))
+    return validate_config(data, model), base
 
 
 def resolve_path(base: Path, name: str) -> Path:

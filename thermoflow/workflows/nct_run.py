@@ -37,8 +37,8 @@ from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K, MEV_PER_EV
 from thermoflow.workflows import plots
 from thermoflow.workflows.build import build_modes
-from thermoflow.workflows.config import ConfigError, RunConfig
-from thermoflow.workflows.phonon_run import gaussian_from_config, harmonic_results
+from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
+from thermoflow.workflows.phonon_run import gaussian_from_config, harmonic_results, load_gaussian_basis
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +86,15 @@ def _mean_stderr_tensor(values: np.ndarray) -> tuple[list, list]:
 _GAUSSIAN_SCALARS = ("free_energy_eV", "free_energy_stderr_eV", "energy_eV", "energy_stderr_eV", "entropy_kB")
 
 
-def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: float, path: Path, resume: bool) -> dict:
+def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: float, path: Path, resume: bool, base: Path) -> dict:
     """The self-consistent Gaussian of the run: computed once, stored in the run directory and
     read back on resume (so a resumed run trains in exactly the same basis)."""
     if resume and path.is_file():
         with np.load(path) as data:
-            stored = {k: data[k] for k in data.files}
-        basis = dataclasses.replace(modes, omega=stored["omega"], modes=stored["modes"], imaginary=np.zeros(modes.n_modes, dtype=bool))
+            scalars = {k: float(data[k]) for k in _GAUSSIAN_SCALARS}
         log.info("self-consistent Gaussian read from %s", path)
-        return {"modes": basis, **{k: float(stored[k]) for k in _GAUSSIAN_SCALARS}}
-    g = gaussian_from_config(config, energy_fn, modes, kT)
+        return {"modes": load_gaussian_basis(path, modes), **scalars}
+    g = gaussian_from_config(config, energy_fn, modes, kT, base)
     out = {"modes": g.modes, **{k: getattr(g, k) for k in _GAUSSIAN_SCALARS}}
     buffer = io.BytesIO()
     np.savez(buffer, omega=g.modes.omega, modes=g.modes.modes, **{k: np.asarray(out[k]) for k in _GAUSSIAN_SCALARS})
@@ -195,6 +194,16 @@ def _config_toml(config: RunConfig) -> str:
     return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
 
 
+def _same_config(resolved: Path, config: RunConfig) -> bool:
+    """Whether a run directory's config.resolved.toml describes ``config``: compared as validated
+    configs, so a field added to thermoflow since (with its default) does not block a resume."""
+    try:
+        stored = validate_config(read_config_dict(resolved)[0])
+    except ConfigError:
+        return False
+    return stored.model_dump(mode="json") == config.model_dump(mode="json")
+
+
 @dataclasses.dataclass
 class NCTSetup:
     """Everything an NCT run is built from, before training (see :func:`prepare_nct`)."""
@@ -219,7 +228,7 @@ class NCTSetup:
             self.energy_fn, self.basis, self.flow, kT_eV=self.kT_eV, n_levels=nc.n_levels, batch_size=nc.batch_size,
             laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
             chunk_size=nc.chunk_size, stress=stress, pressure_eV_per_A3=self.pressure_eV_per_A3,
-            strain_samples=nc.strain_samples,
+            strain_samples=nc.strain_samples, occupations=nc.occupations, occupation_hidden=nc.occupation_hidden,
         )
 
     @property
@@ -245,7 +254,7 @@ def prepare_nct(config: RunConfig, base: Path, out_dir: Path, resume: bool) -> N
     gaussian = None
     basis = modes
     if nc.reference.kind == "scha":
-        gaussian = _gaussian_reference(config, energy_fn, modes, kT, out_dir / "gaussian_reference.npz", resume)
+        gaussian = _gaussian_reference(config, energy_fn, modes, kT, out_dir / "gaussian_reference.npz", resume, base)
         basis = gaussian["modes"]
         log.info(
             "self-consistent Gaussian: F = %.4f +- %.4f meV/atom (harmonic %s); phonon energies %.2f-%.2f meV (harmonic %.2f-%.2f)",
@@ -314,7 +323,7 @@ def run_nct(
     resolved = out_dir / "config.resolved.toml"
     text = _config_toml(config)
     if resume:
-        if not resolved.is_file() or resolved.read_text() != text:
+        if not resolved.is_file() or not _same_config(resolved, config):
             raise ConfigError(f"cannot resume in {out_dir}: its config.resolved.toml is missing or differs from this config")
     elif ckpt.exists():
         raise ConfigError(f"{out_dir} already holds a run (checkpoints/state.npz); use --resume or another --out")
@@ -397,7 +406,8 @@ def run_nct(
         eval_seconds = 0.0
     e0 = modes.energy0_eV
     npt_results = _npt_results(setup, result.params, final, n_atoms) if npt else {}
-    probs = np.asarray(occupations.probabilities(result.params["logits"]))
+    # mean level per mode: exact (product spectrum) or from ancestral samples (autoregressive)
+    mean_level = np.asarray(occupations.estimate_mean_levels(model.occupations, result.params[model.occupations.param_name], jax.random.PRNGKey(config.seed)))
     probs_h = np.asarray(occupations.probabilities(occupations.harmonic_logits(basis.phonon_energies_eV, kT, nc.n_levels)))
     levels = np.arange(nc.n_levels)
     results = {
@@ -426,6 +436,7 @@ def run_nct(
         "reference": nc.reference.kind,
         **_gaussian_results(gaussian, final["free_energy"], n_atoms),
         "flow": nc.flow.kind,
+        "occupations": nc.occupations,
         **_cubic_results(cubic, gaussian, n_atoms),
         "temperature_K": config.state.temperature_K,
         "n_atoms": n_atoms,
@@ -444,7 +455,7 @@ def run_nct(
     }
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     plots.plot_run_free_energy(out_dir)  # from the metrics.csv written at the final checkpoint
-    plots.plot_occupations(out_dir / "occupations.png", basis.phonon_energies_eV * MEV_PER_EV, probs @ levels, probs_h @ levels)
+    plots.plot_occupations(out_dir / "occupations.png", basis.phonon_energies_eV * MEV_PER_EV, mean_level, probs_h @ levels)
     return results
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
 from thermoflow.phonons.modes import HarmonicModes
-from thermoflow.phonons.scha import GaussianReference, optimise_gaussian
+from thermoflow.phonons.scha import GaussianReference, curvature_in_basis, optimise_gaussian
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import KB_EV_PER_K, MEV_PER_EV, omega_to_thz
 from thermoflow.workflows.build import build_modes
-from thermoflow.workflows.config import RunConfig
+from thermoflow.workflows.config import ConfigError, RunConfig, resolve_path
+
+log = logging.getLogger(__name__)
 
 
 def harmonic_results(modes: HarmonicModes, kT_eV: float) -> dict:
@@ -68,13 +72,41 @@ def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
     return result
 
 
-def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_eV: float) -> GaussianReference:
-    """:func:`optimise_gaussian` with the settings of ``[nct.reference]`` and the run's seed."""
+def load_gaussian_basis(path: Path, reference: HarmonicModes) -> HarmonicModes:
+    """The Gaussian basis stored in a run directory's ``gaussian_reference.npz`` (frequencies and
+    polarisation vectors) on the crystal of ``reference``.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or holds another crystal's modes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"stored Gaussian {path} not found (nct.reference.start)")
+    try:
+        with np.load(path) as data:
+            omega, vectors = np.asarray(data["omega"]), np.asarray(data["modes"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read the stored Gaussian {path}: {exc}") from None
+    if vectors.shape != reference.modes.shape:
+        raise ConfigError(f"the stored Gaussian {path} has modes {vectors.shape}, this crystal {reference.modes.shape}: not the same structure")
+    return dataclasses.replace(reference, omega=omega, modes=vectors, imaginary=np.zeros(len(omega), dtype=bool))
+
+
+def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_eV: float, base: Path) -> GaussianReference:
+    """:func:`optimise_gaussian` with the settings of ``[nct.reference]`` and the run's seed;
+    ``nct.reference.start`` (relative to ``base``) gives a stored Gaussian to start from."""
     ref = config.nct.reference
+    start = None
+    if ref.start is not None:
+        try:
+            start = curvature_in_basis(load_gaussian_basis(resolve_path(base, ref.start), modes), modes)
+        except ValueError as exc:
+            raise ConfigError(f"nct.reference.start: {exc}") from None
+        log.info("self-consistent Gaussian started from %s", ref.start)
     return optimise_gaussian(
         energy_fn, modes, kT_eV, n_samples=ref.n_samples, n_iterations=ref.iterations, mixing=ref.mixing,
         averaging_fraction=ref.averaging_fraction, n_eval_samples=ref.eval_samples, seed=config.seed,
-        chunk_size=config.nct.chunk_size,
+        chunk_size=config.nct.chunk_size, initial_curvature=start,
     )
 
 
@@ -92,7 +124,7 @@ def run_scha(config: RunConfig, base: Path, out_dir: Path) -> dict:
     n = len(atoms)
     kT = KB_EV_PER_K * config.state.temperature_K
     t0 = time.perf_counter()
-    g = gaussian_from_config(config, energy_fn, modes, kT)
+    g = gaussian_from_config(config, energy_fn, modes, kT, base)
     freq_thz = _write_frequencies(out_dir / "frequencies.csv", g.modes)
     result = {
         "n_atoms": n,

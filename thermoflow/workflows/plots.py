@@ -129,3 +129,70 @@ def plot_run_free_energy(run_dir: Path) -> None:
         res["free_energy_stderr_eV_per_atom"] * meV, int(steps[-1] + 1 - res["averaging_window_steps"]),
         res["gaussian_free_energy_eV_per_atom"] * meV if "gaussian_free_energy_eV_per_atom" in res else None,
     )
+
+
+def plot_rdf(path: Path, rdf, reference_rdf, shells: dict, reference_label: str, label: str = "NCT state") -> None:
+    """g(r) per species pair (:class:`thermoflow.analysis.structure.RadialDistribution`, ``label``) with its
+    error band, a reference g(r) (``reference_label``; None: none) dashed, and the static lattice's shells as
+    sticks (right axis: neighbours per shell)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    twin = ax.twinx() if shells else None
+    for p, (a, b) in enumerate(rdf.pairs):
+        colour = f"C{p}"
+        pair = f"{a}-{b}" if len(rdf.pairs) > 1 else ""
+        err = np.nan_to_num(rdf.g_stderr[p])
+        ax.plot(rdf.r_A, rdf.g[p], color=colour, lw=1.2, label=f"{label} {pair}".strip())
+        ax.fill_between(rdf.r_A, rdf.g[p] - err, rdf.g[p] + err, color=colour, alpha=0.3, lw=0)
+        if reference_rdf is not None:
+            ax.plot(reference_rdf.r_A, reference_rdf.g[p], color=colour, ls="--", lw=0.9, label=f"{reference_label} {pair}".strip())
+        if (a, b) in shells:
+            radii, counts = np.array(shells[(a, b)]).reshape(-1, 2).T
+            twin.vlines(radii, 0, counts, color=colour, alpha=0.5, lw=2)
+            ax.plot([], [], color=colour, alpha=0.5, lw=2, label=f"static lattice shells {pair}".strip())  # legend entry
+    if twin is not None:
+        twin.set_ylabel("neighbours per shell (static lattice)")
+        twin.set_ylim(bottom=0)
+    ax.set_xlim(0, rdf.edges_A[-1])
+    _finish(fig, ax, path, "r (A)", "g(r)")
+
+
+def plot_msd(path: Path, time_ps: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray]],
+             diffusion: dict[str, tuple[float, float]], window_ps: tuple[float, float]) -> None:
+    """MSD and permutation-reordered MSD' per species (label -> ((n,), (n,)) A^2) against time (n,) ps,
+    with the Einstein fit's D (label -> (D, stderr) A^2/ps) in the legend and the fit window shaded."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, (msd, reordered)) in enumerate(curves.items()):
+        d, err = diffusion[label]
+        ax.plot(time_ps, msd, color=f"C{i}", lw=1.2, label=f"MSD {label}: D = {d:.3g} +- {err:.2g} A^2/ps")
+        ax.plot(time_ps, reordered, color=f"C{i}", ls="--", lw=1.0, label=f"MSD' {label} (permutation-reordered)")
+    ax.axvspan(*window_ps, color="0.85", zorder=0, label="fit window")
+    ax.set_xlim(0, time_ps[-1])
+    ax.set_ylim(bottom=0.0)
+    _finish(fig, ax, path, "time (ps)", "mean-square displacement (A^2)")
+
+
+def plot_vdos(path: Path, frequency_THz: np.ndarray, curves: dict[str, np.ndarray], meV_per_THz: float) -> None:
+    """Vibrational DOS per species (label -> (n,) states/THz) and their sum against frequency (n,) THz;
+    the top axis in meV."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, dos) in enumerate(curves.items()):
+        ax.plot(frequency_THz, dos, color=f"C{i}", lw=1.0, label=label)
+    if len(curves) > 1:
+        ax.plot(frequency_THz, sum(curves.values()), color="k", lw=1.2, label="total")
+    total = np.cumsum(np.abs(sum(curves.values())))
+    ax.set_xlim(0, min(frequency_THz[-1], 1.3 * frequency_THz[np.searchsorted(total, 0.995 * total[-1])]))
+    top = ax.secondary_xaxis("top", functions=(lambda f: f * meV_per_THz, lambda e: e / meV_per_THz))
+    top.set_xlabel("energy (meV)")
+    _finish(fig, ax, path, "frequency (THz)", "vibrational DOS (states/THz, integral 3N)")
+
+
+def plot_ti_integrand(path: Path, lambdas: np.ndarray, du_dlambda_meV: np.ndarray, stderr_meV: np.ndarray,
+                      integral_meV: float, integral_stderr_meV: float) -> None:
+    """Thermodynamic integration: <U - U_ref>_lambda per atom (n,) meV with error bars at the nodes (n,),
+    and the integral's value in the legend."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.errorbar(lambdas, du_dlambda_meV, yerr=stderr_meV, fmt="o-", ms=4, capsize=3, color="C0",
+                label=f"Gauss-Legendre nodes; integral {integral_meV:.4f} +- {integral_stderr_meV:.4f} meV/atom")
+    ax.axhline(integral_meV, color="C1", ls="--", lw=0.8)
+    ax.set_xlim(0.0, 1.0)
+    _finish(fig, ax, path, "lambda", "<U - U_ref>_lambda (meV/atom)")

@@ -18,27 +18,15 @@ import logging
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from thermoflow.io.atomic import atomic_write_text
-from thermoflow.io.checkpoint import load_latest_checkpoint
 from thermoflow.nct.spectrum import excitation_energies
 from thermoflow.units import MEV_PER_EV
 from thermoflow.workflows import plots
-from thermoflow.workflows.config import ConfigError, read_config_dict, validate_config
-from thermoflow.workflows.nct_run import RUN_INFO, prepare_nct
+from thermoflow.workflows.finished_run import load_finished_run
 
 log = logging.getLogger(__name__)
-
-
-def _config_base(run_dir: Path, base: Path | None) -> Path:
-    if base is not None:
-        return Path(base)
-    info = run_dir / RUN_INFO
-    if info.is_file():
-        return Path(json.loads(info.read_text())["config_base_dir"])
-    return run_dir
 
 
 def run_spectrum(run_dir: Path, *, n_samples: int = 1024, seed: int = 0, batch_size: int = 256,
@@ -58,25 +46,15 @@ def run_spectrum(run_dir: Path, *, n_samples: int = 1024, seed: int = 0, batch_s
         The dictionary written to spectrum.json.
 
     Raises:
-        ConfigError: no finished run in ``run_dir``, or its stored basis is missing.
+        ConfigError: no finished run in ``run_dir``, or its stored basis is missing
+            (:func:`thermoflow.workflows.finished_run.load_finished_run`).
     """
     run_dir = Path(run_dir)
-    resolved = run_dir / "config.resolved.toml"
-    results_path = run_dir / "results.json"
-    if not resolved.is_file() or not results_path.is_file() or not json.loads(results_path.read_text()).get("completed"):
-        raise ConfigError(f"{run_dir} holds no finished NCT run (config.resolved.toml and a completed results.json)")
-    config = validate_config(read_config_dict(resolved)[0])
-    if config.nct.reference.kind == "scha" and not (run_dir / "gaussian_reference.npz").is_file():
-        raise ConfigError(f"{run_dir}/gaussian_reference.npz is missing: the trained state's basis cannot be rebuilt")
     t0 = time.perf_counter()
-    setup = prepare_nct(config, _config_base(run_dir, base), run_dir, resume=True)
-    model = setup.build_model()
-    init_key = jax.random.split(jax.random.PRNGKey(config.seed))[0]
-    params = model.init(init_key)
-    template = {"params": params, "opt_state": setup.optimizer.init(params)}
-    tree, _, _, read = load_latest_checkpoint(run_dir / "checkpoints" / "state.npz", template)
-    log.info("trained parameters read from %s; %d modes x %d samples", read, setup.basis.n_modes, n_samples)
-    spectrum = excitation_energies(model, tree["params"], n_samples=n_samples, seed=seed, batch_size=batch_size)
+    run = load_finished_run(run_dir, base)
+    setup, model = run.setup, run.model
+    log.info("%d modes x %d samples", setup.basis.n_modes, n_samples)
+    spectrum = excitation_energies(model, run.params, n_samples=n_samples, seed=seed, batch_size=batch_size)
 
     n_atoms = setup.modes.n_atoms
     harmonic = np.where(setup.modes.imaginary, np.nan, setup.modes.phonon_energies_eV)

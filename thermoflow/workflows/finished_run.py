@@ -1,0 +1,89 @@
+"""A finished NCT run read back from its directory, for post-processing commands.
+
+``thermoflow spectrum`` and ``thermoflow structure`` start from here: the resolved config, the
+stored basis (the self-consistent Gaussian, the cubic force constants) rebuilt exactly as the run
+built them (:func:`thermoflow.workflows.nct_run.prepare_nct` with ``resume=True``), the model,
+and the trained parameters of the newest readable checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import jax
+
+from thermoflow.io.checkpoint import load_latest_checkpoint
+from thermoflow.nct.loss import FreeEnergyModel
+from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
+from thermoflow.workflows.nct_run import RUN_INFO, NCTSetup, prepare_nct
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    """A trained NCT state and everything it was built from.
+
+    Attributes:
+        run_dir: the run directory.
+        config: its validated config (config.resolved.toml).
+        setup: structure, potential, modes and basis, flow (see :class:`NCTSetup`).
+        model: the free-energy model of the run (sampling, local energies, configurations).
+        params: the trained parameters (flow, occupation logits, NPT strain).
+        checkpoint: the checkpoint file they were read from.
+    """
+
+    run_dir: Path
+    config: RunConfig
+    setup: NCTSetup
+    model: FreeEnergyModel
+    params: dict
+    checkpoint: Path
+
+
+def config_base(run_dir: Path, base: Path | None = None) -> Path:
+    """The directory a run config's relative file names refer to: ``base`` if given, else the
+    one recorded in the run's run_info.json, else the run directory itself."""
+    if base is not None:
+        return Path(base)
+    info = Path(run_dir) / RUN_INFO
+    if info.is_file():
+        return Path(json.loads(info.read_text())["config_base_dir"])
+    return Path(run_dir)
+
+
+def load_finished_run(run_dir: Path, base: Path | None = None) -> FinishedRun:
+    """Rebuild the trained state of a finished NCT run.
+
+    Args:
+        run_dir: a run directory written by ``thermoflow run`` that completed.
+        base: the directory the run config's file names are relative to (default: recorded in
+            the run directory).
+
+    Returns:
+        The :class:`FinishedRun`.
+
+    Raises:
+        ConfigError: no finished run in ``run_dir`` (config.resolved.toml and a completed
+            results.json), or its stored Gaussian basis is missing.
+        CheckpointError: no readable checkpoint.
+    """
+    run_dir = Path(run_dir)
+    resolved = run_dir / "config.resolved.toml"
+    results_path = run_dir / "results.json"
+    if not resolved.is_file() or not results_path.is_file() or not json.loads(results_path.read_text()).get("completed"):
+        raise ConfigError(f"{run_dir} holds no finished NCT run (config.resolved.toml and a completed results.json)")
+    config = validate_config(read_config_dict(resolved)[0])
+    if config.nct.reference.kind == "scha" and not (run_dir / "gaussian_reference.npz").is_file():
+        raise ConfigError(f"{run_dir}/gaussian_reference.npz is missing: the trained state's basis cannot be rebuilt")
+    setup = prepare_nct(config, config_base(run_dir, base), run_dir, resume=True)
+    model = setup.build_model()
+    init_key = jax.random.split(jax.random.PRNGKey(config.seed))[0]
+    params = model.init(init_key)
+    template = {"params": params, "opt_state": setup.optimizer.init(params)}
+    tree, _, _, read = load_latest_checkpoint(run_dir / "checkpoints" / "state.npz", template)
+    log.info("trained parameters read from %s", read)
+    return FinishedRun(run_dir=run_dir, config=config, setup=setup, model=model, params=tree["params"], checkpoint=read)

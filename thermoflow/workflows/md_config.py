@@ -1,0 +1,124 @@
+"""The ``[md]`` section and the MD run config (``thermoflow md CONFIG``).
+
+An MD run config is ``seed`` + ``[state]`` + ``[structure]`` + ``[potential]`` + ``[md]``: the
+same state, structure and potential sections as an NCT run, so one crystal and potential serve
+both methods. Validated by pydantic before any computation, every error naming its field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from thermoflow.workflows.config import PotentialConfig, StateConfig, StructureConfig, StrictModel, load_config
+
+
+#: largest change of gamma_r / gamma per segment and unit relative deviation (A_gamma x segment duration):
+#: the linearised adaptation converges for < 2 and averages the noisy one-segment spectra only well below 1
+MAX_ADAPTATION_PER_SEGMENT = 0.5
+
+
+class MDConfig(StrictModel):
+    """Molecular dynamics: integrator, thermostat, lengths and output intervals."""
+
+    ensemble: Literal["nve", "nvt"] = Field("nvt", description="nve: velocity Verlet; nvt: Langevin BAOAB with md.thermostat")
+    thermostat: Literal["langevin", "qtb", "adqtb"] = Field(
+        "langevin", description="nvt random force: langevin (classical white noise), qtb (quantum thermal bath), "
+        "adqtb (adaptive QTB: corrects zero-point-energy leakage)",
+    )
+    timestep_fs: float = Field(1.0, gt=0, description="timestep, fs")
+    steps: int = Field(1000, ge=1, description="MD steps (a multiple of md.trajectory_every)")
+    friction_per_ps: float = Field(1.0, gt=0, description="Langevin friction gamma, 1/ps (QTB: much smaller than the frequencies of interest)")
+    qtb_cutoff_THz: float | None = Field(
+        None, gt=0, description="qtb/adqtb: cutoff frequency of the quantum noise spectrum, THz (about 2-3x the highest "
+        "phonon frequency; below the Nyquist frequency 1/(2 timestep)); unset: half the Nyquist frequency",
+    )
+    qtb_filter_length: int = Field(
+        1024, ge=16, description="qtb/adqtb: filter length L in steps (even): memory of the coloured noise, segment length "
+        "of the FDT spectra, frequency resolution 1/(L timestep)",
+    )
+    adqtb_rate_per_ps: float = Field(
+        0.05, gt=0, description="adqtb: adaptation rate A_gamma, change of gamma_r/gamma per ps per unit relative FDT deviation "
+        "(1/A_gamma is the relaxation time of gamma_r towards gamma in a harmonic crystal); A_gamma x "
+        "qtb_filter_length x timestep (the change per segment) must stay <= 0.5",
+    )
+    zero_net_force: bool = Field(
+        True, description="remove the total random force and the initial drift (3 fewer degrees of freedom); false for "
+        "potentials that are not translation invariant (harmonic/Einstein)",
+    )
+    trajectory_every: int = Field(10, ge=1, description="steps between trajectory frames (trajectory.extxyz) and progress checks")
+    thermo_every: int = Field(1, ge=1, description="steps between rows of thermo.csv")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (a multiple of md.trajectory_every)")
+    averaging_fraction: float = Field(0.5, gt=0, le=1, description="final fraction of the run averaged for results.json (the rest is equilibration)")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.ensemble == "nve" and self.thermostat != "langevin":
+            raise ValueError(f"md.thermostat = {self.thermostat!r} needs md.ensemble = 'nvt' (nve has no thermostat)")
+        if self.steps % self.trajectory_every:
+            raise ValueError(f"md.steps ({self.steps}) must be a multiple of md.trajectory_every ({self.trajectory_every})")
+        if self.checkpoint_every % self.trajectory_every:
+            raise ValueError(f"md.checkpoint_every ({self.checkpoint_every}) must be a multiple of md.trajectory_every ({self.trajectory_every})")
+        if self.qtb_filter_length % 2:
+            raise ValueError(f"md.qtb_filter_length must be even, got {self.qtb_filter_length}")
+        per_segment = self.adqtb_rate_per_ps * self.qtb_filter_length * self.timestep_fs / 1000.0
+        if self.thermostat == "adqtb" and per_segment > MAX_ADAPTATION_PER_SEGMENT:
+            raise ValueError(
+                f"md.adqtb_rate_per_ps ({self.adqtb_rate_per_ps}) x md.qtb_filter_length x md.timestep_fs = {per_segment:.3g} "
+                f"per segment: above {MAX_ADAPTATION_PER_SEGMENT} the adaptation overshoots and gamma_r oscillates between its "
+                f"bounds; lower md.adqtb_rate_per_ps to <= {MAX_ADAPTATION_PER_SEGMENT * 1000.0 / (self.qtb_filter_length * self.timestep_fs):.3g}"
+            )
+        nyquist = 1000.0 / (2.0 * self.timestep_fs)
+        if self.qtb_cutoff_THz is not None and self.qtb_cutoff_THz >= nyquist:
+            raise ValueError(
+                f"md.qtb_cutoff_THz ({self.qtb_cutoff_THz}) must lie below the Nyquist frequency {nyquist:g} THz of "
+                f"md.timestep_fs = {self.timestep_fs}: lower the cutoff or the timestep"
+            )
+        window = int(self.steps * self.averaging_fraction) // self.thermo_every
+        if window < 2:
+            raise ValueError(
+                f"md.steps x md.averaging_fraction / md.thermo_every gives {window} averaged row(s); the error bars need at "
+                "least 2: raise md.steps or md.averaging_fraction, or lower md.thermo_every"
+            )
+        return self
+
+    @property
+    def cutoff_THz(self) -> float:
+        """The QTB cutoff, THz (half the Nyquist frequency when unset)."""
+        return self.qtb_cutoff_THz if self.qtb_cutoff_THz is not None else 250.0 / self.timestep_fs
+
+
+class FixedCellRunConfig(StrictModel):
+    """``seed`` + ``[state]`` + ``[structure]`` + ``[potential]`` of a run at the structure's fixed cell
+    (the MD and thermodynamic-integration runs; ``state.pressure_GPa`` is refused)."""
+
+    #: what the pressure error says has no NPT variant
+    _npt_task: ClassVar[str] = "molecular dynamics"
+
+    seed: int = Field(0, ge=0, description="random seed of the initial velocities and the noise")
+    state: StateConfig
+    structure: StructureConfig
+    potential: PotentialConfig
+
+    @model_validator(mode="after")
+    def _fixed_cell(self):
+        if self.state.pressure_GPa is not None:
+            raise ValueError(f"state.pressure_GPa: NPT {self._npt_task} is not implemented yet; remove it (NVT/NVE at the structure's cell)")
+        return self
+
+
+class MDRunConfig(FixedCellRunConfig):
+    """A complete ``thermoflow md`` run."""
+
+    md: MDConfig = Field(default_factory=MDConfig, description="molecular dynamics settings")
+
+
+def load_md_config(path: str | Path, overrides: list[str] | None = None) -> tuple[MDRunConfig, Path]:
+    """Read, override and validate an MD run config; ``(config, base_dir)``.
+
+    Raises:
+        ConfigError: missing file, bad TOML, bad override or invalid fields (each named).
+    """
+    return load_config(path, overrides, model=MDRunConfig)

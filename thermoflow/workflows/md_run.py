@@ -1,0 +1,285 @@
+"""The MD workflow: config -> run directory (``thermoflow md CONFIG``).
+
+Run directory layout::
+
+    config.resolved.toml      the validated config, defaults filled in
+    run_info.json             the directory the config's relative file names refer to
+    thermo.csv                every md.thermo_every steps: step, time, kinetic temperature, energies per atom
+    trajectory.extxyz         every md.trajectory_every steps (positions, velocities, energy, forces; ase.io.read(..., index=':'))
+    checkpoints/state.npz     the complete MD state (positions, velocities, forces, RNG key, QTB noise buffer,
+                              adQTB state, step) and the byte lengths of thermo.csv / trajectory.extxyz at that step
+    results.json              means over the final md.averaging_fraction with blocking error bars, speed
+    fdt_deviation.csv/.png    qtb / adqtb: the fluctuation-dissipation deviation spectrum and gamma_r / gamma per species
+
+A resumed run (``resume=True``) truncates thermo.csv and trajectory.extxyz to the checkpoint and
+continues from the saved state; on CPU it reproduces the uninterrupted run bit for bit (the same
+compiled block of steps runs on the same state).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tomli_w
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from thermoflow.analysis.statistics import blocking_stderr
+from thermoflow.io.atomic import atomic_write_text
+from thermoflow.io.checkpoint import load_latest_checkpoint, save_checkpoint
+from thermoflow.md import integrators
+from thermoflow.md.qtb import deviation_spectrum, make_qtb_noise
+from thermoflow.structures.build import closest_pair
+from thermoflow.units import KB_EV_PER_K
+from thermoflow.workflows.build import build_potential, build_structure
+from thermoflow.workflows.config import ConfigError
+from thermoflow.workflows.md_config import MDRunConfig
+
+log = logging.getLogger(__name__)
+
+THERMO_COLUMNS = (
+    "step", "time_ps", "temperature_K", "potential_energy_eV_per_atom", "kinetic_energy_eV_per_atom",
+    "total_energy_eV_per_atom", "conserved_energy_eV_per_atom",
+)
+
+
+class MDSetup:
+    """Structure, potential, species, degrees of freedom and the jitted block of steps of an MD run.
+
+    Raises:
+        ValueError: a potential that is not finite at the structure (and the errors of the builders).
+    """
+
+    def __init__(self, config: MDRunConfig, base: Path):
+        md = config.md
+        self.config = config
+        self.atoms = build_structure(config.structure, base)
+        self.energy_fn = build_potential(config, self.atoms, base)
+        self.symbols = list(dict.fromkeys(self.atoms.get_chemical_symbols()))
+        self.species = np.array([self.symbols.index(s) for s in self.atoms.get_chemical_symbols()])
+        self.masses = jnp.asarray(self.atoms.get_masses())
+        self.cell = jnp.asarray(self.atoms.cell.array)
+        self.n_atoms = len(self.atoms)
+        self.n_dof = 3 * self.n_atoms - (3 if md.zero_net_force else 0)
+        self.kT = KB_EV_PER_K * config.state.temperature_K
+        _check_finite(self.energy_fn, self.atoms)
+        if md.ensemble == "nve":
+            self.init_fn, step_fn = integrators.make_nve(self.energy_fn, self.cell, self.masses, md.timestep_fs)
+        else:
+            if md.thermostat == "langevin":
+                noise = integrators.make_white_noise(self.kT)
+            else:
+                noise = make_qtb_noise(
+                    self.kT, md.timestep_fs, md.friction_per_ps, self.masses, self.species, cutoff_THz=md.cutoff_THz,
+                    filter_length=md.qtb_filter_length, adaptive=md.thermostat == "adqtb",
+                    adaptation_rate_per_ps=md.adqtb_rate_per_ps,
+                )
+            self.init_fn, step_fn = integrators.make_langevin(
+                self.energy_fn, self.cell, self.masses, md.timestep_fs, md.friction_per_ps, noise, zero_net_force=md.zero_net_force,
+            )
+        self.block_fn = integrators.make_block_fn(step_fn, md.trajectory_every, self.masses)
+
+    def initial_state(self) -> integrators.MDState:
+        """The state at step 0: the structure's positions, Maxwell-Boltzmann velocities at T (seeded)."""
+        key, velocity_key = jax.random.split(jax.random.PRNGKey(self.config.seed))
+        velocities = integrators.maxwell_boltzmann_velocities(velocity_key, self.masses, self.kT, remove_drift=self.config.md.zero_net_force)
+        return self.init_fn(key, jnp.asarray(self.atoms.get_positions()), velocities)
+
+
+def _check_finite(energy_fn, atoms: Atoms) -> None:
+    energy = float(energy_fn(jnp.asarray(atoms.get_positions()), jnp.asarray(atoms.cell.array)))
+    if not np.isfinite(energy):
+        d, i, j = closest_pair(atoms)
+        raise ValueError(f"the potential energy is not finite at the initial structure (closest atoms {i} and {j} are {d:.3f} A apart)")
+
+
+def _thermo_rows(setup: MDSetup, first_step: int, pot, kin, bath) -> str:
+    md, n = setup.config.md, setup.n_atoms
+    lines = []
+    for i, (p, k, b) in enumerate(zip(np.asarray(pot), np.asarray(kin), np.asarray(bath))):
+        step = first_step + i
+        if step % md.thermo_every:
+            continue
+        t = step * md.timestep_fs / 1000.0
+        temperature = 2.0 * k / (setup.n_dof * KB_EV_PER_K)
+        lines.append(f"{step},{t:.6f},{temperature:.10g},{p / n:.12g},{k / n:.12g},{(p + k) / n:.12g},{(p + k - b) / n:.12g}\n")
+    return "".join(lines)
+
+
+def _frame(setup: MDSetup, state: integrators.MDState) -> str:
+    atoms = setup.atoms.copy()
+    atoms.set_positions(np.asarray(state.positions))
+    atoms.set_velocities(np.asarray(state.velocities))
+    atoms.calc = SinglePointCalculator(atoms, energy=float(state.potential_energy), forces=np.asarray(state.forces))
+    step = int(state.step)
+    atoms.info.update(step=step, time_ps=step * setup.config.md.timestep_fs / 1000.0)
+    buffer = io.StringIO()
+    atoms.write(buffer, format="extxyz")
+    return buffer.getvalue()
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(text)
+
+
+def start_run_dir(out_dir: Path, config, base: Path, resume: bool, markers: tuple[str, ...]) -> None:
+    """Create ``out_dir`` with ``config.resolved.toml`` and ``run_info.json`` (shared by the MD and TI runs).
+
+    Raises:
+        ConfigError: resuming where config.resolved.toml is missing or differs from ``config``, or
+            (not resuming) a directory that holds any of ``markers`` (relative paths) already.
+    """
+    resolved = out_dir / "config.resolved.toml"
+    text = tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+    if resume:
+        if not resolved.is_file() or resolved.read_text() != text:
+            raise ConfigError(f"cannot resume in {out_dir}: its config.resolved.toml is missing or differs from this config")
+    elif any((out_dir / name).exists() for name in markers):
+        raise ConfigError(f"{out_dir} already holds a run; use --resume or another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(resolved, text)
+    atomic_write_text(out_dir / "run_info.json", json.dumps({"config_base_dir": str(Path(base).resolve())}, indent=2) + "\n")
+
+
+def run_md(
+    config: MDRunConfig, base: Path, out_dir: Path, *, resume: bool = False, log_every: int | None = 0,
+    stop_after: int | None = None,
+) -> dict:
+    """Run molecular dynamics and write the run directory (layout in the module docstring).
+
+    Args:
+        config: validated MD run config.
+        base: directory relative file names in the config refer to.
+        out_dir: run directory (created).
+        resume: continue from ``out_dir/checkpoints/state.npz``; the config must be the same.
+        log_every: log a progress line (step, T, E_pot, ns/day) every this many steps (0: about 20
+            lines per run; None: none).
+        stop_after: stop after this many steps of this invocation (an interruption, for tests).
+
+    Returns:
+        The results dictionary also written to ``results.json`` (``{"completed": False, ...}`` when stopped early).
+
+    Raises:
+        ConfigError: resuming with a different config, or a directory that already holds a run.
+        FileNotFoundError: resuming without a checkpoint.
+        CheckpointError: no usable checkpoint, or one cannot be written.
+        ValueError: a potential that is not finite at the structure.
+    """
+    md = config.md
+    out_dir = Path(out_dir)
+    ckpt = out_dir / "checkpoints" / "state.npz"
+    thermo_path, traj_path = out_dir / "thermo.csv", out_dir / "trajectory.extxyz"
+    start_run_dir(out_dir, config, base, resume, markers=("checkpoints/state.npz", "thermo.csv"))
+
+    setup = MDSetup(config, base)
+    state = setup.initial_state()
+    if resume:
+        state, meta, _, used = load_latest_checkpoint(ckpt, state)
+        for path, size in ((thermo_path, meta["thermo_bytes"]), (traj_path, meta["trajectory_bytes"])):
+            os.truncate(path, size)
+        log.info("resumed from %s at step %d", used.name, int(state.step))
+    else:
+        thermo_path.write_text(",".join(THERMO_COLUMNS) + "\n")
+        traj_path.write_text("")
+        kin = integrators.kinetic_energy(state.velocities, setup.masses)
+        _append(thermo_path, _thermo_rows(setup, 0, [state.potential_energy], [kin], [state.bath_energy]))
+        _append(traj_path, _frame(setup, state))
+
+    every = log_every if log_every else max(md.trajectory_every, md.steps // 20)
+    start_step, t_loop, timed_steps, timed_seconds = int(state.step), time.perf_counter(), 0, 0.0
+    step = start_step
+    while step < md.steps and (stop_after is None or step - start_step < stop_after):
+        t0 = time.perf_counter()
+        state, pot, kin, bath = setup.block_fn(state)
+        pot.block_until_ready()
+        if step > start_step:  # the first block includes compilation
+            timed_steps, timed_seconds = timed_steps + md.trajectory_every, timed_seconds + time.perf_counter() - t0
+        _append(thermo_path, _thermo_rows(setup, step + 1, pot, kin, bath))
+        step += md.trajectory_every
+        _append(traj_path, _frame(setup, state))
+        if step % md.checkpoint_every == 0 or step == md.steps:
+            meta = {"step": step, "thermo_bytes": thermo_path.stat().st_size, "trajectory_bytes": traj_path.stat().st_size}
+            save_checkpoint(ckpt, state, meta)
+        if log_every is not None and (step % every < md.trajectory_every or step == md.steps):
+            rate = _ns_per_day(md.timestep_fs, timed_steps, timed_seconds)
+            log.info("step %d/%d  T = %.1f K  E_pot = %.6f eV/atom  %s ns/day", step, md.steps,
+                     2.0 * float(kin[-1]) / (setup.n_dof * KB_EV_PER_K), float(pot[-1]) / setup.n_atoms,
+                     "-" if rate is None else f"{rate:.3g}")
+    if step < md.steps:
+        return {"completed": False, "steps_done": step}
+    results = _results(setup, state, out_dir, thermo_path, timed_steps, timed_seconds, time.perf_counter() - t_loop)
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _ns_per_day(timestep_fs: float, steps: int, seconds: float) -> float | None:
+    return None if seconds <= 0 else steps * timestep_fs * 1e-6 / (seconds / 86400.0)
+
+
+def _results(setup: MDSetup, state, out_dir: Path, thermo_path: Path, timed_steps: int, timed_seconds: float, wall: float) -> dict:
+    md = setup.config.md
+    table = np.loadtxt(thermo_path, delimiter=",", skiprows=1, ndmin=2)
+    columns = dict(zip(THERMO_COLUMNS, table.T))
+    window = columns["step"] > md.steps * (1.0 - md.averaging_fraction)
+    results = {"completed": True, "ensemble": md.ensemble, "thermostat": md.thermostat if md.ensemble == "nvt" else None,
+               "n_atoms": setup.n_atoms, "n_degrees_of_freedom": setup.n_dof, "target_temperature_K": setup.config.state.temperature_K,
+               "steps": md.steps, "timestep_fs": md.timestep_fs, "averaged_rows": int(window.sum())}
+    for name in THERMO_COLUMNS[2:]:
+        b = blocking_stderr(columns[name][window])
+        results[name.replace("_K", "_mean_K") if name == "temperature_K" else name] = b.mean
+        results[name.replace("_K", "_stderr_K") if name == "temperature_K" else name.replace("_eV", "_stderr_eV")] = b.stderr
+    slope = np.polyfit(columns["time_ps"], columns["conserved_energy_eV_per_atom"], 1)[0] if len(table) > 2 else 0.0
+    results["conserved_energy_drift_eV_per_atom_per_ps"] = float(slope)
+    results["ns_per_day"] = _ns_per_day(md.timestep_fs, timed_steps, timed_seconds)
+    results["seconds_per_step"] = timed_seconds / timed_steps if timed_steps else None
+    results["wall_seconds"] = wall
+    results["notes"] = ("temperature_K is the kinetic temperature 2 E_kin / (n_dof k_B); with qtb/adqtb it includes the "
+                        "zero-point motion and exceeds the bath temperature")
+    if md.ensemble == "nvt" and md.thermostat != "langevin":
+        spectra = deviation_spectrum(state.noise, md.cutoff_THz, md.timestep_fs)
+        _write_deviation(out_dir, spectra, setup.symbols, md.friction_per_ps, md.cutoff_THz)
+        band = spectra["frequency_THz"] < md.cutoff_THz
+        results["fdt_relative_deviation_rms"] = {s: float(np.sqrt(np.mean(spectra["relative_deviation"][i, band] ** 2)))
+                                                 for i, s in enumerate(setup.symbols)}
+        results["qtb_segments"] = int(state.noise.n_segments)
+    return results
+
+
+def _write_deviation(out_dir: Path, spectra: dict, symbols: list[str], friction_per_ps: float, cutoff_THz: float) -> None:
+    """fdt_deviation.csv and fdt_deviation.png: relative deviation and gamma_r per species."""
+    freq = spectra["frequency_THz"]
+    header = ["frequency_THz"] + [f"relative_fdt_deviation_{s}" for s in symbols] + [f"gamma_r_{s}_per_ps" for s in symbols]
+    rows = np.column_stack([freq, *spectra["relative_deviation"], *(spectra["gamma_ratio"] * friction_per_ps)])
+    buffer = io.StringIO()
+    np.savetxt(buffer, rows, delimiter=",", header=",".join(header), comments="", fmt="%.8g")
+    atomic_write_text(out_dir / "fdt_deviation.csv", buffer.getvalue())
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
+    for i, s in enumerate(symbols):
+        ax1.plot(freq, spectra["relative_deviation"][i], lw=0.8, label=s)
+        ax2.plot(freq, spectra["gamma_ratio"][i] * friction_per_ps, lw=0.8, label=s)
+    ax1.axhline(0.0, color="k", lw=0.5)
+    ax1.set_ylabel("relative FDT deviation\n(I - (gamma_r/gamma) D) / D")
+    ax2.axhline(friction_per_ps, color="k", lw=0.5)
+    ax2.set_xlim(0.0, 1.1 * cutoff_THz)
+    ax1.set_title("QTB fluctuation-dissipation deviation (running mean over segments)")
+    ax2.set_ylabel("gamma_r (1/ps)")
+    ax2.set_xlabel("frequency (THz)")
+    ax1.legend(title="species")
+    fig.tight_layout()
+    fig.savefig(out_dir / "fdt_deviation.png", dpi=120)
+    plt.close(fig)
