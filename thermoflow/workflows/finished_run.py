@@ -2,7 +2,7 @@
 
 ``thermoflow spectrum`` and ``thermoflow structure`` start from here: the resolved config, the
 stored basis (the self-consistent Gaussian, the cubic force constants) rebuilt exactly as the run
-built them (:func:`thermoflow.workflows.nct_run.prepare_nct` with ``resume=True``), the model,
+built them (:func:`thermoflow.workflows.nct_setup.prepare_nct` with ``resume=True``), the model,
 and the trained parameters of the newest readable checkpoint.
 """
 
@@ -18,7 +18,8 @@ import jax
 from thermoflow.io.checkpoint import load_latest_checkpoint
 from thermoflow.nct.loss import FreeEnergyModel
 from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
-from thermoflow.workflows.nct_run import RUN_INFO, NCTSetup, prepare_nct
+from thermoflow.workflows.nct_run import RUN_INFO
+from thermoflow.workflows.nct_setup import NCTSetup, prepare_nct
 
 log = logging.getLogger(__name__)
 

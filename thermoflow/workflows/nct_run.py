@@ -1,4 +1,5 @@
 """The NCT workflow: config -> run directory (resolved config, metrics, results, checkpoints, plots).
+The setup before training (basis, flow, optimiser) is :mod:`thermoflow.workflows.nct_setup`.
 
 Run directory layout::
 
@@ -13,7 +14,6 @@ Run directory layout::
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -25,20 +25,13 @@ import numpy as np
 import tomli_w
 
 from thermoflow.analysis.statistics import blocking_stderr
-from thermoflow.io.atomic import atomic_write_bytes, atomic_write_text
+from thermoflow.io.atomic import atomic_write_text
 from thermoflow.nct import occupations
-from thermoflow.nct.flow import Flow, make_realnvp
-from thermoflow.nct.loss import make_free_energy_model
-from thermoflow.nct.quadratic import dimensionless_cubic_map, make_quadratic_flow, mode_orderings, perturbative_parameters
-from thermoflow.nct.train import evaluate, make_optimizer, train
-from thermoflow.phonons.cubic import cubic_force_constants
-from thermoflow.phonons.modes import HarmonicModes
-from thermoflow.phonons.thermo import harmonic_thermodynamics
-from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K, MEV_PER_EV
+from thermoflow.nct.train import evaluate, train
+from thermoflow.units import GPA_PER_EV_PER_A3, MEV_PER_EV
 from thermoflow.workflows import plots
-from thermoflow.workflows.build import build_modes
 from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
-from thermoflow.workflows.phonon_run import gaussian_from_config, harmonic_results, load_gaussian_basis
+from thermoflow.workflows.nct_setup import NCTSetup, prepare_nct
 
 log = logging.getLogger(__name__)
 
@@ -83,25 +76,6 @@ def _mean_stderr_tensor(values: np.ndarray) -> tuple[list, list]:
     return values.mean(axis=0).tolist(), (values.std(axis=0, ddof=1) / np.sqrt(len(values))).tolist()
 
 
-_GAUSSIAN_SCALARS = ("free_energy_eV", "free_energy_stderr_eV", "energy_eV", "energy_stderr_eV", "entropy_kB")
-
-
-def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: float, path: Path, resume: bool, base: Path) -> dict:
-    """The self-consistent Gaussian of the run: computed once, stored in the run directory and
-    read back on resume (so a resumed run trains in exactly the same basis)."""
-    if resume and path.is_file():
-        with np.load(path) as data:
-            scalars = {k: float(data[k]) for k in _GAUSSIAN_SCALARS}
-        log.info("self-consistent Gaussian read from %s", path)
-        return {"modes": load_gaussian_basis(path, modes), **scalars}
-    g = gaussian_from_config(config, energy_fn, modes, kT, base)
-    out = {"modes": g.modes, **{k: getattr(g, k) for k in _GAUSSIAN_SCALARS}}
-    buffer = io.BytesIO()
-    np.savez(buffer, omega=g.modes.omega, modes=g.modes.modes, **{k: np.asarray(out[k]) for k in _GAUSSIAN_SCALARS})
-    atomic_write_bytes(path, buffer.getvalue())
-    return out
-
-
 def _gaussian_results(gaussian: dict | None, free_energy: tuple[float, float], n_atoms: int) -> dict:
     if gaussian is None:
         return {}
@@ -115,37 +89,6 @@ def _gaussian_results(gaussian: dict | None, free_energy: tuple[float, float], n
         "flow_minus_gaussian_eV_per_atom": free_energy[0] - f_g,
         "flow_minus_gaussian_stderr_eV_per_atom": float(np.hypot(free_energy[1], err_g)),
     }
-
-
-def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, path: Path, resume: bool) -> dict:
-    """Gaussian-averaged cubic force constants of the basis and the bubble F3: computed once,
-    stored in the run directory and read back on resume."""
-    if resume and path.is_file():
-        with np.load(path) as data:
-            log.info("cubic force constants read from %s", path)
-            return {k: (data[k] if k == "phi3" else float(data[k])) for k in data.files}
-    c = cubic_force_constants(energy_fn, basis, kT, n_samples=config.nct.flow.cubic_samples, seed=config.seed, chunk_size=config.nct.chunk_size)
-    out = {"phi3": c.phi3, "bubble_free_energy_eV": c.bubble_free_energy_eV, "bubble_free_energy_stderr_eV": c.bubble_free_energy_stderr_eV}
-    buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v) for k, v in out.items()})
-    atomic_write_bytes(path, buffer.getvalue())
-    return out
-
-
-def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, out_dir: Path, resume: bool) -> tuple[Flow, dict | None]:
-    """The configured flow; a perturbative quadratic flow starts from first-order perturbation
-    theory in the Gaussian-averaged cubic force constants (returned too, else None)."""
-    fc = config.nct.flow
-    if fc.kind == "realnvp":
-        return make_realnvp(basis.n_modes, fc.n_layers, fc.hidden, fc.max_log_scale, linear=fc.linear), None
-    flow = make_quadratic_flow(basis.n_modes, fc.pairs, linear=fc.linear, seed=config.seed)
-    if fc.init == "identity" or config.nct.freeze_flow:
-        return flow, None
-    cubic = _cubic_reference(config, energy_fn, basis, kT, out_dir / "cubic_force_constants.npz", resume)
-    k_map = dimensionless_cubic_map(cubic["phi3"], basis.omega)
-    init = perturbative_parameters(mode_orderings(basis.n_modes, fc.pairs, config.seed), k_map, linear=fc.linear)
-    cubic["dropped_fraction"] = init.dropped_fraction
-    return dataclasses.replace(flow, init=lambda key: init.params), cubic
 
 
 def _cubic_results(cubic: dict | None, gaussian: dict | None, n_atoms: int) -> dict:
@@ -204,96 +147,6 @@ def _same_config(resolved: Path, config: RunConfig) -> bool:
     return stored.model_dump(mode="json") == config.model_dump(mode="json")
 
 
-@dataclasses.dataclass
-class NCTSetup:
-    """Everything an NCT run is built from, before training (see :func:`prepare_nct`)."""
-
-    config: RunConfig
-    atoms: object
-    energy_fn: object
-    modes: HarmonicModes
-    basis: HarmonicModes
-    kT_eV: float
-    harmonic: dict
-    gaussian: dict | None
-    cubic: dict | None
-    flow: Flow
-    optimizer: object
-    truncation_eV_per_atom: float
-
-    def build_model(self, stress: bool = False):
-        """The free-energy model of the run (``stress``: with the pressure/stress estimators)."""
-        nc = self.config.nct
-        return make_free_energy_model(
-            self.energy_fn, self.basis, self.flow, kT_eV=self.kT_eV, n_levels=nc.n_levels, batch_size=nc.batch_size,
-            laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
-            chunk_size=nc.chunk_size, stress=stress, pressure_eV_per_A3=self.pressure_eV_per_A3,
-            strain_samples=nc.strain_samples, occupations=nc.occupations, occupation_hidden=nc.occupation_hidden,
-        )
-
-    @property
-    def pressure_eV_per_A3(self) -> float | None:
-        """The external pressure of an NPT run, eV/A^3 (None: NVT)."""
-        p = self.config.state.pressure_GPa
-        return None if p is None else p / GPA_PER_EV_PER_A3
-
-
-def prepare_nct(config: RunConfig, base: Path, out_dir: Path, resume: bool) -> NCTSetup:
-    """Structure, potential, harmonic modes, the self-consistent Gaussian basis and the flow of
-    an NCT run. The Gaussian and the cubic force constants are computed once and stored in
-    ``out_dir``; with ``resume`` they are read back from there, so a resumed run (or a
-    post-processing step) works in exactly the same basis."""
-    nc = config.nct
-    kT = KB_EV_PER_K * config.state.temperature_K
-    atoms, energy_fn, modes = build_modes(config, base)
-    n_atoms = len(atoms)
-    if modes.imaginary.any():
-        log.warning("%d imaginary harmonic mode(s): the basis uses |omega|; the flow must correct them", int(modes.imaginary.sum()))
-    harmonic = harmonic_results(modes, kT)
-    f_harm = harmonic["harmonic_free_energy_eV_per_atom"]
-    gaussian = None
-    basis = modes
-    if nc.reference.kind == "scha":
-        gaussian = _gaussian_reference(config, energy_fn, modes, kT, out_dir / "gaussian_reference.npz", resume, base)
-        basis = gaussian["modes"]
-        log.info(
-            "self-consistent Gaussian: F = %.4f +- %.4f meV/atom (harmonic %s); phonon energies %.2f-%.2f meV (harmonic %.2f-%.2f)",
-            gaussian["free_energy_eV"] / n_atoms * MEV_PER_EV, gaussian["free_energy_stderr_eV"] / n_atoms * MEV_PER_EV,
-            "undefined" if f_harm is None else f"{f_harm * MEV_PER_EV:.4f}",
-            basis.phonon_energies_eV.min() * MEV_PER_EV, basis.phonon_energies_eV.max() * MEV_PER_EV,
-            modes.phonon_energies_eV.min() * MEV_PER_EV, modes.phonon_energies_eV.max() * MEV_PER_EV,
-        )
-    basis_full = harmonic_thermodynamics(basis.phonon_energies_eV, kT)
-    basis_k = harmonic_thermodynamics(basis.phonon_energies_eV, kT, nc.n_levels)
-    truncation = (basis_k.free_energy_eV - basis_full.free_energy_eV) / n_atoms
-    if truncation > 5e-5:
-        log.warning(
-            "nct.n_levels = %d truncates the free energy of the basis oscillators by %.3f meV/atom at %g K: "
-            "raise nct.n_levels for results converged in the basis",
-            nc.n_levels, truncation * MEV_PER_EV, config.state.temperature_K,
-        )
-    flow, cubic = _build_flow(config, energy_fn, basis, kT, out_dir, resume)
-    if cubic is not None:
-        log.info(
-            "cubic force constants (Gaussian average, %d samples): bubble F3 = %.4f +- %.4f meV/atom; "
-            "the perturbative flow holds %.1f %% of the first-order map",
-            nc.flow.cubic_samples, cubic["bubble_free_energy_eV"] / n_atoms * MEV_PER_EV,
-            cubic["bubble_free_energy_stderr_eV"] / n_atoms * MEV_PER_EV, 100 * (1 - cubic["dropped_fraction"]),
-        )
-
-    optimizer = make_optimizer(
-        nc.optimizer, nc.learning_rate, schedule=nc.schedule, steps=nc.steps,
-        final_fraction=nc.final_lr_fraction, warmup_steps=nc.warmup_steps,
-        grad_clip_norm=nc.grad_clip_norm, flow_scale=nc.flow.flow_learning_rate_scale,
-        strain_scale=nc.strain_learning_rate / nc.learning_rate,
-    )
-    return NCTSetup(
-        config=config, atoms=atoms, energy_fn=energy_fn, modes=modes, basis=basis, kT_eV=kT,
-        harmonic=harmonic, gaussian=gaussian, cubic=cubic, flow=flow, optimizer=optimizer,
-        truncation_eV_per_atom=truncation,
-    )
-
-
 def run_nct(
     config: RunConfig, base: Path, out_dir: Path, *, resume: bool = False, progress: bool = True,
     log_every: int | None = None, stop_after: int | None = None,
@@ -334,9 +187,9 @@ def run_nct(
     t_start = time.perf_counter()
     nc = config.nct
     setup = prepare_nct(config, base, out_dir, resume)
-    atoms, energy_fn, modes, basis, kT = setup.atoms, setup.energy_fn, setup.modes, setup.basis, setup.kT_eV
-    n_atoms = len(atoms)
-    harmonic, gaussian, cubic, flow, optimizer = setup.harmonic, setup.gaussian, setup.cubic, setup.flow, setup.optimizer
+    modes, basis, kT = setup.modes, setup.basis, setup.kT_eV
+    n_atoms = len(setup.atoms)
+    harmonic, gaussian, cubic, optimizer = setup.harmonic, setup.gaussian, setup.cubic, setup.optimizer
     f_harm = harmonic["harmonic_free_energy_eV_per_atom"]
     truncation = setup.truncation_eV_per_atom
     build_model = setup.build_model
