@@ -157,3 +157,22 @@ def test_wyckoff_x_of_the_shared_ci16_structure(shared_dir):
     assert space_group(atoms.positions, atoms.cell.array, atoms.numbers, symprec_A=1e-4) == ("I-43d", 220)
     # the file's header: x = 0.055 (Hanfland et al. 2000), written with 7-8 significant digits
     assert wyckoff_x_16c(atoms.positions, atoms.cell.array, atoms.numbers, symprec_A=1e-4) == pytest.approx(0.055, abs=1e-6)
+
+
+def test_default_rdf_range_stops_short_of_the_periodic_self_image():
+    """bcc 2x2x2 (cube edge 2a): 2.5 nearest-neighbour distances (2.5 x sqrt(3) a / 2 = 2.17 a)
+    would reach the atoms' own images at 2a; a 4x4x4 supercell keeps 2.5 d_nn."""
+    from ase.build import bulk
+
+    from thermoflow.analysis.structure import default_rdf_range, shortest_lattice_translation
+
+    a = 3.44
+    small = bulk("Li", "bcc", a=a, cubic=True).repeat((2, 2, 2))
+    assert shortest_lattice_translation(small.cell.array) == pytest.approx(2 * a)
+    assert default_rdf_range(small.positions, small.cell.array) == pytest.approx(0.98 * 2 * a)
+    large = bulk("Li", "bcc", a=a, cubic=True).repeat((4, 4, 4))
+    assert default_rdf_range(large.positions, large.cell.array) == pytest.approx(2.5 * np.sqrt(3) * a / 2)
+    # a skewed basis of the same lattice has the same shortest translation
+    skewed = small.cell.array.copy()
+    skewed[2] += skewed[0] + skewed[1]
+    assert shortest_lattice_translation(skewed) == pytest.approx(2 * a)

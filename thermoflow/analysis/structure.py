@@ -89,6 +89,23 @@ def nearest_neighbour_distance(positions: np.ndarray, cell: np.ndarray) -> float
     search = 2.0 * (abs(np.linalg.det(np.asarray(cell, dtype=float))) / n_atoms) ** (1 / 3)  # the nearest lies below 2 (V/N)^(1/3)
     return float(pair_distances(positions, cell, search)[2].min())
 
+
+def shortest_lattice_translation(cell: np.ndarray) -> float:
+    """Length of the shortest non-zero lattice vector of ``cell`` (3, 3), Angstrom: the distance
+    at which every atom meets its own periodic image (Minkowski-reduced basis, ase.geometry)."""
+    from ase.geometry import minkowski_reduce
+
+    reduced, _ = minkowski_reduce(np.asarray(cell, dtype=float))
+    return float(np.linalg.norm(reduced, axis=1).min())
+
+
+def default_rdf_range(positions: np.ndarray, cell: np.ndarray) -> float:
+    """Default largest g(r) distance, Angstrom: 2.5 nearest-neighbour distances, but short of
+    the shortest lattice translation of the (super)cell, where each atom's own periodic image (which
+    never moves relative to it) would add a spurious delta peak."""
+    return min(2.5 * nearest_neighbour_distance(positions, cell), 0.98 * shortest_lattice_translation(cell))
+
+
 def _species_pairs(species: np.ndarray) -> tuple[list, tuple[tuple[Any, Any], ...]]:
     kinds = list(dict.fromkeys(species.tolist()))  # order of first appearance
     return kinds, tuple((a, b) for a in kinds for b in kinds)

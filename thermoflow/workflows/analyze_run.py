@@ -35,7 +35,7 @@ import ase.io
 import numpy as np
 
 from thermoflow.analysis import dynamics
-from thermoflow.analysis.structure import nearest_neighbour_distance, radial_distribution
+from thermoflow.analysis.structure import default_rdf_range, radial_distribution
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.units import ASE_TIME_PER_PS, omega_to_mev, thz_to_omega
 from thermoflow.workflows import plots
@@ -145,7 +145,7 @@ def run_analyze(path: Path, out: Path | None = None, *, timestep_fs: float | Non
         timestep_fs, skip, every: as in :func:`load_trajectory`.
         fit_window_ps: (start, end) of the MSD fit, ps (default 20-80 % of a block's duration).
         n_blocks: independent blocks for D's error bar.
-        r_max_A: largest g(r) distance, Angstrom (default 2.5 nearest-neighbour distances of the first frame).
+        r_max_A: largest g(r) distance, Angstrom (default 2.5 nearest-neighbour distances of the first frame, short of the shortest lattice translation).
         n_bins: g(r) bins.
         n_origins: time origins of MSD'.
         rdf_frames: g(r) from at most this many frames, evenly spaced (consecutive frames are correlated).
@@ -193,7 +193,7 @@ def run_analyze(path: Path, out: Path | None = None, *, timestep_fs: float | Non
                     "(aliasing); write frames more often (md.trajectory_every) or drop --every", 100 * near_nyquist, nyquist)
 
     if r_max_A is None:
-        r_max_A = 2.5 * nearest_neighbour_distance(traj.positions[0], traj.cell)
+        r_max_A = default_rdf_range(traj.positions[0], traj.cell)
     rdf_kept = np.unique(np.linspace(0, n_frames - 1, min(max(1, rdf_frames), n_frames)).astype(int))
     rdf = radial_distribution(traj.positions[rdf_kept], traj.cell, traj.symbols, r_max_A, n_bins)
     names = [f"{a}_{b}" for a, b in rdf.pairs]

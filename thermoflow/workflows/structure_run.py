@@ -33,7 +33,7 @@ import numpy as np
 from thermoflow.analysis.structure import (
     I43D_NUMBER,
     coordination_shells,
-    nearest_neighbour_distance,
+    default_rdf_range,
     quench,
     radial_distribution,
     space_group,
@@ -136,7 +136,8 @@ def run_structure(run_dir: Path, *, n_samples: int = 256, n_quench: int = 8, see
             rms displacements.
         n_quench: how many of them to quench (local minimisation, FIRE at the sample's cell).
         seed: sampling seed.
-        r_max_A: largest distance of g(r), Angstrom (default 2.5 x the nearest-neighbour distance
+        r_max_A: largest distance of g(r), Angstrom (default 2.5 x the nearest-neighbour distance, short of the
+            shortest lattice translation, where self-images start
             of the reference structure).
         n_bins: histogram bins of g(r).
         symprec_A: spglib distance tolerance for space groups and Wyckoff x, Angstrom.
@@ -163,7 +164,7 @@ def run_structure(run_dir: Path, *, n_samples: int = 256, n_quench: int = 8, see
     positions, gaussian, cell = _sample_configurations(run, n_samples, jax.random.PRNGKey(seed), batch_size)
     reference = np.asarray(run.model.configuration(run.params, jnp.zeros(run.setup.basis.n_modes))[0])
     if r_max_A is None:
-        r_max_A = 2.5 * nearest_neighbour_distance(reference, cell)
+        r_max_A = default_rdf_range(reference, cell)
     rdf = radial_distribution(positions, cell, symbols, r_max_A, n_bins)
     gaussian_rdf = radial_distribution(gaussian, cell, symbols, r_max_A, n_bins)
     _write_rdf_csv(run_dir / "rdf.csv", rdf, gaussian_rdf)
