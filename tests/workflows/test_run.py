@@ -183,3 +183,9 @@ def test_npt_run_reports_gibbs_free_energy_and_resumes_exactly(tmp_path):
     assert volume == pytest.approx(full["volume_A3_per_atom"])
     g = full["free_energy_eV_per_atom"] + 0.5 / GPA_PER_EV_PER_A3 * full["volume_A3_per_atom"]
     assert full["gibbs_free_energy_eV_per_atom"] == pytest.approx(g, rel=1e-9)
+    # the spectrum of an NPT run compares with the harmonic modes of the trained cell
+    spec = CliRunner().invoke(app, ["spectrum", str(tmp_path / "full"), "--samples", "16", "--batch", "16"])
+    assert spec.exit_code == 0, spec.output
+    out = json.loads((tmp_path / "full" / "spectrum.json").read_text())
+    assert out["harmonic_reference_volume_A3_per_atom"] == pytest.approx(full["volume_A3_per_atom"], rel=1e-12)
+    assert out["harmonic_reference_volume_A3_per_atom"] < full["reference_volume_A3_per_atom"]

@@ -119,16 +119,20 @@ def build_modes(config: RunConfig, base: Path) -> tuple[Atoms, EnergyFn, Harmoni
     check_reference_energy(energy_fn, atoms, warn=not config.structure.relax_positions)
     if config.structure.relax_positions:
         atoms = relax_positions(energy_fn, atoms)
-    pos, cell, masses = atoms.get_positions(), atoms.cell.array, atoms.get_masses()
+    modes = harmonic_modes(config, energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    return atoms, energy_fn, modes
+
+
+def harmonic_modes(config: RunConfig, energy_fn: EnergyFn, positions: np.ndarray, cell: np.ndarray, masses: np.ndarray) -> HarmonicModes:
+    """Harmonic modes of the run's potential at ``positions`` (N, 3) A in ``cell`` (3, 3) A: Hessian
+    by autodiff, or by central differences of forces for an ASE calculator (a host callback has
+    no second derivative)."""
     if config.potential.kind == "ase":
-        # a host callback has no second derivative: Hessian by central differences of forces
         from thermoflow.potentials.ase_bridge import finite_difference_hessian
 
-        h = finite_difference_hessian(energy_fn, pos, cell, displacement=config.potential.hessian_displacement_A)
-        modes = modes_from_hessian(h, masses, pos, cell, float(energy_fn(pos, cell)))
-    else:
-        modes = compute_harmonic_modes(energy_fn, pos, cell, masses)
-    return atoms, energy_fn, modes
+        h = finite_difference_hessian(energy_fn, positions, cell, displacement=config.potential.hessian_displacement_A)
+        return modes_from_hessian(h, masses, positions, cell, float(energy_fn(positions, cell)))
+    return compute_harmonic_modes(energy_fn, positions, cell, masses)
 
 
 #: residual force above which the reference structure is reported as not stationary, eV/Angstrom

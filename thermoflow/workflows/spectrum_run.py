@@ -5,7 +5,8 @@ constants, the final checkpoint), evaluates the single-phonon excitation energie
 w_k = E(e_k) - E(0) of the trained state (:mod:`thermoflow.nct.spectrum`) and writes into it::
 
     spectrum.csv      one row per basis mode: basis and anharmonic energies (meV) with errors
-    spectrum.json     zero-point energies (harmonic, basis, anharmonic) per atom, E(0), settings
+    spectrum.json     zero-point energies (harmonic, basis, anharmonic) per atom, E(0), settings;
+                      the harmonic reference of an NPT run is recomputed at its trained cell
     phonon_dos.png    broadened harmonic and anharmonic densities of states
 """
 
@@ -23,10 +24,25 @@ import numpy as np
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.nct.spectrum import excitation_energies
 from thermoflow.units import MEV_PER_EV
+from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.workflows import plots
+from thermoflow.workflows.build import harmonic_modes
 from thermoflow.workflows.finished_run import load_finished_run
 
 log = logging.getLogger(__name__)
+
+
+def _harmonic_reference_at_trained_cell(run) -> HarmonicModes:
+    """The harmonic modes the anharmonic spectrum is compared with: the run's, or for an NPT run
+    those recomputed at the trained cell (positions and cell scaled by 1 + the strain), so that
+    the zero-point lowering is not a volume effect."""
+    strain = float(run.params.get("strain", 0.0))
+    if strain == 0.0:
+        return run.setup.modes
+    modes = run.setup.modes
+    scale = 1.0 + strain
+    log.info("harmonic reference recomputed at the trained cell (linear strain %.4f)", strain)
+    return harmonic_modes(run.config, run.setup.energy_fn, modes.reference_positions * scale, modes.cell * scale, modes.masses)
 
 
 def run_spectrum(run_dir: Path, *, n_samples: int = 1024, seed: int = 0, batch_size: int = 256,
@@ -57,7 +73,8 @@ def run_spectrum(run_dir: Path, *, n_samples: int = 1024, seed: int = 0, batch_s
     spectrum = excitation_energies(model, run.params, n_samples=n_samples, seed=seed, batch_size=batch_size)
 
     n_atoms = setup.modes.n_atoms
-    harmonic = np.where(setup.modes.imaginary, np.nan, setup.modes.phonon_energies_eV)
+    reference = _harmonic_reference_at_trained_cell(run)
+    harmonic = np.where(reference.imaginary, np.nan, reference.phonon_energies_eV)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["mode", "basis_meV", "anharmonic_meV", "anharmonic_stderr_meV", "harmonic_meV_same_rank"])
@@ -68,9 +85,10 @@ def run_spectrum(run_dir: Path, *, n_samples: int = 1024, seed: int = 0, batch_s
         writer.writerow([int(k), spectrum.basis_energies_eV[k] * MEV_PER_EV, spectrum.excitation_energies_eV[k] * MEV_PER_EV,
                          spectrum.excitation_stderr_eV[k] * MEV_PER_EV, np.sort(harmonic)[rank] * MEV_PER_EV])
     atomic_write_text(run_dir / "spectrum.csv", buffer.getvalue())
-    zpe_harm = None if setup.modes.imaginary.any() else float(0.5 * setup.modes.phonon_energies_eV.sum() / n_atoms)
+    zpe_harm = None if reference.imaginary.any() else float(0.5 * reference.phonon_energies_eV.sum() / n_atoms)
     out = {
         "zero_point_energy_harmonic_eV_per_atom": zpe_harm,
+        "harmonic_reference_volume_A3_per_atom": float(abs(np.linalg.det(reference.cell))) / n_atoms,
         "zero_point_energy_basis_eV_per_atom": float(0.5 * spectrum.basis_energies_eV.sum() / n_atoms),
         "zero_point_energy_anharmonic_eV_per_atom": spectrum.zero_point_energy_eV / n_atoms,
         "zero_point_energy_anharmonic_stderr_eV_per_atom": spectrum.zero_point_energy_stderr_eV / n_atoms,
@@ -88,7 +106,7 @@ def run_spectrum(run_dir: Path, *, n_samples: int = 1024, seed: int = 0, batch_s
     atomic_write_text(run_dir / "spectrum.json", json.dumps(out, indent=2) + "\n")
     curves = {"anharmonic (NCT)": spectrum.excitation_energies_eV * MEV_PER_EV}
     if zpe_harm is not None:
-        curves["harmonic"] = setup.modes.phonon_energies_eV * MEV_PER_EV
+        curves["harmonic"] = reference.phonon_energies_eV * MEV_PER_EV
     if setup.gaussian is not None:
         curves["self-consistent Gaussian"] = spectrum.basis_energies_eV * MEV_PER_EV
     width = dos_width_meV or 0.05 * float(max(np.max(c) for c in curves.values()))
