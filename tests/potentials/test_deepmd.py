@@ -106,6 +106,7 @@ def test_reproduces_deepmd_kit_reference(evaluators, model_name, index):
     np.testing.assert_allclose(virial, np.asarray(expected["virial"]), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # the reference tests already run the jitted energy against deepmd-kit
 def test_jit_matches_eager(evaluators):
     positions, cell = _case(BCC_DISPLACED)
     energy_fn, evaluate = evaluators["lithium_dp4.dp", "bcc"]
@@ -194,7 +195,7 @@ def test_missing_model_file_and_missing_deepmd(monkeypatch, tmp_path):
         _import_deepmd()
 
 
-@pytest.mark.parametrize("model_name", MODEL_NAMES)
+@pytest.mark.parametrize("model_name", [pytest.param("lithium_dp0.dp", marks=pytest.mark.slow), "lithium_dp4.dp"])
 def test_compressed_model_reproduces_the_network(model_name):
     """Tabulated embedding networks (quintic Hermite, adaptive blocks): energies of all seven
     reference configurations within 1e-9 eV/atom of the network (the issue's target is 1e-5;
@@ -222,6 +223,7 @@ def test_compressed_model_reproduces_the_network(model_name):
         assert entry["max_relative_error"] < 1e-9
 
 
+@pytest.mark.slow  # builds three sets of tables
 def test_compressed_model_refuses_pairs_closer_than_its_tables():
     """Two atoms 1.0 A apart lie outside tables built for 1.2 A: NaN, never an extrapolation."""
     from thermoflow.potentials.deepmd_compress import make_compressed_deepmd_energy_fn

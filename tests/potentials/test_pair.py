@@ -99,7 +99,7 @@ def test_lattice_images_cover_cutoff():
         lattice_images(np.zeros((3, 3)), 5.0)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 7, 1000])  # 7 does not divide 3 x 8 = 24 columns
+@pytest.mark.parametrize("chunk_size", [pytest.param(1, marks=pytest.mark.slow), 7, 1000])  # 7 does not divide 3 x 8 = 24 columns
 def test_chunked_hessian_equals_jax_hessian(chunk_size):
     """The chunked forward-over-reverse Hessian equals jax.hessian (LJ, displaced fcc cell)."""
     pos, cell, _ = to_arrays(_displaced_argon((1, 1, 2), seed=3))
