@@ -33,7 +33,8 @@ def einstein_run(noise, n_blocks, block=5000, seed=0, state_fn=None, discard=1, 
     block_fn = integrators.make_block_fn(step_fn, block, masses)
     pot, kin = [], []
     for _ in range(n_blocks):
-        state, p, k, _ = block_fn(state)
+        state, obs = block_fn(state)
+        p, k = obs.potential_energy, obs.kinetic_energy
         pot.append(np.asarray(p)[::10])
         kin.append(np.asarray(k)[::10])
     return state, np.concatenate(pot[discard:]) / (3 * N_OSC), np.concatenate(kin[discard:]) / (3 * N_OSC)

@@ -75,7 +75,8 @@ def _neon_deviation(adaptive, harmonic=False, n_warmup=20, n_snapshots=10, lengt
     deviations, energies = [], []
     for _ in range(n_snapshots):
         for _ in range(2):
-            state, pot, kin, _ = block_fn(state)
+            state, obs = block_fn(state)
+            pot, kin = obs.potential_energy, obs.kinetic_energy
             energies.append(np.mean(np.asarray(pot + kin)) / 4)
         spectra = qtb.deviation_spectrum(state.noise, 8.0, timestep_fs)
         deviations.append(spectra["relative_deviation"][0])

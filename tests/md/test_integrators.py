@@ -20,7 +20,8 @@ def _nve_energy_error(timestep_fs, duration_fs=4000.0):
     key = jax.random.PRNGKey(0)
     state = init_fn(key, jnp.asarray(pos), integrators.maxwell_boltzmann_velocities(key, jnp.asarray(masses), 30.0 * KB_EV_PER_K))
     e0 = float(state.potential_energy + integrators.kinetic_energy(state.velocities, jnp.asarray(masses)))
-    state, pot, kin, _ = integrators.make_block_fn(step_fn, int(duration_fs / timestep_fs), masses)(state)
+    state, obs = integrators.make_block_fn(step_fn, int(duration_fs / timestep_fs), masses)(state)
+    pot, kin = obs.potential_energy, obs.kinetic_energy
     momentum = np.abs(np.asarray(jnp.sum(jnp.asarray(masses)[:, None] * state.velocities, axis=0))).max()
     return float(np.max(np.abs(np.asarray(pot + kin) - e0))) / len(masses), float(np.mean(kin)) / len(masses), momentum
 

@@ -68,6 +68,42 @@ def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path):
     assert full["temperature_mean_K"] > 20.0  # zero-point motion: the kinetic temperature exceeds the bath's
 
 
+def test_npt_run_resumes_across_cell_changes_and_reports_pressure_and_volume(tmp_path):
+    """Isotropic NPT (classical Langevin, fcc neon at 0.1 GPa, compressibility from the static bulk
+    modulus): the cell changes, a run killed after its checkpoint resumes bit for bit (cell included),
+    thermo.csv carries pressure, volume and cell lengths, results.json the target and the barostat."""
+    data = json.loads(json.dumps(BASE))
+    data["state"]["pressure_GPa"] = 0.1
+    data["md"].update(ensemble="npt", thermostat="langevin", steps=120, checkpoint_every=60, barostat_time_ps=0.2)
+    config = validate_config(data, MDRunConfig)
+    full = run_md(config, tmp_path, tmp_path / "full", log_every=None)
+    run_md(config, tmp_path, tmp_path / "part", log_every=None, stop_after=70)
+    resumed = run_md(config, tmp_path, tmp_path / "part", resume=True, log_every=None)
+    a, b = tmp_path / "full", tmp_path / "part"
+    assert (a / "thermo.csv").read_text() == (b / "thermo.csv").read_text()
+    timing = {"ns_per_day", "seconds_per_step", "wall_seconds"}
+    assert {k: v for k, v in full.items() if k not in timing} == {k: v for k, v in resumed.items() if k not in timing}
+    frames = ase.io.read(a / "trajectory.extxyz", index=":")
+    volumes = [f.get_volume() for f in frames]
+    assert np.ptp(volumes) > 1e-3 * volumes[0]  # the cell moved
+    table = np.genfromtxt(a / "thermo.csv", delimiter=",", names=True)
+    np.testing.assert_allclose(table["volume_A3_per_atom"][0], 4.464**3 / 4, rtol=1e-12)
+    np.testing.assert_allclose(table["cell_a_A"] ** 3 / 4, table["volume_A3_per_atom"], rtol=1e-8)  # cubic stays cubic (10 printed digits)
+    assert np.all(np.isfinite(table["pressure_GPa"]))
+    assert full["target_pressure_GPa"] == 0.1 and full["barostat"] == "isotropic"
+    assert 0.1 < 1.0 / full["barostat_compressibility_per_GPa"] < 10.0  # the static bulk modulus of LJ neon, GPa
+    assert {"pressure_GPa", "pressure_stderr_GPa", "volume_A3_per_atom", "volume_stderr_A3_per_atom"} <= set(full)
+
+
+def test_orthorhombic_barostat_refuses_a_skewed_cell(tmp_path):
+    data = json.loads(json.dumps(BASE))
+    data["state"]["pressure_GPa"] = 0.1
+    data["structure"] = {"lattice": "hcp", "symbol": "Ne", "a_A": 3.16}
+    data["md"].update(ensemble="npt", barostat="orthorhombic")
+    with pytest.raises(ValueError, match="needs a cell with its axes along x, y, z"):
+        run_md(validate_config(data, MDRunConfig), tmp_path, tmp_path / "r", log_every=None)
+
+
 def test_resume_refuses_another_config(tmp_path):
     run_md(_config(steps=20, checkpoint_every=20, **EINSTEIN), tmp_path, tmp_path / "r", log_every=None)
     with pytest.raises(ConfigError, match="differs from this config"):
@@ -88,6 +124,9 @@ BAD = [
     ({"friction_per_ps": float("inf")}, "md.friction_per_ps: Input should be a finite number"),
     ({"unknown_field": 1}, "md.unknown_field: Extra inputs are not permitted"),
     ({"adqtb_rate_per_ps": 10.0}, "the adaptation overshoots"),
+    ({"barostat": "triclinic"}, "md.barostat"),
+    ({"barostat_time_ps": 0.05, "ensemble": "npt"}, "md.barostat_time_ps (0.05) must be at least 20 timesteps"),
+    ({"compressibility_per_GPa": 0.0}, "md.compressibility_per_GPa: Input should be greater than 0"),
 ]
 
 
@@ -98,10 +137,15 @@ def test_bad_md_config_names_the_field(md, message):
     assert message in str(info.value)
 
 
-def test_md_refuses_a_pressure():
+def test_pressure_goes_with_the_npt_ensemble():
     data = json.loads(json.dumps(BASE))
     data["state"]["pressure_GPa"] = 1.0
-    with pytest.raises(ConfigError, match="state.pressure_GPa: NPT molecular dynamics is not implemented"):
+    with pytest.raises(ConfigError, match="state.pressure_GPa: nve/nvt molecular dynamics runs at the structure's fixed cell; remove it or set md.ensemble = 'npt'"):
+        validate_config(data, MDRunConfig)
+    data["md"]["ensemble"] = "npt"
+    validate_config(data, MDRunConfig)
+    del data["state"]["pressure_GPa"]
+    with pytest.raises(ConfigError, match="state.pressure_GPa is required at constant pressure"):
         validate_config(data, MDRunConfig)
 
 

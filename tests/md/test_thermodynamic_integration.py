@@ -197,7 +197,8 @@ def test_temperature_integration_of_quartic_oscillators():
         state, *_ = block_fn(state)
         series = []
         for _ in range(3):
-            state, potential, _, _ = block_fn(state)
+            state, obs = block_fn(state)
+            potential = obs.potential_energy
             series.append(np.asarray(potential))
         b = blocking_stderr(np.concatenate(series))
         energies.append(b.mean + 1.5 * n_atoms * kT)
@@ -226,6 +227,29 @@ BAD = [
 ]
 
 
+def test_gibbs_along_an_isobar_is_exact_for_a_quadratic_enthalpy():
+    """A classical anharmonic model with G(T) = G0 + 3 kT ln(hbar w / kT) - a T^2 has the enthalpy
+    H = G0 + 3 kT + a T^2 (quadratic): G(T) from G(T0) and noiseless H at 5 temperatures is exact to
+    round-off at, between and beyond the fit points; the error bar grows away from T0 and reduces to
+    G(T0)'s (x T / T0) when the enthalpies are exact; too few temperatures are refused."""
+    kb, hw, a, g0 = KB_EV_PER_K, 0.03, 2e-8, -1.0
+
+    def exact(t):
+        return g0 + 3 * kb * t * np.log(hw / (kb * t)) - a * t**2
+
+    temps = np.array([50.0, 100.0, 150.0, 200.0, 300.0])
+    enthalpy = g0 + 3 * kb * temps + a * temps**2
+    gibbs = ti.gibbs_along_isobar(100.0, exact(100.0), 1e-4, temps, enthalpy, np.full(5, 1e-9))
+    probe = np.array([40.0, 100.0, 175.0, 400.0])
+    value, error = gibbs(probe)
+    np.testing.assert_allclose(value, exact(probe), atol=1e-12)
+    np.testing.assert_allclose(error, 1e-4 * probe / 100.0, rtol=1e-3)
+    noisy = ti.gibbs_along_isobar(100.0, exact(100.0), 0.0 + 1e-12, temps, enthalpy, np.full(5, 1e-4))
+    assert noisy(np.array([100.0]))[1][0] < 1e-9 < noisy(np.array([300.0]))[1][0]
+    with pytest.raises(ValueError, match="needs more than 2 temperatures"):
+        ti.gibbs_along_isobar(100.0, 0.0, 1e-4, temps[:2], enthalpy[:2], np.full(2, 1e-4))
+
+
 @pytest.mark.parametrize("changes, message", BAD, ids=[next(iter(c[0])) + f"[{i}]" for i, c in enumerate(BAD)])
 def test_bad_ti_config_names_the_field(changes, message):
     data = json.loads(json.dumps(CONFIG))
@@ -238,7 +262,7 @@ def test_bad_ti_config_names_the_field(changes, message):
 def test_ti_refuses_a_pressure_and_the_cli_reports_bad_values(tmp_path):
     data = json.loads(json.dumps(CONFIG))
     data["state"]["pressure_GPa"] = 1.0
-    with pytest.raises(ConfigError, match="state.pressure_GPa: NPT thermodynamic integration is not implemented"):
+    with pytest.raises(ConfigError, match="state.pressure_GPa: thermodynamic integration runs at the structure's fixed cell"):
         validate_config(data, TIRunConfig)
     path = tmp_path / "ti.toml"
     path.write_text(tomli_w.dumps(CONFIG))

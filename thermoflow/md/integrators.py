@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from thermoflow.md.barostat import Barostat, pressure_tensor
 from thermoflow.potentials.base import EnergyFn
 from thermoflow.units import ASE_TIME_PER_FS, ASE_TIME_PER_PS, KB_EV_PER_K
 
@@ -36,10 +37,12 @@ class MDState:
     Attributes:
         positions: (n_atoms, 3) Cartesian positions, Angstrom (not wrapped into the cell).
         velocities: (n_atoms, 3) velocities, Angstrom per ASE time unit.
+        cell: (3, 3) lattice vectors as rows, Angstrom (changes only under a barostat).
         forces: (n_atoms, 3) forces at ``positions``, eV/Angstrom.
+        virial: (3, 3) virial W = -dU/d(strain) at ``positions`` and ``cell``, eV.
         potential_energy: () potential energy at ``positions``, eV.
-        bath_energy: () kinetic energy the thermostat has added since the start, eV (the
-            conserved quantity of a thermostatted run is total energy - bath_energy).
+        bath_energy: () energy the thermostat (and barostat) have added since the start, eV (the
+            conserved quantity of a thermostatted run is total energy (+ P0 V) - bath_energy).
         step: () int, steps taken.
         key: (2,) uint32 raw PRNG key of the next step.
         noise: state of the random-force source (``()`` for NVE and white noise).
@@ -47,7 +50,9 @@ class MDState:
 
     positions: jax.Array
     velocities: jax.Array
+    cell: jax.Array
     forces: jax.Array
+    virial: jax.Array
     potential_energy: jax.Array
     bath_energy: jax.Array
     step: jax.Array
@@ -109,17 +114,44 @@ def remove_centre_of_mass(velocities: jax.Array, masses: jax.Array) -> jax.Array
     return velocities - jnp.sum(masses[:, None] * velocities, axis=0) / jnp.sum(masses)
 
 
-def _energy_and_forces(energy_fn: EnergyFn, positions, cell):
-    energy, grad = jax.value_and_grad(energy_fn)(positions, cell)
-    return energy, -grad  # thermoflow.potentials.base.forces, sharing the energy evaluation
+def energy_forces_virial(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array, with_virial: bool = True):
+    """Energy (eV), forces (n_atoms, 3) eV/A and virial (3, 3) eV from one backward pass.
+
+    The same quantities as :func:`thermoflow.potentials.base.forces` and
+    :func:`thermoflow.potentials.base.virial` (strain convention there), sharing the evaluation.
+    With ``with_virial=False`` (a potential without cell derivatives, e.g. an ASE calculator
+    without stress) the virial is NaN.
+    """
+    if not with_virial:
+        energy, grad = jax.value_and_grad(energy_fn)(positions, cell)
+        return energy, -grad, jnp.full((3, 3), jnp.nan, positions.dtype)
+    identity = jnp.eye(3, dtype=positions.dtype)
+
+    def strained_energy(x, strain):
+        deform = identity + strain
+        return energy_fn(x @ deform, cell @ deform)
+
+    energy, (grad_x, grad_strain) = jax.value_and_grad(strained_energy, argnums=(0, 1))(positions, jnp.zeros((3, 3), positions.dtype))
+    w = -grad_strain
+    return energy, -grad_x, 0.5 * (w + w.T)
 
 
-def _make_init(energy_fn: EnergyFn, cell, noise: NoiseSource | None):
+def has_virial(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array) -> bool:
+    """Whether ``energy_fn`` can be differentiated with respect to the cell (traced, not run)."""
+    try:
+        jax.eval_shape(lambda x, c: energy_forces_virial(energy_fn, x, c), positions, cell)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _make_init(energy_fn: EnergyFn, cell, noise: NoiseSource | None, with_virial: bool):
     def init_fn(key: jax.Array, positions: jax.Array, velocities: jax.Array) -> MDState:
-        energy, force = _energy_and_forces(energy_fn, positions, cell)
+        energy, force, w = energy_forces_virial(energy_fn, positions, cell, with_virial)
         key, noise_key = jax.random.split(key)
         return MDState(
-            positions=positions, velocities=velocities, forces=force, potential_energy=energy,
+            positions=positions, velocities=velocities, cell=jnp.asarray(cell, positions.dtype), forces=force, virial=w,
+            potential_energy=energy,
             bath_energy=jnp.zeros((), positions.dtype), step=jnp.zeros((), jnp.int64), key=key,
             noise=() if noise is None else noise.init(noise_key),
         )
@@ -127,7 +159,7 @@ def _make_init(energy_fn: EnergyFn, cell, noise: NoiseSource | None):
     return jax.jit(init_fn)  # eager, the potential's gradient costs seconds of op-by-op dispatch
 
 
-def make_nve(energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_fs: float):
+def make_nve(energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_fs: float, with_virial: bool = True):
     """Velocity Verlet (microcanonical).
 
     Args:
@@ -135,6 +167,8 @@ def make_nve(energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_f
         cell: (3, 3) lattice vectors as rows, Angstrom (fixed).
         masses: (n_atoms,) amu.
         timestep_fs: timestep, fs.
+        with_virial: compute the virial (pressure) with the forces; False for a potential without
+            cell derivatives (:func:`has_virial`).
 
     Returns:
         ``(init_fn, step_fn)``: ``init_fn(key, positions, velocities) -> MDState`` and
@@ -154,11 +188,11 @@ def make_nve(energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_f
     def step_fn(state: MDState) -> MDState:
         v = state.velocities + 0.5 * dt * state.forces * inv_m
         x = state.positions + dt * v
-        energy, force = _energy_and_forces(energy_fn, x, cell)
+        energy, force, w = energy_forces_virial(energy_fn, x, cell, with_virial)
         v = v + 0.5 * dt * force * inv_m
-        return state.replace(positions=x, velocities=v, forces=force, potential_energy=energy, step=state.step + 1)
+        return state.replace(positions=x, velocities=v, forces=force, virial=w, potential_energy=energy, step=state.step + 1)
 
-    return _make_init(energy_fn, cell, None), step_fn
+    return _make_init(energy_fn, cell, None, with_virial), step_fn
 
 
 def ou_coefficient(timestep_fs: float, friction_per_ps: float) -> float:
@@ -168,15 +202,17 @@ def ou_coefficient(timestep_fs: float, friction_per_ps: float) -> float:
 
 def make_langevin(
     energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_fs: float, friction_per_ps: float,
-    noise: NoiseSource, zero_net_force: bool = True,
+    noise: NoiseSource, zero_net_force: bool = True, barostat: Barostat | None = None, with_virial: bool = True,
 ):
-    """Langevin dynamics, BAOAB splitting, with the random force of ``noise``.
+    """Langevin dynamics, BAOAB splitting, with the random force of ``noise`` (and optionally a barostat).
 
     One step: B (half kick), A (half drift), O (v <- c1 v + sqrt((1 - c1^2) / m) eta with
     c1 = exp(-gamma dt) and eta from ``noise``), A, new forces, B. With white noise of variance
     k_B T this samples the canonical distribution with configurational error O(dt^2) (and exactly
     for a harmonic potential in the limit of high friction); with the QTB's coloured eta the
-    kinetic-energy spectrum follows theta(omega, T) instead of k_B T.
+    kinetic-energy spectrum follows theta(omega, T) instead of k_B T. With a ``barostat`` the
+    step is B C A O A B: the stochastic cell rescaling C acts right after the first half kick,
+    where the stored virial belongs to the current positions (NPT).
 
     Args:
         energy_fn: ``energy_fn(positions (n, 3) A, cell (3, 3) A) -> eV``.
@@ -185,6 +221,9 @@ def make_langevin(
         timestep_fs: timestep, fs.
         friction_per_ps: friction gamma, 1/ps.
         noise: the random force (:func:`make_white_noise`, :func:`thermoflow.md.qtb.make_qtb_noise`).
+        barostat: stochastic cell rescaling (:func:`thermoflow.md.barostat.make_stochastic_cell_rescaling`),
+            or None for a fixed cell.
+        with_virial: as :func:`make_nve` (a barostat needs it).
         zero_net_force: remove the total random impulse (each atom's share in proportion to its
             mass), so the centre of mass is not heated; use False for a potential that is not
             translation invariant (an Einstein crystal, a single oscillator).
@@ -194,13 +233,15 @@ def make_langevin(
         energy the O steps add.
 
     Raises:
-        ValueError: for a non-positive timestep or friction.
+        ValueError: for a non-positive timestep or friction, or a barostat without the virial.
 
     References: B. Leimkuhler and C. Matthews, Appl. Math. Res. Express 2013, 34 (2013),
     doi:10.1093/amrx/abs010.
     """
     if not (timestep_fs > 0 and friction_per_ps > 0):
         raise ValueError(f"timestep and friction must be positive, got {timestep_fs} fs and {friction_per_ps} /ps")
+    if barostat is not None and not with_virial:
+        raise ValueError("a barostat needs the virial: the potential must be differentiable with respect to the cell")
     dt = timestep_fs * ASE_TIME_PER_FS
     masses = jnp.asarray(masses)
     inv_m = 1.0 / masses[:, None]
@@ -209,9 +250,12 @@ def make_langevin(
     mass_fraction = (masses / jnp.sum(masses))[:, None]
 
     def step_fn(state: MDState) -> MDState:
-        key, noise_key = jax.random.split(state.key)
+        key, noise_key, cell_key = jax.random.split(state.key, 3)
         v = state.velocities + 0.5 * dt * state.forces * inv_m  # B
-        x = state.positions + 0.5 * dt * v  # A
+        x, h, work = state.positions, state.cell, 0.0
+        if barostat is not None:  # C
+            x, v, h, work = barostat.rescale(cell_key, x, v, h, state.virial)
+        x = x + 0.5 * dt * v  # A
         eta, noise_state = noise.draw(state.noise, noise_key, v.shape)  # O
         impulse = kick_scale * eta
         if zero_net_force:
@@ -219,22 +263,44 @@ def make_langevin(
         kicks = impulse * inv_m
         v_new = c1 * v + kicks
         noise_state = noise.observe(noise_state, v, kicks)
-        bath = state.bath_energy + kinetic_energy(v_new, masses) - kinetic_energy(v, masses)
+        bath = state.bath_energy + work + kinetic_energy(v_new, masses) - kinetic_energy(v, masses)
         x = x + 0.5 * dt * v_new  # A
-        energy, force = _energy_and_forces(energy_fn, x, cell)
+        energy, force, w = energy_forces_virial(energy_fn, x, h, with_virial)
         v_new = v_new + 0.5 * dt * force * inv_m  # B
-        return MDState(positions=x, velocities=v_new, forces=force, potential_energy=energy, bath_energy=bath,
-                       step=state.step + 1, key=key, noise=noise_state)
+        return MDState(positions=x, velocities=v_new, cell=h, forces=force, virial=w, potential_energy=energy,
+                       bath_energy=bath, step=state.step + 1, key=key, noise=noise_state)
 
-    return _make_init(energy_fn, cell, noise), step_fn
+    return _make_init(energy_fn, cell, noise, with_virial), step_fn
+
+
+class BlockObservables(NamedTuple):
+    """Per-step observables of a block of steps, each of shape (n_steps,): energies in eV
+    (``potential_energy``, ``kinetic_energy``, ``bath_energy`` as in :class:`MDState`), ``volume``
+    in A^3, ``pressure`` (instantaneous, kinetic + virial) in eV/A^3, and of shape (n_steps, 3): the
+    diagonal of the pressure tensor ``pressure_diagonal`` (eV/A^3) and ``cell_lengths`` (A)."""
+
+    potential_energy: jax.Array
+    kinetic_energy: jax.Array
+    bath_energy: jax.Array
+    volume: jax.Array
+    pressure: jax.Array
+    pressure_diagonal: jax.Array
+    cell_lengths: jax.Array
+
+
+def observables(state: MDState, masses: jax.Array) -> BlockObservables:
+    """The :class:`BlockObservables` of one state (scalars, and (3,) cell lengths)."""
+    volume = jnp.abs(jnp.linalg.det(state.cell))
+    diagonal = jnp.diagonal(pressure_tensor(state.velocities, masses, state.cell, state.virial))
+    return BlockObservables(state.potential_energy, kinetic_energy(state.velocities, masses), state.bath_energy, volume,
+                            jnp.mean(diagonal), diagonal, jnp.linalg.norm(state.cell, axis=1))
 
 
 def make_block_fn(step_fn: Callable[[MDState], MDState], n_steps: int, masses: jax.Array):
     """``n_steps`` steps as one jitted ``lax.scan``.
 
     Returns:
-        ``block_fn(state) -> (state, potential (n_steps,) eV, kinetic (n_steps,) eV,
-        bath (n_steps,) eV)``, the energies after each step.
+        ``block_fn(state) -> (state, BlockObservables)``, the observables after each step.
 
     Raises:
         ValueError: if ``n_steps`` < 1.
@@ -245,11 +311,10 @@ def make_block_fn(step_fn: Callable[[MDState], MDState], n_steps: int, masses: j
 
     def body(state, _):
         state = step_fn(state)
-        return state, (state.potential_energy, kinetic_energy(state.velocities, masses), state.bath_energy)
+        return state, observables(state, masses)
 
     @jax.jit
     def block_fn(state):
-        state, (pot, kin, bath) = jax.lax.scan(body, state, None, length=n_steps)
-        return state, pot, kin, bath
+        return jax.lax.scan(body, state, None, length=n_steps)
 
     return block_fn

@@ -218,7 +218,7 @@ def make_ti_sampler(
 
     def integrator(lam):
         return make_langevin(lambda x, c: lambda_energy_fn(x, c, lam), cell, masses, timestep_fs, friction_per_ps, noise,
-                             zero_net_force=reference.fix_centre_of_mass)
+                             zero_net_force=reference.fix_centre_of_mass, with_virial=False)
 
     integrator(0.5)  # validates timestep and friction eagerly
 
@@ -303,3 +303,62 @@ def integrate_temperature(
     t, w = np.asarray(temperatures_K, dtype=np.float64), np.asarray(weights_K, dtype=np.float64)
     integral, error = integrate_nodes(w / t**2, energies_eV, stderrs_eV)
     return float(T2_K * (free_energy1_eV / T1_K - integral)), float(T2_K * error)
+
+
+def gibbs_along_isobar(
+    T0_K: float, gibbs0_eV: float, gibbs0_stderr_eV: float, temperatures_K: np.ndarray, enthalpies_eV: np.ndarray,
+    stderrs_eV: np.ndarray, degree: int = 2,
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """G(T) along an isobar from G(T0) and the enthalpy H(T) of NPT MD (Gibbs-Helmholtz).
+
+    H(T) = sum_k c_k T^k is a weighted least-squares polynomial fit of the MD enthalpies
+    (<U> + <K> + P <V>, smooth in T for a solid); then, analytically,
+    G(T) / T = G(T0) / T0 - int_T0^T H(T') / T'^2 dT'. The standard error combines the fit's
+    parameter covariance and G(T0)'s (scaled by T / T0) as independent.
+
+    Args:
+        T0_K: temperature of the known G, K.
+        gibbs0_eV, gibbs0_stderr_eV: G(T0) and its standard error (e.g. TI at the mean NPT volume plus P V).
+        temperatures_K: (n,) temperatures of the NPT runs, K (n > degree).
+        enthalpies_eV, stderrs_eV: (n,) mean enthalpies and their standard errors, same unit as G.
+        degree: polynomial degree of H(T).
+
+    Returns:
+        ``gibbs(T (m,) K) -> (G (m,), stderr (m,))``, the unit of ``gibbs0_eV``.
+
+    Raises:
+        ValueError: fewer temperatures than degree + 1, a non-positive temperature or standard error.
+
+    References: D. Frenkel and B. Smit, Understanding Molecular Simulation, 2nd ed. (Academic Press,
+    2002), section 10.2.
+    """
+    t = np.asarray(temperatures_K, dtype=np.float64)
+    h, s = np.asarray(enthalpies_eV, dtype=np.float64), np.asarray(stderrs_eV, dtype=np.float64)
+    if t.size <= degree:
+        raise ValueError(f"a degree-{degree} enthalpy fit needs more than {degree} temperatures, got {t.size}")
+    if np.any(t <= 0) or T0_K <= 0 or np.any(s <= 0):
+        raise ValueError("temperatures and standard errors must be positive")
+    design = t[:, None] ** np.arange(degree + 1)[None, :]
+    weighted = design / s[:, None]
+    covariance = np.linalg.inv(weighted.T @ weighted)
+    coefficients = covariance @ weighted.T @ (h / s)
+
+    def integral_basis(temperature):
+        """int_T0^T T'^k / T'^2 dT' for k = 0..degree, shape (m, degree + 1)."""
+        temperature = np.asarray(temperature, dtype=np.float64)
+        columns = []
+        for k in range(degree + 1):
+            if k == 1:
+                columns.append(np.log(temperature / T0_K))
+            else:
+                columns.append((temperature ** (k - 1) - T0_K ** (k - 1)) / (k - 1))
+        return np.stack(columns, axis=-1)
+
+    def gibbs(temperature):
+        temperature = np.atleast_1d(np.asarray(temperature, dtype=np.float64))
+        basis = integral_basis(temperature)
+        value = temperature * (gibbs0_eV / T0_K - basis @ coefficients)
+        variance = temperature**2 * (np.einsum("mi,ij,mj->m", basis, covariance, basis) + (gibbs0_stderr_eV / T0_K) ** 2)
+        return value, np.sqrt(variance)
+
+    return gibbs

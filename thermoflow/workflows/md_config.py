@@ -23,7 +23,10 @@ MAX_ADAPTATION_PER_SEGMENT = 0.5
 class MDConfig(StrictModel):
     """Molecular dynamics: integrator, thermostat, lengths and output intervals."""
 
-    ensemble: Literal["nve", "nvt"] = Field("nvt", description="nve: velocity Verlet; nvt: Langevin BAOAB with md.thermostat")
+    ensemble: Literal["nve", "nvt", "npt"] = Field(
+        "nvt", description="nve: velocity Verlet; nvt: Langevin BAOAB with md.thermostat; npt: nvt plus stochastic cell "
+        "rescaling (md.barostat) at state.pressure_GPa",
+    )
     thermostat: Literal["langevin", "qtb", "adqtb"] = Field(
         "langevin", description="nvt random force: langevin (classical white noise), qtb (quantum thermal bath), "
         "adqtb (adaptive QTB: corrects zero-point-energy leakage)",
@@ -44,6 +47,15 @@ class MDConfig(StrictModel):
         "(1/A_gamma is the relaxation time of gamma_r towards gamma in a harmonic crystal); A_gamma x "
         "qtb_filter_length x timestep (the change per segment) must stay <= 0.5",
     )
+    barostat: Literal["isotropic", "orthorhombic"] = Field(
+        "isotropic", description="npt: isotropic (volume only, any cell) or orthorhombic (the three lengths of a cell with "
+        "axes along x, y, z fluctuate independently); stochastic cell rescaling, Bernetti & Bussi 2020",
+    )
+    barostat_time_ps: float = Field(1.0, gt=0, description="npt: barostat time constant tau_p, ps (at least 20 timesteps)")
+    compressibility_per_GPa: float | None = Field(
+        None, gt=0, description="npt: isothermal compressibility beta_T used by the barostat, 1/GPa (sets only the volume "
+        "relaxation time); unset: 1 / the static bulk modulus of the potential at the initial structure",
+    )
     zero_net_force: bool = Field(
         True, description="remove the total random force and the initial drift (3 fewer degrees of freedom); false for "
         "potentials that are not translation invariant (harmonic/Einstein)",
@@ -57,6 +69,10 @@ class MDConfig(StrictModel):
     def _consistent(self):
         if self.ensemble == "nve" and self.thermostat != "langevin":
             raise ValueError(f"md.thermostat = {self.thermostat!r} needs md.ensemble = 'nvt' (nve has no thermostat)")
+        if self.ensemble == "npt" and self.barostat_time_ps * 1000.0 < 20.0 * self.timestep_fs:
+            raise ValueError(
+                f"md.barostat_time_ps ({self.barostat_time_ps}) must be at least 20 timesteps ({20.0 * self.timestep_fs / 1000.0:g} ps)"
+            )
         if self.steps % self.trajectory_every:
             raise ValueError(f"md.steps ({self.steps}) must be a multiple of md.trajectory_every ({self.trajectory_every})")
         if self.checkpoint_every % self.trajectory_every:
@@ -94,25 +110,43 @@ class FixedCellRunConfig(StrictModel):
     """``seed`` + ``[state]`` + ``[structure]`` + ``[potential]`` of a run at the structure's fixed cell
     (the MD and thermodynamic-integration runs; ``state.pressure_GPa`` is refused)."""
 
-    #: what the pressure error says has no NPT variant
-    _npt_task: ClassVar[str] = "molecular dynamics"
+    #: what the pressure error says runs at a fixed cell
+    _npt_task: ClassVar[str] = "this task"
 
     seed: int = Field(0, ge=0, description="random seed of the initial velocities and the noise")
     state: StateConfig
     structure: StructureConfig
     potential: PotentialConfig
 
+    def _constant_pressure(self) -> bool:
+        """Whether this run samples at constant pressure (then state.pressure_GPa is required)."""
+        return False
+
     @model_validator(mode="after")
     def _fixed_cell(self):
-        if self.state.pressure_GPa is not None:
-            raise ValueError(f"state.pressure_GPa: NPT {self._npt_task} is not implemented yet; remove it (NVT/NVE at the structure's cell)")
+        if self._constant_pressure():
+            if self.state.pressure_GPa is None:
+                raise ValueError("state.pressure_GPa is required at constant pressure (md.ensemble = 'npt')")
+        elif self.state.pressure_GPa is not None:
+            raise ValueError(
+                f"state.pressure_GPa: {self._npt_task} runs at the structure's fixed cell; remove it{self._npt_hint}"
+            )
         return self
+
+    #: how to run at constant pressure instead, appended to the pressure error
+    _npt_hint: ClassVar[str] = ""
 
 
 class MDRunConfig(FixedCellRunConfig):
     """A complete ``thermoflow md`` run."""
 
+    _npt_task: ClassVar[str] = "nve/nvt molecular dynamics"
+    _npt_hint: ClassVar[str] = " or set md.ensemble = 'npt'"
+
     md: MDConfig = Field(default_factory=MDConfig, description="molecular dynamics settings")
+
+    def _constant_pressure(self) -> bool:
+        return self.md.ensemble == "npt"
 
 
 def load_md_config(path: str | Path, overrides: list[str] | None = None) -> tuple[MDRunConfig, Path]:

@@ -4,7 +4,8 @@ Run directory layout::
 
     config.resolved.toml      the validated config, defaults filled in
     run_info.json             the directory the config's relative file names refer to
-    thermo.csv                every md.thermo_every steps: step, time, kinetic temperature, energies per atom
+    thermo.csv                every md.thermo_every steps: step, time, kinetic temperature, energies per atom,
+                              instantaneous pressure (kinetic + virial), volume per atom and cell lengths
     trajectory.extxyz         every md.trajectory_every steps (positions, velocities, energy, forces; ase.io.read(..., index=':'))
     checkpoints/state.npz     the complete MD state (positions, velocities, forces, RNG key, QTB noise buffer,
                               adQTB state, step) and the byte lengths of thermo.csv / trajectory.extxyz at that step
@@ -36,9 +37,10 @@ from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.io.checkpoint import load_latest_checkpoint, save_checkpoint
 from thermoflow.md import integrators
+from thermoflow.md.barostat import Barostat, make_stochastic_cell_rescaling, static_bulk_modulus_GPa
 from thermoflow.md.qtb import deviation_spectrum, make_qtb_noise
 from thermoflow.structures.build import closest_pair
-from thermoflow.units import KB_EV_PER_K
+from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
 from thermoflow.workflows.build import build_potential, build_structure
 from thermoflow.workflows.config import ConfigError
 from thermoflow.workflows.md_config import MDRunConfig
@@ -47,7 +49,8 @@ log = logging.getLogger(__name__)
 
 THERMO_COLUMNS = (
     "step", "time_ps", "temperature_K", "potential_energy_eV_per_atom", "kinetic_energy_eV_per_atom",
-    "total_energy_eV_per_atom", "conserved_energy_eV_per_atom",
+    "total_energy_eV_per_atom", "conserved_energy_eV_per_atom", "pressure_GPa", "volume_A3_per_atom",
+    "cell_a_A", "cell_b_A", "cell_c_A",
 )
 
 
@@ -71,8 +74,13 @@ class MDSetup:
         self.n_dof = 3 * self.n_atoms - (3 if md.zero_net_force else 0)
         self.kT = KB_EV_PER_K * config.state.temperature_K
         _check_finite(self.energy_fn, self.atoms)
+        positions = jnp.asarray(self.atoms.get_positions())
+        with_virial = integrators.has_virial(self.energy_fn, positions, self.cell)
+        self.barostat, self.compressibility_per_GPa = None, None
+        if md.ensemble == "npt":
+            self.barostat = self._make_barostat(positions, with_virial)
         if md.ensemble == "nve":
-            self.init_fn, step_fn = integrators.make_nve(self.energy_fn, self.cell, self.masses, md.timestep_fs)
+            self.init_fn, step_fn = integrators.make_nve(self.energy_fn, self.cell, self.masses, md.timestep_fs, with_virial=with_virial)
         else:
             if md.thermostat == "langevin":
                 noise = integrators.make_white_noise(self.kT)
@@ -84,8 +92,27 @@ class MDSetup:
                 )
             self.init_fn, step_fn = integrators.make_langevin(
                 self.energy_fn, self.cell, self.masses, md.timestep_fs, md.friction_per_ps, noise, zero_net_force=md.zero_net_force,
+                barostat=self.barostat, with_virial=with_virial,
             )
         self.block_fn = integrators.make_block_fn(step_fn, md.trajectory_every, self.masses)
+
+    def _make_barostat(self, positions, with_virial: bool) -> Barostat:
+        md = self.config.md
+        if not with_virial:
+            raise ValueError("md.ensemble = 'npt' needs the virial, but this potential has no cell derivatives (an ASE "
+                             "calculator without 'stress'?)")
+        cell = np.asarray(self.cell)
+        if md.barostat == "orthorhombic" and np.abs(cell - np.diag(np.diag(cell))).max() > 1e-8 * np.abs(cell).max():
+            raise ValueError(f"md.barostat = 'orthorhombic' needs a cell with its axes along x, y, z (diagonal); this cell is "
+                             f"{cell.round(6).tolist()}: use md.barostat = 'isotropic'")
+        beta = md.compressibility_per_GPa
+        if beta is None:
+            modulus = static_bulk_modulus_GPa(self.energy_fn, positions, self.cell)
+            beta = 1.0 / modulus
+            log.info("barostat compressibility 1 / B = %.4g 1/GPa (static bulk modulus %.4g GPa at the initial structure)", beta, modulus)
+        self.compressibility_per_GPa = beta
+        return make_stochastic_cell_rescaling(md.barostat, self.config.state.pressure_GPa, self.kT, md.timestep_fs,
+                                              md.barostat_time_ps, beta, self.masses)
 
     def initial_state(self) -> integrators.MDState:
         """The state at step 0: the structure's positions, Maxwell-Boltzmann velocities at T (seeded)."""
@@ -101,21 +128,30 @@ def _check_finite(energy_fn, atoms: Atoms) -> None:
         raise ValueError(f"the potential energy is not finite at the initial structure (closest atoms {i} and {j} are {d:.3f} A apart)")
 
 
-def _thermo_rows(setup: MDSetup, first_step: int, pot, kin, bath) -> str:
+def _thermo_rows(setup: MDSetup, first_step: int, obs: integrators.BlockObservables) -> str:
+    """thermo.csv rows of the steps of ``obs`` that fall on md.thermo_every; the conserved energy
+    is E_pot + E_kin (+ P0 V at constant pressure) - the energy the baths added."""
     md, n = setup.config.md, setup.n_atoms
+    p0 = 0.0 if setup.barostat is None else setup.barostat.target_pressure
+    columns = [np.atleast_1d(np.asarray(a)) for a in obs[:5]]
+    lengths = np.asarray(obs.cell_lengths).reshape(-1, 3)
     lines = []
-    for i, (p, k, b) in enumerate(zip(np.asarray(pot), np.asarray(kin), np.asarray(bath))):
+    for i, (p, k, b, v, pressure) in enumerate(zip(*columns)):
         step = first_step + i
         if step % md.thermo_every:
             continue
         t = step * md.timestep_fs / 1000.0
         temperature = 2.0 * k / (setup.n_dof * KB_EV_PER_K)
-        lines.append(f"{step},{t:.6f},{temperature:.10g},{p / n:.12g},{k / n:.12g},{(p + k) / n:.12g},{(p + k - b) / n:.12g}\n")
+        conserved = (p + k + p0 * v - b) / n
+        a, b_len, c = lengths[i]
+        lines.append(f"{step},{t:.6f},{temperature:.10g},{p / n:.12g},{k / n:.12g},{(p + k) / n:.12g},{conserved:.12g},"
+                     f"{pressure * GPA_PER_EV_PER_A3:.10g},{v / n:.12g},{a:.10g},{b_len:.10g},{c:.10g}\n")
     return "".join(lines)
 
 
 def _frame(setup: MDSetup, state: integrators.MDState) -> str:
     atoms = setup.atoms.copy()
+    atoms.set_cell(np.asarray(state.cell))
     atoms.set_positions(np.asarray(state.positions))
     atoms.set_velocities(np.asarray(state.velocities))
     atoms.calc = SinglePointCalculator(atoms, energy=float(state.potential_energy), forces=np.asarray(state.forces))
@@ -172,7 +208,10 @@ def run_md(
         ConfigError: resuming with a different config, or a directory that already holds a run.
         FileNotFoundError: resuming without a checkpoint.
         CheckpointError: no usable checkpoint, or one cannot be written.
-        ValueError: a potential that is not finite at the structure.
+        ValueError: a potential that is not finite at the structure, or an npt run the potential
+            or cell cannot serve.
+        FloatingPointError: a non-finite energy during the run (the run directory is kept up to the
+            last checkpoint).
     """
     md = config.md
     out_dir = Path(out_dir)
@@ -190,8 +229,7 @@ def run_md(
     else:
         thermo_path.write_text(",".join(THERMO_COLUMNS) + "\n")
         traj_path.write_text("")
-        kin = integrators.kinetic_energy(state.velocities, setup.masses)
-        _append(thermo_path, _thermo_rows(setup, 0, [state.potential_energy], [kin], [state.bath_energy]))
+        _append(thermo_path, _thermo_rows(setup, 0, integrators.observables(state, setup.masses)))
         _append(traj_path, _frame(setup, state))
 
     every = log_every if log_every else max(md.trajectory_every, md.steps // 20)
@@ -199,11 +237,18 @@ def run_md(
     step = start_step
     while step < md.steps and (stop_after is None or step - start_step < stop_after):
         t0 = time.perf_counter()
-        state, pot, kin, bath = setup.block_fn(state)
-        pot.block_until_ready()
+        state, obs = setup.block_fn(state)
+        pot, kin = np.asarray(obs.potential_energy), np.asarray(obs.kinetic_energy)
         if step > start_step:  # the first block includes compilation
             timed_steps, timed_seconds = timed_steps + md.trajectory_every, timed_seconds + time.perf_counter() - t0
-        _append(thermo_path, _thermo_rows(setup, step + 1, pot, kin, bath))
+        if not (np.all(np.isfinite(pot)) and np.all(np.isfinite(kin))):
+            raise FloatingPointError(
+                f"non-finite energy between steps {step} and {step + md.trajectory_every}: atoms too close, or (npt) the cell "
+                f"shrank below what the potential's periodic images cover (volume {float(obs.volume[-1]) / setup.n_atoms:.4g} "
+                f"A^3/atom). The run directory is kept up to the last checkpoint; lower md.timestep_fs or raise "
+                "md.barostat_time_ps and --resume, or start again with --out elsewhere"
+            )
+        _append(thermo_path, _thermo_rows(setup, step + 1, obs))
         step += md.trajectory_every
         _append(traj_path, _frame(setup, state))
         if step % md.checkpoint_every == 0 or step == md.steps:
@@ -221,6 +266,15 @@ def run_md(
     return results
 
 
+def _split_unit(column: str) -> tuple[str, str]:
+    """``"pressure_GPa"`` -> ``("pressure", "GPa")``; the unit starts at the first unit token."""
+    parts = column.split("_")
+    for i, part in enumerate(parts):
+        if part in ("K", "eV", "GPa", "A3", "A"):
+            return "_".join(parts[:i]), "_".join(parts[i:])
+    raise ValueError(f"column {column!r} names no unit")
+
+
 def _ns_per_day(timestep_fs: float, steps: int, seconds: float) -> float | None:
     return None if seconds <= 0 else steps * timestep_fs * 1e-6 / (seconds / 86400.0)
 
@@ -235,16 +289,22 @@ def _results(setup: MDSetup, state, out_dir: Path, thermo_path: Path, timed_step
                "steps": md.steps, "timestep_fs": md.timestep_fs, "averaged_rows": int(window.sum())}
     for name in THERMO_COLUMNS[2:]:
         b = blocking_stderr(columns[name][window])
-        results[name.replace("_K", "_mean_K") if name == "temperature_K" else name] = b.mean
-        results[name.replace("_K", "_stderr_K") if name == "temperature_K" else name.replace("_eV", "_stderr_eV")] = b.stderr
+        quantity, unit = _split_unit(name)
+        results["temperature_mean_K" if name == "temperature_K" else name] = b.mean
+        results[f"{quantity}_stderr_{unit}"] = b.stderr
+    if setup.barostat is not None:
+        results.update(target_pressure_GPa=setup.config.state.pressure_GPa, barostat=md.barostat,
+                       barostat_compressibility_per_GPa=setup.compressibility_per_GPa)
     slope = np.polyfit(columns["time_ps"], columns["conserved_energy_eV_per_atom"], 1)[0] if len(table) > 2 else 0.0
     results["conserved_energy_drift_eV_per_atom_per_ps"] = float(slope)
     results["ns_per_day"] = _ns_per_day(md.timestep_fs, timed_steps, timed_seconds)
     results["seconds_per_step"] = timed_seconds / timed_steps if timed_steps else None
     results["wall_seconds"] = wall
     results["notes"] = ("temperature_K is the kinetic temperature 2 E_kin / (n_dof k_B); with qtb/adqtb it includes the "
-                        "zero-point motion and exceeds the bath temperature")
-    if md.ensemble == "nvt" and md.thermostat != "langevin":
+                        "zero-point motion and exceeds the bath temperature. pressure_GPa is the instantaneous pressure "
+                        "(virial + kinetic from the velocities: with qtb/adqtb the quantum kinetic pressure). At constant "
+                        "pressure the conserved energy counts the barostat's work to first order in each step's strain")
+    if md.ensemble != "nve" and md.thermostat != "langevin":
         spectra = deviation_spectrum(state.noise, md.cutoff_THz, md.timestep_fs)
         _write_deviation(out_dir, spectra, setup.symbols, md.friction_per_ps, md.cutoff_THz)
         band = spectra["frequency_THz"] < md.cutoff_THz
