@@ -228,11 +228,21 @@ def md(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     overrides: list[str] = _SET_OPT,
     log_every: int = typer.Option(0, "--log-every", min=0, help="steps between progress lines (0: about 20 lines per run)"),
+    export_lammps: Optional[Path] = typer.Option(
+        None, "--export-lammps", help="write a LAMMPS data file and input deck of this run to this directory instead of running it"),
 ) -> None:
-    """Molecular dynamics: NVE, classical Langevin, quantum thermal bath (qtb) or adaptive QTB (adqtb)."""
+    """Molecular dynamics: NVE, classical Langevin, quantum thermal bath (qtb) or adaptive QTB (adqtb); NVT or NPT."""
     _setup_logging()
     from thermoflow.workflows.md_config import MDRunConfig
 
+    if export_lammps is not None:
+        from thermoflow.workflows.lammps_export import export_lammps as write_lammps
+
+        cfg, base = _load(config, overrides, MDRunConfig)
+        with _user_errors():
+            written = write_lammps(cfg, base, export_lammps)
+        typer.echo(f"LAMMPS deck: {written['input']} (data: {written['data']}; atom types {' '.join(written['atom_types'])})")
+        return
     cfg, base, out = _load_run(config, overrides, MDRunConfig, out, resume, "md")
     from thermoflow.workflows.md_run import run_md
 
