@@ -18,6 +18,10 @@ ASE_TIME_PER_FS: float = float(_ase.fs)
 ASE_TIME_PER_PS: float = 1000.0 * ASE_TIME_PER_FS
 #: Conversion of a pressure in eV / A^3 to GPa.
 GPA_PER_EV_PER_A3: float = float(1.0 / _ase.GPa)
+#: One bohr (Hartree atomic unit of length) in Angstrom; the electronic code works in bohr inside.
+BOHR_A: float = float(_ase.Bohr)
+#: One Hartree in eV; the electronic code works in Hartree inside.
+EV_PER_HARTREE: float = float(_ase.Hartree)
 #: meV per eV.
 MEV_PER_EV: float = 1000.0
 
