@@ -1,7 +1,12 @@
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from thermoflow.structures import build_lattice, make_supercell, read_structure, scale_to_volume, to_arrays
+from thermoflow.structures.build import build_from_wyckoff
 
 
 @pytest.mark.parametrize("lattice, n_atoms", [("fcc", 4), ("bcc", 2), ("hcp", 2), ("diamond", 8), ("sc", 1)])
@@ -52,3 +57,39 @@ def test_read_errors(tmp_path):
     mol.write_text("1\n\nH 0 0 0\n")
     with pytest.raises(ValueError, match="periodic"):
         read_structure(mol)
+
+
+def test_lah10_from_its_wyckoff_positions_via_the_example_config():
+    """examples/md/lah10_200GPa.toml builds LaH10 from space group 225 and three Wyckoff orbits
+    (La 4a, H 8c, H 32f): 44 atoms, La4H40, spglib finds Fm-3m, the H32 cages' distances (La-H 2.12 A,
+    H-H 1.13 A); invalid structure sections are refused naming the field."""
+    import spglib
+
+    from thermoflow.workflows.build import build_structure
+    from thermoflow.workflows.config import ConfigError, validate_config
+    from thermoflow.workflows.md_config import MDRunConfig, load_md_config
+
+    root = Path(__file__).resolve().parents[2]
+    config, base = load_md_config(root / "examples" / "md" / "lah10_200GPa.toml")
+    atoms = build_structure(config.structure, base)
+    assert len(atoms) == 44 and atoms.get_chemical_formula() == "H40La4"
+    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    assert spglib.get_spacegroup(cell, symprec=1e-5) == "Fm-3m (225)"
+    from ase.neighborlist import neighbor_list
+
+    i, j, d = neighbor_list("ijd", atoms, 3.0)
+    symbols = np.array(atoms.get_chemical_symbols())
+    assert abs(d[(symbols[i] == "La") & (symbols[j] == "H")].min() - 2.1191) < 1e-3
+    assert abs(d[(symbols[i] == "H") & (symbols[j] == "H")].min() - 1.1307) < 1e-3
+    data = config.model_dump(mode="json", exclude_none=True)
+    for change, message in (({"sites": None}, "structure.sites is required"),
+                            ({"file": "x.vasp"}, "exactly one of structure.file, structure.lattice or structure.spacegroup"),
+                            ({"cell_parameters": [5.1, 5.1, 5.1, 90, 90, 90]}, "exactly one of structure.a_A (cubic) or structure.cell_parameters"),
+                            ({"sites": [["Xx", [0, 0, 0]]]}, "unknown chemical symbol 'Xx'")):
+        bad = json.loads(json.dumps(data))
+        bad["structure"].update(change)
+        bad["structure"] = {k: v for k, v in bad["structure"].items() if v is not None}
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_config(bad, MDRunConfig)
+    with pytest.raises(ValueError, match="cannot build space group 225"):
+        build_from_wyckoff([("H", (0.0, 0.0, 0.0)), ("H", (0.5, 0.5, 0.5)), ("H", (0.0, 0.0, 0.0))], 225, (5.0, 5.0, 5.0, 90, 90, 90))

@@ -90,6 +90,34 @@ def build_lattice(
     return atoms
 
 
+def build_from_wyckoff(
+    sites: Sequence[tuple[str, Sequence[float]]], spacegroup: int, cell_parameters: Sequence[float],
+) -> Atoms:
+    """The conventional cell of a crystal given by its space group and the representative position of
+    each Wyckoff orbit (``ase.spacegroup.crystal`` generates the orbits).
+
+    Args:
+        sites: ``(symbol, (x, y, z))`` per orbit, fractional coordinates of one representative,
+            e.g. LaH10 (Fm-3m, 225): La 4a (0, 0, 0), H 8c (1/4, 1/4, 1/4), H 32f (x, x, x).
+        spacegroup: international space-group number, 1-230 (standard setting).
+        cell_parameters: (a, b, c, alpha, beta, gamma), Angstrom and degrees.
+
+    Returns:
+        ASE ``Atoms`` of the conventional cell.
+
+    Raises:
+        ValueError: an invalid space group, site or cell (from ASE, with its message), or two orbits
+            whose atoms coincide.
+    """
+    from ase.spacegroup import crystal
+
+    try:
+        return crystal(symbols=[s for s, _ in sites], basis=[list(p) for _, p in sites], spacegroup=spacegroup,
+                       cellpar=list(cell_parameters), onduplicates="error")
+    except Exception as error:  # ASE raises ValueError / SpacegroupError with a useful message
+        raise ValueError(f"cannot build space group {spacegroup} with sites {list(sites)}: {error}") from error
+
+
 def make_supercell(atoms: Atoms, repeat: Sequence[int] | np.ndarray) -> Atoms:
     """Supercell by repetition (3 integers) or a general 3x3 integer matrix.
 

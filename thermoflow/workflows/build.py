@@ -15,16 +15,19 @@ from thermoflow.potentials.base import EnergyFn
 from thermoflow.potentials.harmonic import make_einstein_energy_fn, make_harmonic_energy_fn
 from thermoflow.potentials.pair import make_lennard_jones_energy_fn, make_morse_energy_fn
 from thermoflow.potentials.plugin import make_plugin_energy_fn
-from thermoflow.structures.build import build_lattice, check_distances, closest_pair, make_supercell, read_structure, scale_to_volume
+from thermoflow.structures.build import build_from_wyckoff, build_lattice, check_distances, closest_pair, make_supercell, read_structure, scale_to_volume
 from thermoflow.workflows.config import RunConfig, StructureConfig, resolve_path
 
 log = logging.getLogger(__name__)
 
 
 def build_structure(cfg: StructureConfig, base: Path) -> Atoms:
-    """The supercell described by the structure section (file or lattice, then repeat/scale)."""
+    """The supercell described by the structure section (file, lattice or space group, then repeat/scale)."""
     if cfg.file is not None:
         atoms = read_structure(resolve_path(base, cfg.file))
+    elif cfg.spacegroup is not None:
+        cellpar = cfg.cell_parameters if cfg.cell_parameters is not None else (cfg.a_A,) * 3 + (90.0,) * 3
+        atoms = build_from_wyckoff([(s, p) for s, p in cfg.sites], cfg.spacegroup, cellpar)
     else:
         atoms = build_lattice(cfg.symbol, cfg.lattice, a_A=cfg.a_A, volume_per_atom_A3=None if cfg.a_A else cfg.volume_per_atom_A3)
     atoms = make_supercell(atoms, cfg.supercell)

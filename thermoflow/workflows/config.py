@@ -31,6 +31,17 @@ class StructureConfig(StrictModel):
     """Where the crystal comes from: a file, or a standard lattice."""
 
     file: str | None = Field(None, description="ASE-readable structure file (POSCAR, CIF, extxyz); relative to the config file")
+    spacegroup: int | None = Field(
+        None, ge=1, le=230, description="build from a space group (number, standard setting) and structure.sites instead of "
+        "a file or lattice; cell from structure.a_A (cubic) or structure.cell_parameters",
+    )
+    sites: list[tuple[str, tuple[float, float, float]]] | None = Field(
+        None, description="with structure.spacegroup: [symbol, [x, y, z]] per Wyckoff orbit, fractional coordinates of one "
+        "representative, e.g. LaH10: [['La', [0, 0, 0]], ['H', [0.25, 0.25, 0.25]], ['H', [0.378, 0.378, 0.378]]]",
+    )
+    cell_parameters: tuple[float, float, float, float, float, float] | None = Field(
+        None, description="with structure.spacegroup: a, b, c (Angstrom), alpha, beta, gamma (degrees)",
+    )
     lattice: Literal[LATTICES] | None = Field(None, description="standard lattice instead of a file: fcc, bcc, hcp, diamond, sc")  # type: ignore[valid-type]
     symbol: str | None = Field(None, description="chemical symbol for a standard lattice, e.g. 'Ne'")
     a_A: float | None = Field(None, gt=0, description="lattice constant of the conventional cell, Angstrom")
@@ -52,8 +63,18 @@ class StructureConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.file is None) == (self.lattice is None):
-            raise ValueError("give exactly one of structure.file or structure.lattice")
+        if sum(x is not None for x in (self.file, self.lattice, self.spacegroup)) != 1:
+            raise ValueError("give exactly one of structure.file, structure.lattice or structure.spacegroup")
+        if self.spacegroup is not None:
+            if not self.sites:
+                raise ValueError("structure.sites is required with structure.spacegroup ([symbol, [x, y, z]] per Wyckoff orbit)")
+            for symbol, _ in self.sites:
+                if symbol not in chemical_symbols[1:]:
+                    raise ValueError(f"structure.sites: unknown chemical symbol {symbol!r}")
+            if (self.a_A is None) == (self.cell_parameters is None):
+                raise ValueError("give exactly one of structure.a_A (cubic) or structure.cell_parameters with structure.spacegroup")
+        elif self.sites is not None or self.cell_parameters is not None:
+            raise ValueError("structure.sites and structure.cell_parameters go with structure.spacegroup")
         if self.lattice is not None:
             if self.symbol is None:
                 raise ValueError("structure.symbol is required with structure.lattice")
