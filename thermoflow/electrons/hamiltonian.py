@@ -1,0 +1,57 @@
+"""Local energy of electrons and fixed protons in a periodic cell (Hartree atomic units).
+
+E_loc(x; X) = -(1/2) [lap ln|psi| + |grad ln|psi||^2] + V_Ewald(x, X): the kinetic term of the
+electrons from the forward Laplacian (``folx``: one forward pass carrying the Laplacian through
+the wavefunction, including its determinants), the Coulomb energy of electrons (-1) and protons
+(+1) together, with their periodic images, by :mod:`thermoflow.electrons.ewald` (the proton-proton
+term is included: E_loc is the Born-Oppenheimer energy estimator at proton positions X).
+
+References: R. Li, H. Ye, D. Jiang et al., Nat. Mach. Intell. 6, 209 (2024), arXiv:2307.08214
+(forward Laplacian); W. M. C. Foulkes, L. Mitas, R. J. Needs and G. Rajagopal, Rev. Mod. Phys. 73,
+33 (2001), doi:10.1103/RevModPhys.73.33 (local energy, VMC in periodic systems).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from folx import forward_laplacian
+
+from thermoflow.electrons.ewald import EwaldSum
+
+
+class LocalEnergy(NamedTuple):
+    """Local energy and its parts for one configuration, Hartree (scalars)."""
+
+    total: jax.Array
+    kinetic: jax.Array
+    potential: jax.Array
+
+
+def make_local_energy(log_psi: Callable, ewald: EwaldSum, n_electrons: int) -> Callable:
+    """``local_energy(electrons (n_e, 3) bohr, protons (n_p, 3) bohr) -> LocalEnergy`` (Hartree).
+
+    Args:
+        log_psi: ``(electrons (n_e, 3), protons (n_p, 3)) -> (sign, ln|psi|)`` for one configuration.
+        ewald: the Ewald sum of the cell, built for ``n_e + n_p`` charges
+            (:func:`thermoflow.electrons.ewald.make_ewald_sum`); with no protons the electrons sit in a
+            uniform positive background (jellium).
+        n_electrons: n_e.
+
+    References: arXiv:2307.08214 (folx); doi:10.1103/RevModPhys.73.33.
+    """
+
+    def local_energy(electrons, protons):
+        def log_abs(flat):
+            return log_psi(flat.reshape(n_electrons, 3), protons)[1]
+
+        out = forward_laplacian(log_abs)(electrons.reshape(-1))
+        grad = out.jacobian.dense_array.reshape(-1)
+        kinetic = -0.5 * (out.laplacian + jnp.sum(grad**2))
+        charges = jnp.concatenate([-jnp.ones(n_electrons, electrons.dtype), jnp.ones(protons.shape[0], electrons.dtype)])
+        potential = ewald.energy(jnp.concatenate([electrons, protons], axis=0), charges)
+        return LocalEnergy(kinetic + potential, kinetic, potential)
+
+    return local_energy
