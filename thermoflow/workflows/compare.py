@@ -258,7 +258,7 @@ def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None
         table[phase.name] = {
             "value": np.array([r[f"{key}_eV_per_atom"] for r in rows]),
             "stderr": np.array([r[f"{key}_stderr_eV_per_atom"] for r in rows]),
-            "volume": np.array([r.get("volume_A3_per_atom", np.nan) for r in rows], dtype=float),
+            "volume": _column(rows, "volume_A3_per_atom"),
             "pressure": _column(rows, "pressure_GPa"),
             "entropy": _column(rows, "entropy_kB_per_atom"),
             "harmonic_entropy": _column(rows, "harmonic_entropy_kB_per_atom"),
