@@ -24,7 +24,11 @@ RS = 2.0
 def _system():
     cell = cubic_cell_from_rs(RS, 2 * N_UP)
     k = closed_shell_kvectors(cell, N_UP)
-    log_psi = make_slater_determinant(k, k)
+    determinant = make_slater_determinant(k, k)
+
+    def log_psi(params, electrons, protons):
+        return determinant(electrons)
+
     local_energy = make_local_energy(log_psi, make_ewald_sum(cell, 2 * N_UP), 2 * N_UP)
     return cell, k, log_psi, local_energy
 
@@ -36,17 +40,18 @@ def test_determinant_is_antisymmetric_periodic_and_a_kinetic_eigenstate():
     cell, k, log_psi, local_energy = _system()
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(size=(2 * N_UP, 3)) @ cell)
-    sign, log_abs = log_psi(x)
+    protons = jnp.zeros((0, 3))
+    sign, log_abs = log_psi(None, x, protons)
     swapped = x.at[jnp.array([1, 4])].set(x[jnp.array([4, 1])])
-    s2, l2 = log_psi(swapped)
+    s2, l2 = log_psi(None, swapped, protons)
     assert float(s2) == -float(sign) and abs(float(l2) - float(log_abs)) < 1e-10
     shifted = x.at[9].add(jnp.asarray(cell[2] - cell[0]))
-    s3, l3 = log_psi(shifted)
+    s3, l3 = log_psi(None, shifted, protons)
     assert float(s3) == float(sign) and abs(float(l3) - float(log_abs)) < 1e-9
     exact_kinetic = float(np.sum(k**2))  # two spins x sum k^2 / 2
     for _ in range(3):
         x = jnp.asarray(rng.uniform(size=(2 * N_UP, 3)) @ cell)
-        e = local_energy(x, jnp.zeros((0, 3)))
+        e = local_energy(None, x, protons)
         assert abs(float(e.kinetic) - exact_kinetic) < 1e-9
 
 
@@ -69,16 +74,16 @@ def test_vmc_energy_of_the_plane_wave_determinant_equals_hartree_fock():
     key, k0 = jax.random.split(key)
     walkers = jax.random.uniform(k0, (n_walkers, 2 * N_UP, 3)) @ jnp.asarray(cell)
     protons = jnp.zeros((0, 3))
-    state = mcmc.init_walkers(log_psi, walkers, protons, key)
+    state = mcmc.init_walkers(log_psi, None, walkers, protons, key)
     block = mcmc.make_metropolis_block(log_psi, 10)
-    energies = jax.jit(jax.vmap(lambda x: local_energy(x, protons).total))
+    energies = jax.jit(jax.vmap(lambda x: local_energy(None, x, protons).total))
     step = 0.5
     for _ in range(20):  # equilibrate and tune
-        state, acceptance = block(state, protons, step)
+        state, acceptance = block(state, None, protons, step)
         step = mcmc.tune_step_size(step, float(acceptance))
     samples, rates = [], []
     for _ in range(40):
-        state, acceptance = block(state, protons, step)
+        state, acceptance = block(state, None, protons, step)
         rates.append(float(acceptance))
         samples.append(np.asarray(energies(state.electrons)))
     # blocking over the chain of walker averages (walkers are independent; consecutive blocks are not)

@@ -31,10 +31,10 @@ class LocalEnergy(NamedTuple):
 
 
 def make_local_energy(log_psi: Callable, ewald: EwaldSum, n_electrons: int) -> Callable:
-    """``local_energy(electrons (n_e, 3) bohr, protons (n_p, 3) bohr) -> LocalEnergy`` (Hartree).
+    """``local_energy(params, electrons (n_e, 3) bohr, protons (n_p, 3) bohr) -> LocalEnergy`` (Hartree).
 
     Args:
-        log_psi: ``(electrons (n_e, 3), protons (n_p, 3)) -> (sign, ln|psi|)`` for one configuration.
+        log_psi: ``(params, electrons (n_e, 3), protons (n_p, 3)) -> (sign, ln|psi|)`` for one configuration.
         ewald: the Ewald sum of the cell, built for ``n_e + n_p`` charges
             (:func:`thermoflow.electrons.ewald.make_ewald_sum`); with no protons the electrons sit in a
             uniform positive background (jellium).
@@ -43,9 +43,9 @@ def make_local_energy(log_psi: Callable, ewald: EwaldSum, n_electrons: int) -> C
     References: arXiv:2307.08214 (folx); doi:10.1103/RevModPhys.73.33.
     """
 
-    def local_energy(electrons, protons):
+    def local_energy(params, electrons, protons):
         def log_abs(flat):
-            return log_psi(flat.reshape(n_electrons, 3), protons)[1]
+            return log_psi(params, flat.reshape(n_electrons, 3), protons)[1]
 
         out = forward_laplacian(log_abs)(electrons.reshape(-1))
         grad = out.jacobian.dense_array.reshape(-1)

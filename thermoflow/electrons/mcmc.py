@@ -27,15 +27,18 @@ class WalkerState(NamedTuple):
     key: jax.Array
 
 
-def init_walkers(log_psi: Callable, electrons: jax.Array, protons: jax.Array, key: jax.Array) -> WalkerState:
-    """A :class:`WalkerState` at ``electrons`` (n_walkers, n_e, 3) for protons (n_p, 3)."""
-    log_abs = jax.vmap(lambda x: log_psi(x, protons)[1])(electrons)
+def init_walkers(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array, key: jax.Array) -> WalkerState:
+    """A :class:`WalkerState` at ``electrons`` (n_walkers, n_e, 3) for protons (n_p, 3);
+    ``log_psi(params, electrons, protons) -> (sign, ln|psi|)``."""
+    log_abs = jax.vmap(lambda x: log_psi(params, x, protons)[1])(electrons)
     return WalkerState(electrons, log_abs, key)
 
 
 def make_metropolis_block(log_psi: Callable, n_steps: int) -> Callable:
-    """``block(state, protons (n_p, 3), step_size) -> (state, acceptance ())``: ``n_steps`` all-electron
-    moves of every walker in one jitted scan; ``log_psi(electrons, protons) -> (sign, ln|psi|)``.
+    """``block(state, params, protons (n_p, 3), step_size) -> (state, acceptance ())``: ``n_steps``
+    all-electron moves of every walker in one jitted scan; ``log_psi(params, electrons, protons) ->
+    (sign, ln|psi|)``. ``state.log_abs_psi`` must belong to ``params`` (re-evaluate it after a
+    parameter update: :func:`init_walkers`).
 
     Raises:
         ValueError: ``n_steps`` < 1.
@@ -44,22 +47,22 @@ def make_metropolis_block(log_psi: Callable, n_steps: int) -> Callable:
     """
     if n_steps < 1:
         raise ValueError(f"a Metropolis block needs at least one step, got {n_steps}")
-    log_abs = jax.vmap(lambda x, p: log_psi(x, p)[1], in_axes=(0, None))
+    log_abs = jax.vmap(lambda params, x, p: log_psi(params, x, p)[1], in_axes=(None, 0, None))
 
-    def move(carry, _, protons, step_size):
+    def move(carry, _, params, protons, step_size):
         electrons, current, key = carry
         key, k_move, k_accept = jax.random.split(key, 3)
         proposal = electrons + step_size * jax.random.normal(k_move, electrons.shape, electrons.dtype)
-        proposed = log_abs(proposal, protons)
+        proposed = log_abs(params, proposal, protons)
         accept = jnp.log(jax.random.uniform(k_accept, current.shape, electrons.dtype)) < 2.0 * (proposed - current)
         electrons = jnp.where(accept[:, None, None], proposal, electrons)
         current = jnp.where(accept, proposed, current)
         return (electrons, current, key), jnp.mean(accept)
 
     @jax.jit
-    def block(state: WalkerState, protons, step_size):
+    def block(state: WalkerState, params, protons, step_size):
         (electrons, current, key), accepted = jax.lax.scan(
-            lambda c, x: move(c, x, protons, step_size), tuple(state), None, length=n_steps)
+            lambda c, x: move(c, x, params, protons, step_size), tuple(state), None, length=n_steps)
         return WalkerState(electrons, current, key), jnp.mean(accepted)
 
     return block

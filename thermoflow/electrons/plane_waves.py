@@ -85,10 +85,11 @@ def real_orbitals(kvectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_slater_determinant(kvectors_up: np.ndarray, kvectors_down: np.ndarray) -> Callable:
-    """``log_psi(electrons (n_up + n_down, 3) bohr, protons=None) -> (sign, ln|psi|)``: the product of the
-    spin-up determinant (first n_up electrons) and the spin-down one of real plane-wave orbitals
-    (:func:`real_orbitals`). One configuration; vmap over walkers. The protons are ignored (the
-    signature of a proton-conditioned wavefunction).
+    """``log_psi(electrons (n_up + n_down, 3) bohr) -> (sign, ln|psi|)``: the product of the spin-up
+    determinant (first n_up electrons) and the spin-down one of real plane-wave orbitals
+    (:func:`real_orbitals`). One configuration; vmap over walkers. As a wavefunction for
+    :mod:`thermoflow.electrons.hamiltonian` and :mod:`thermoflow.electrons.mcmc` (which take
+    ``log_psi(params, electrons, protons)``): ``lambda params, x, protons: log_psi(x)``.
 
     Raises:
         ValueError: k sets that are not +-k symmetric.
@@ -97,7 +98,7 @@ def make_slater_determinant(kvectors_up: np.ndarray, kvectors_down: np.ndarray) 
     k_down, shift_down = (jnp.asarray(a) for a in real_orbitals(kvectors_down))
     n_up = k_up.shape[0]
 
-    def log_psi(electrons, protons=None):
+    def log_psi(electrons):
         sign_up, log_up = jnp.linalg.slogdet(jnp.cos(electrons[:n_up] @ k_up.T - shift_up[None, :]))
         sign_down, log_down = jnp.linalg.slogdet(jnp.cos(electrons[n_up:] @ k_down.T - shift_down[None, :]))
         return sign_up * sign_down, log_up + log_down

@@ -1,0 +1,78 @@
+"""Periodic Slater-Jastrow wavefunction: plane-wave determinants times an RPA-type two-body Jastrow factor.
+
+ln psi = ln|D_up D_down| - sum_{i<j} u_{s_i s_j}(d_ij), with the smooth periodic distance
+
+    d_ij = | sum_a (sin(pi s_a) / pi) a_a |,   s = fractional coordinates of r_j - r_i,
+
+which equals |r_ij| for small separations, is invariant under lattice translations of either
+electron and smooth except where r_ij is a lattice vector (an image of r_ij = 0), and the
+Ceperley (RPA) pair function u(d) = (A / d) (1 - exp(-d / F)) with F fixed by the electron-electron
+cusp conditions (d ln psi / dr = 1/2 for antiparallel and 1/4 for parallel spins at contact:
+F = sqrt(A) and sqrt(2A)). One variational parameter per spin pairing, A = softplus(a) > 0.
+This is the classic VMC wavefunction of the electron gas and the baseline the neural
+wavefunction of issue 11 must beat.
+
+References: D. Ceperley, Phys. Rev. B 18, 3126 (1978), doi:10.1103/PhysRevB.18.3126 (RPA Jastrow
+of the electron gas); T. Kato, Commun. Pure Appl. Math. 10, 151 (1957) (cusp conditions);
+Foulkes et al., Rev. Mod. Phys. 73, 33 (2001).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from thermoflow.electrons.plane_waves import make_slater_determinant
+
+
+class Wavefunction(NamedTuple):
+    """``init() -> params`` (a pytree) and ``log_psi(params, electrons (n_e, 3) bohr, protons (n_p, 3)) ->
+    (sign, ln|psi|)`` for one configuration."""
+
+    init: Callable
+    log_psi: Callable
+
+
+def periodic_distance(displacements: jax.Array, cell: jax.Array) -> jax.Array:
+    """Smooth periodic distance (module docstring) of displacements (..., 3) bohr in ``cell`` (3, 3): (...,) bohr."""
+    frac = displacements @ jnp.linalg.inv(cell)
+    vectors = (jnp.sin(jnp.pi * frac) / jnp.pi) @ cell
+    return jnp.sqrt(jnp.sum(vectors**2, axis=-1) + 1e-300)
+
+
+def rpa_pair_function(d: jax.Array, amplitude: jax.Array, cusp: float) -> jax.Array:
+    """u(d) = (A / d) (1 - exp(-d / F)) with F = sqrt(A / (2 cusp)) (the cusp d ln psi / dr at contact)."""
+    decay = jnp.sqrt(amplitude / (2.0 * cusp))
+    return amplitude * -jnp.expm1(-d / decay) / d
+
+
+def make_slater_jastrow(cell: np.ndarray, kvectors_up: np.ndarray, kvectors_down: np.ndarray) -> Wavefunction:
+    """Plane-wave determinants (:func:`thermoflow.electrons.plane_waves.make_slater_determinant`) times the
+    two-body RPA Jastrow factor (module docstring); params ``{"a_parallel", "a_antiparallel"}`` (A = softplus).
+    The first ``len(kvectors_up)`` electrons are spin up.
+
+    References: doi:10.1103/PhysRevB.18.3126.
+    """
+    determinant = make_slater_determinant(kvectors_up, kvectors_down)
+    n_up = len(kvectors_up)
+    cell_j = jnp.asarray(np.asarray(cell, dtype=np.float64))
+
+    def init():
+        return {"a_parallel": jnp.asarray(0.0), "a_antiparallel": jnp.asarray(0.0)}
+
+    def log_psi(params, electrons, protons=None):
+        sign, log_det = determinant(electrons)
+        n = electrons.shape[0]
+        spin = jnp.arange(n) < n_up
+        same = spin[:, None] == spin[None, :]
+        upper = jnp.triu(jnp.ones((n, n), dtype=bool), k=1)
+        d = periodic_distance(electrons[None, :, :] - electrons[:, None, :], cell_j)
+        d = jnp.where(upper, d, 1.0)
+        u = jnp.where(same, rpa_pair_function(d, jax.nn.softplus(params["a_parallel"]), 0.25),
+                      rpa_pair_function(d, jax.nn.softplus(params["a_antiparallel"]), 0.5))
+        return sign, log_det - jnp.sum(jnp.where(upper, u, 0.0))
+
+    return Wavefunction(init=init, log_psi=log_psi)
