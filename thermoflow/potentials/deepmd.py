@@ -21,11 +21,35 @@ the extended set, with a neighbour list of fixed size built either by deepmd-kit
 (``deepmd.dpmodel.utils.nlist.build_neighbor_list``, distance-sorted) or, by default for the
 se_e2_a / se_e2_r / se_e3 family, by a sort-free counting sort over cutoff shells that selects
 the same neighbours (XLA's sort is slow on CPU: about 0.5 ms instead of 5 ms for 16 atoms).
+Mixed-type (attention) descriptors always take deepmd-kit's list: one distance-sorted list over
+all types. The call also passes ``mapping`` (extended atom -> the local atom it images), which
+DPA-2 and DPA-3 use to gather ghost-atom features from their local atoms.
+
+Validated models and how:
+
+* one type (lithium; hybrid se_e2_a + se_e3, plain and compressed): energies, forces and virials
+  of seven configurations against deepmd-kit's TensorFlow inference
+  (``tests/potentials/test_deepmd.py``);
+* two types (La, H), small randomly initialised models built with deepmd-kit: se_e2_a with
+  ``type_one_side=False`` (deepmd-kit's default; compact list), se_atten (DPA-1),
+  se_atten_v2, DPA-2 and DPA-3 (sorted list), in a triclinic cell thinner than the cutoff:
+  energies against deepmd-kit's own numpy inference (``deepmd.infer.DeepPot``) to < 1e-14
+  eV/atom, forces and virials against finite differences of its energies to ~1e-9 eV/A, eV
+  (``tests/potentials/test_deepmd_species.py``).
+
+The se_e2_a descriptor with ``type_one_side=False`` and several types counts atoms per type in
+Python; since the types are constants here (``type_map_symbols``), that model is evaluated under
+``jax.ensure_compile_time_eval()`` so the counts are taken at trace time. deepmd-kit's dense
+se_atten and DPA-2 are discontinuous at ``rcut`` when their environment mean is non-zero
+(``set_davg_zero=False``); the energies here reproduce deepmd-kit's, jumps included.
 
 Performance note (CPU, XLA in jaxlib 0.10): XLA's YNNPACK fusions make the backward pass of
 these models about 2-3x slower; compiling the caller's jitted function with
 ``compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}`` (or the same flag in
 ``XLA_FLAGS``) avoids that. It is a per-compilation choice of the caller, not set here.
+Do not compile DPA-2 models with ``xla_backend_optimization_level=0``: the CPU backend then
+recomputes the repformer's attention logits inconsistently and the softmax's max-gradient gives
+NaN forces (energies are unaffected; the default level is fine).
 
 Side effects of importing deepmd-kit's JAX backend (done lazily, on the first call of
 :func:`make_deepmd_energy_fn`): ``deepmd.jax.env`` switches on ``jax_enable_x64`` (kept: the
@@ -43,10 +67,14 @@ References:
     J. Zeng et al., "DeePMD-kit v2: A software package for deep potential models",
     J. Chem. Phys. 159, 054801 (2023), doi:10.1063/5.0155600; deepmd-kit v3:
     arXiv:2502.19161.
+    DPA-1 (se_atten): D. Zhang et al., arXiv:2208.08236. DPA-2: D. Zhang et al., npj Comput.
+    Mater. 10, 293 (2024), doi:10.1038/s41524-024-01493-2. DPA-3: D. Zhang et al.,
+    arXiv:2506.01686.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from pathlib import Path
@@ -94,27 +122,47 @@ def _import_deepmd() -> dict[str, Any]:
 
 
 def _make_traceable(descriptor: dict, ntypes: int) -> None:
-    """Rewrite a serialized descriptor in place so that it traces under JAX.
+    """Rewrite a serialized descriptor in place so that it traces under JAX more cheaply.
 
     deepmd-kit 3.2's se_e2_a with ``type_one_side=False`` counts atoms per type with a Python
-    ``int`` (not traceable). With one atom type, ``type_one_side=True`` with a 1-D embedding
-    collection is the same model (``ntypes**2 == ntypes == 1`` embedding networks).
-
-    Raises:
-        NotImplementedError: for a ``type_one_side=False`` se_e2_a with more than one type.
+    ``int``, which is not traceable. With one atom type, ``type_one_side=True`` with a 1-D
+    embedding collection is the same model (``ntypes**2 == ntypes == 1`` embedding networks),
+    so it is rewritten. With several types the descriptor is kept; its atom types are then
+    evaluated at trace time (see :func:`_needs_concrete_types`).
     """
     if descriptor.get("type") == "hybrid":
         for sub in descriptor["list"]:
             _make_traceable(sub, ntypes)
         return
-    if descriptor.get("type") in ("se_e2_a", "se_a") and not descriptor.get("type_one_side", True):
-        if ntypes != 1:
-            raise NotImplementedError(
-                "se_e2_a descriptors with type_one_side=False and more than one atom type do "
-                "not trace under deepmd-kit's JAX backend; retrain with type_one_side=True"
-            )
+    if (
+        descriptor.get("type") in ("se_e2_a", "se_a")
+        and not descriptor.get("type_one_side", True)
+        and ntypes == 1
+    ):
         descriptor["type_one_side"] = True
         descriptor["embeddings"]["ndim"] = 1
+
+
+def _descriptor_parts(model: Any) -> list:
+    """The (sub-)descriptors of a model: the parts of a hybrid, else the descriptor itself."""
+    descriptor = model.atomic_model.descriptor
+    return list(getattr(descriptor, "descrpt_list", [descriptor]))
+
+
+def _needs_concrete_types(model: Any) -> bool:
+    """True if some descriptor branches in Python on the atom types.
+
+    deepmd-kit 3.2's se_e2_a with ``type_one_side=False`` and several types groups the local
+    atoms by type with ``int(sum(atype == t))``. The types are constants of the energy function
+    (fixed by ``type_map_symbols``), so evaluating the model under
+    ``jax.ensure_compile_time_eval()`` computes those counts at trace time; everything that
+    depends on the positions is still traced.
+    """
+    return len(model.get_type_map()) > 1 and any(
+        "DescrptSeA" in {cls.__name__ for cls in type(part).__mro__}
+        and not getattr(part, "type_one_side", True)
+        for part in _descriptor_parts(model)
+    )
 
 
 def load_deepmd_model(model_path: str | Path) -> Any:
@@ -206,8 +254,7 @@ def _neighbor_levels(model: Any) -> tuple[list[float], list[tuple[int, list[int]
         descriptor, ``(level index, sel per type)``; ``None`` if some descriptor is not known
         to be independent of the neighbour order (then deepmd-kit's sorted list is needed).
     """
-    descriptor = model.atomic_model.descriptor
-    parts = list(getattr(descriptor, "descrpt_list", [descriptor]))
+    parts = _descriptor_parts(model)
     for part in parts:
         names = {cls.__name__ for cls in type(part).__mro__}
         if not names & _ORDER_FREE_DESCRIPTORS or part.mixed_types():
@@ -285,9 +332,10 @@ def make_deepmd_energy_fn(
         reference_cell: (3, 3) lattice vectors as rows, Angstrom. Fixes the periodic image
             set; the function is valid for any cell with ``rcut / d_a(cell) <= n_a`` in each
             direction, where ``n_a = ceil((rcut + skin) / d_a(reference_cell))``.
-        type_map_symbols: chemical symbol of every atom, length n_atoms (e.g. ``["Li"] * 16``);
-            each must be in the model's type map. ``None`` is allowed for single-type models:
-            all atoms get that type and any number of atoms is accepted.
+        type_map_symbols: chemical symbol of every atom, length n_atoms, in any order (e.g.
+            ``["La", "H", "H", ...]``); each must be in the model's type map. Required for
+            models with several types; ``None`` is allowed for single-type models: all atoms
+            get that type and any number of atoms is accepted.
         skin: margin in Angstrom added to the cutoff when choosing the image set, so that the
             cell may shrink (NPT, strain) without rebuilding.
         neighbor_list: ``"sorted"`` uses deepmd-kit's builder (distance sort; with more than
@@ -295,7 +343,9 @@ def make_deepmd_energy_fn(
             is a sort-free equivalent for descriptors that sum over neighbours (se_e2_a,
             se_e2_r, se_e3 and hybrids of them, without pair_exclude_types), about ten times
             cheaper on CPU because XLA's sort is slow; when an atom has more neighbours than
-            ``sel`` it returns NaN instead of truncating. ``"auto"`` (default) picks ``"compact"`` when it applies.
+            ``sel`` it returns NaN instead of truncating. ``"auto"`` (default) picks ``"compact"``
+            when it applies and ``"sorted"`` otherwise, e.g. for mixed-type (attention)
+            descriptors: se_atten (DPA-1), se_atten_v2, DPA-2, DPA-3.
 
     Returns:
         ``energy_fn(positions, cell) -> energy``: positions (n_atoms, 3) Angstrom (anywhere,
@@ -351,6 +401,7 @@ def make_deepmd_energy_fn(
     limit = np.asarray(n_images, dtype=np.float64)
 
     levels = _neighbor_levels(model)
+    concrete_types = _needs_concrete_types(model)
     compact_applies = (
         levels is not None and not model.mixed_types() and atomic_model.pair_excl is None
     )
@@ -448,9 +499,18 @@ def make_deepmd_energy_fn(
             offsets = jnp.asarray(shifts, dtype=cell.dtype) @ cell  # (n_shifts, 3)
             extended = (offsets[:, None, :] + wrapped[None, :, :]).reshape(-1, 3)
             nlist, overflow = build_nlist(jax.lax.stop_gradient(extended), types, n_atoms)
-            atomic = atomic_model.forward_common_atomic(
-                extended[None], jnp.asarray(types)[None], nlist
-            )
+            # Extended atom k is an image of local atom k mod n_atoms (message-passing
+            # descriptors, DPA-2/DPA-3, gather ghost features from local atoms through it).
+            mapping = np.tile(np.arange(n_atoms, dtype=np.int64), n_shifts)
+            with jax.ensure_compile_time_eval() if concrete_types else contextlib.nullcontext():
+                atomic = atomic_model.forward_common_atomic(
+                    extended[None],
+                    jnp.asarray(types)[None],
+                    nlist,
+                    mapping=jnp.asarray(mapping)[None],
+                    fparam=None,
+                    aparam=None,
+                )
             energy = jnp.sum(atomic["energy"])
             # Traced cells cannot raise: a too-small cell gives NaN, never a wrong number.
             volume = jnp.abs(jnp.linalg.det(cell))
