@@ -76,11 +76,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from thermoflow.potentials.deepmd_neighbors import (  # the adapter's image and neighbour-list helpers
+    compact_neighbor_list,
+    descriptor_parts,
+    image_shifts,
+    images_per_direction,
+    interplanar_spacings,
+    neighbor_levels,
+)
 
 _INSTALL_HINT = 'install the optional dependency with: pip install "thermoflow[deepmd]"'
 
@@ -143,12 +151,6 @@ def _make_traceable(descriptor: dict, ntypes: int) -> None:
         descriptor["embeddings"]["ndim"] = 1
 
 
-def _descriptor_parts(model: Any) -> list:
-    """The (sub-)descriptors of a model: the parts of a hybrid, else the descriptor itself."""
-    descriptor = model.atomic_model.descriptor
-    return list(getattr(descriptor, "descrpt_list", [descriptor]))
-
-
 def _needs_concrete_types(model: Any) -> bool:
     """True if some descriptor branches in Python on the atom types.
 
@@ -161,7 +163,7 @@ def _needs_concrete_types(model: Any) -> bool:
     return len(model.get_type_map()) > 1 and any(
         "DescrptSeA" in {cls.__name__ for cls in type(part).__mro__}
         and not getattr(part, "type_one_side", True)
-        for part in _descriptor_parts(model)
+        for part in descriptor_parts(model)
     )
 
 
@@ -202,117 +204,6 @@ def load_deepmd_model(model_path: str | Path) -> Any:
     if model.get_dim_fparam() > 0 or model.get_dim_aparam() > 0:
         raise ValueError(f"{path} needs frame/atomic parameters, which are not supported")
     return model
-
-
-def interplanar_spacings(cell: Any) -> np.ndarray:
-    """Distances between neighbouring lattice planes of a cell.
-
-    Args:
-        cell: (3, 3) lattice vectors as rows, Angstrom.
-
-    Returns:
-        (3,) spacing ``d_a = V / |b x c|`` (and cyclic), Angstrom.
-    """
-    cell = np.asarray(cell, dtype=np.float64)
-    volume = abs(np.linalg.det(cell))
-    cross = np.cross(np.roll(cell, -1, axis=0), np.roll(cell, -2, axis=0))
-    return volume / np.linalg.norm(cross, axis=1)
-
-
-def images_per_direction(cell: Any, cutoff: float) -> tuple[int, int, int]:
-    """Number of periodic images ``n_a = ceil(cutoff / d_a)`` needed in each lattice direction.
-
-    Args:
-        cell: (3, 3) lattice vectors as rows, Angstrom.
-        cutoff: interaction cutoff (plus any margin), Angstrom.
-
-    Returns:
-        ``(n_1, n_2, n_3)``; shifts ``-n_a..n_a`` reach every neighbour within ``cutoff`` of
-        an atom wrapped into the cell.
-    """
-    return tuple(int(math.ceil(cutoff / d - 1e-12)) for d in interplanar_spacings(cell))
-
-
-def _image_shifts(n_images: Sequence[int]) -> np.ndarray:
-    """Integer lattice shifts, (n_shifts, 3), with (0, 0, 0) first."""
-    axes = [np.arange(-n, n + 1) for n in n_images]
-    shifts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    order = np.argsort(np.abs(shifts).sum(axis=1), kind="stable")
-    return shifts[order]
-
-
-#: Descriptors whose output is a sum over neighbours: the order of the neighbour list and
-#: padding with out-of-cutoff atoms do not change them, so a sort-free list is exact.
-_ORDER_FREE_DESCRIPTORS = frozenset({"DescrptSeA", "DescrptSeR", "DescrptSeT"})
-
-
-def _neighbor_levels(model: Any) -> tuple[list[float], list[tuple[int, list[int]]]] | None:
-    """Cutoff levels and per-descriptor selections for the sort-free neighbour list.
-
-    Returns:
-        ``(rcuts, checks)``: ascending distinct cutoffs (Angstrom) and, for every (sub-)
-        descriptor, ``(level index, sel per type)``; ``None`` if some descriptor is not known
-        to be independent of the neighbour order (then deepmd-kit's sorted list is needed).
-    """
-    parts = _descriptor_parts(model)
-    for part in parts:
-        names = {cls.__name__ for cls in type(part).__mro__}
-        if not names & _ORDER_FREE_DESCRIPTORS or part.mixed_types():
-            return None
-    rcuts = sorted({float(part.get_rcut()) for part in parts})
-    checks = [(rcuts.index(float(part.get_rcut())), list(part.get_sel())) for part in parts]
-    return rcuts, checks
-
-
-def _compact_neighbor_list(distances, extended_types, rcuts, checks, sel, ntypes):
-    """Fixed-size neighbour list without sorting (a counting sort by cutoff shell).
-
-    Within the section of each neighbour type (``sel[t]`` slots, as deepmd-kit lays it out),
-    neighbours inside the smallest cutoff come first, then the next shell, and so on; so the
-    first ``sel_i[t]`` slots hold every type-t neighbour within ``rcut_i``, which is what
-    deepmd-kit's hybrid descriptor takes for sub-descriptor i. Same set of neighbours as
-    deepmd-kit's distance-sorted list whenever no count exceeds its ``sel``.
-
-    Args:
-        distances: (n_atoms, n_extended) distances, Angstrom, self pairs set to +inf.
-        extended_types: (n_extended,) atom types of the extended atoms.
-        rcuts: ascending distinct cutoffs, Angstrom.
-        checks: ``(level, sel per type)`` for each (sub-)descriptor.
-        sel: model-level slots per type.
-        ntypes: number of atom types.
-
-    Returns:
-        ``(nlist, overflow)``: (n_atoms, sum(sel)) int neighbour indices (-1 = empty) and a
-        bool scalar, True if some atom has more neighbours than a descriptor's ``sel``.
-    """
-    import jax.numpy as jnp
-
-    n_atoms, n_extended = distances.shape
-    n_slots = sum(sel)
-    shell = jnp.sum(distances[:, :, None] > jnp.asarray(rcuts), axis=-1)  # 0..K, K = outside
-    slot = jnp.full((n_atoms, n_extended), n_slots, dtype=jnp.int32)  # n_slots = discarded
-    overflow = jnp.zeros((), dtype=bool)
-    offset = 0
-    for t in range(ntypes):
-        of_type = (extended_types == t)[None, :]
-        filled = jnp.zeros((n_atoms,), dtype=jnp.int32)
-        for level in range(len(rcuts)):
-            member = of_type & (shell == level)
-            rank = jnp.cumsum(member, axis=1, dtype=jnp.int32) - 1
-            position = offset + filled[:, None] + rank
-            keep = member & (position < offset + sel[t])
-            slot = jnp.where(keep, position, slot)
-            filled = filled + jnp.sum(member, axis=1, dtype=jnp.int32)
-            for check_level, check_sel in checks:
-                if check_level == level:
-                    overflow = overflow | jnp.any(filled > check_sel[t])
-        overflow = overflow | jnp.any(filled > sel[t])
-        offset += sel[t]
-    rows = jnp.broadcast_to(jnp.arange(n_atoms)[:, None], slot.shape)
-    columns = jnp.broadcast_to(jnp.arange(n_extended)[None, :], slot.shape)
-    nlist = jnp.full((n_atoms, n_slots + 1), -1, dtype=jnp.int64)
-    nlist = nlist.at[rows, slot].set(columns.astype(jnp.int64))
-    return nlist[:, :n_slots], overflow
 
 
 def make_deepmd_energy_fn(
@@ -396,11 +287,11 @@ def make_deepmd_energy_fn(
     sel = list(model.get_sel())
     type_map = list(model.get_type_map())
     n_images = images_per_direction(reference_cell, rcut + skin)
-    shifts = _image_shifts(n_images)
+    shifts = image_shifts(n_images)
     n_shifts = shifts.shape[0]
     limit = np.asarray(n_images, dtype=np.float64)
 
-    levels = _neighbor_levels(model)
+    levels = neighbor_levels(model)
     concrete_types = _needs_concrete_types(model)
     compact_applies = (
         levels is not None and not model.mixed_types() and atomic_model.pair_excl is None
@@ -463,7 +354,7 @@ def make_deepmd_energy_fn(
             diff = geometry[None, :, :] - geometry[:n_atoms, None, :]
             distances = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
             distances = distances.at[jnp.arange(n_atoms), jnp.arange(n_atoms)].set(jnp.inf)
-            nlist, overflow = _compact_neighbor_list(
+            nlist, overflow = compact_neighbor_list(
                 distances, jnp.asarray(types), levels[0], levels[1], sel, len(type_map)
             )
             return nlist[None], overflow
