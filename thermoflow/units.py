@@ -22,6 +22,8 @@ GPA_PER_EV_PER_A3: float = float(1.0 / _ase.GPa)
 BOHR_A: float = float(_ase.Bohr)
 #: One Hartree in eV; the electronic code works in Hartree inside.
 EV_PER_HARTREE: float = float(_ase.Hartree)
+#: A pressure in Hartree / bohr^3 in GPa (about 29421 GPa).
+GPA_PER_HARTREE_PER_BOHR3: float = float(_ase.Hartree / _ase.Bohr**3 / _ase.GPa)
 #: meV per eV.
 MEV_PER_EV: float = 1000.0
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from thermoflow.analysis.statistics import blocking_stderr
+from thermoflow.units import GPA_PER_HARTREE_PER_BOHR3
 from thermoflow.electrons import mcmc
+from thermoflow.electrons.estimators import virial_pressure_GPa
 from thermoflow.electrons.ewald import make_ewald_sum
 from thermoflow.electrons.hamiltonian import make_local_energy
 from thermoflow.electrons.plane_waves import (
@@ -66,7 +68,8 @@ def test_vmc_energy_of_the_plane_wave_determinant_equals_hartree_fock():
     sampling of |psi|^2 of the plane-wave determinant gives <E_loc> equal to its exact energy
     (kinetic + Madelung + exchange, hartree_fock_energy) within 4 sigma (blocking over the chain), with
     the acceptance tuned to about 0.5; the kinetic part is exact and the potential part carries the
-    statistics."""
+    statistics. The virial pressure (2T + V) / 3 Omega equals -dE/dOmega of the determinant (a central
+    difference of its exact energy; exact here because T ~ L^-2 and V ~ L^-1) within 4 sigma."""
     cell, k, log_psi, local_energy = _system()
     exact = hartree_fock_energy(cell, k, k)
     n_walkers = 128
@@ -76,18 +79,27 @@ def test_vmc_energy_of_the_plane_wave_determinant_equals_hartree_fock():
     protons = jnp.zeros((0, 3))
     state = mcmc.init_walkers(log_psi, None, walkers, protons, key)
     block = mcmc.make_metropolis_block(log_psi, 10)
-    energies = jax.jit(jax.vmap(lambda x: local_energy(None, x, protons).total))
+    energies = jax.jit(jax.vmap(lambda x: local_energy(None, x, protons)))
     step = 0.5
     for _ in range(20):  # equilibrate and tune
         state, acceptance = block(state, None, protons, step)
         step = mcmc.tune_step_size(step, float(acceptance))
-    samples, rates = [], []
+    samples, pressures, rates = [], [], []
     for _ in range(40):
         state, acceptance = block(state, None, protons, step)
         rates.append(float(acceptance))
-        samples.append(np.asarray(energies(state.electrons)))
+        e = energies(state.electrons)
+        samples.append(np.asarray(e.total))
+        pressures.append(virial_pressure_GPa(e.kinetic, e.potential, abs(np.linalg.det(cell))))
     # blocking over the chain of walker averages (walkers are independent; consecutive blocks are not)
     b = blocking_stderr(np.mean(samples, axis=1))
+    p = blocking_stderr(np.mean(pressures, axis=1))
+    # -dE/dV of the determinant (its k vectors scale with the cell) by a central difference
+    h = 1e-4
+    e_plus, e_minus = (hartree_fock_energy(cell * s, k / s, k / s)["total"] for s in ((1 + h) ** (1 / 3), (1 - h) ** (1 / 3)))
+    exact_pressure = -(e_plus - e_minus) / (2 * h * abs(np.linalg.det(cell))) * GPA_PER_HARTREE_PER_BOHR3
+    print(f"virial pressure {p.mean:.2f} +- {p.stderr:.2f} GPa, -dE/dV of the determinant {exact_pressure:.2f} GPa")
+    assert abs(p.mean - exact_pressure) < 4 * p.stderr and p.stderr < 0.1 * abs(exact_pressure)
     print(f"VMC <E> = {b.mean:.5f} +- {b.stderr:.5f} Ha, exact {exact['total']:.5f} "
           f"(kinetic {exact['kinetic']:.5f}, Madelung {exact['madelung']:.5f}, exchange {exact['exchange']:.5f}); "
           f"acceptance {np.mean(rates):.2f}, step {step:.3f} bohr")

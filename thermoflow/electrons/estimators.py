@@ -1,0 +1,39 @@
+"""Estimators of electronic VMC beyond the energy: the virial pressure.
+
+For Coulomb systems (all interactions 1/r) the virial theorem gives the pressure of an eigenstate
+from its kinetic and potential energies, P = (2 <T> + <V>) / (3 Omega): for an exact eigenstate
+(and for any state whose energy scales like T ~ L^-2, V ~ L^-1 under a uniform dilation, such as a
+plane-wave determinant or a wavefunction optimised over its length scale) it equals -dE/dOmega. For
+an approximate, not fully optimised wavefunction the estimator is biased (the Pulay-like term
+of the wavefunction's own volume dependence is missing); say so when quoting it. With fixed
+protons the proton-proton Coulomb energy is part of V (it scales as 1/L too), and the pressure is
+the electronic + static-proton (Born-Oppenheimer) pressure at that proton configuration.
+
+References: O. H. Nielsen and R. M. Martin, Phys. Rev. B 32, 3780 (1985),
+doi:10.1103/PhysRevB.32.3780 (stress/virial theorem in periodic systems); D. M. Ceperley and
+B. J. Alder, Phys. Rev. B 36, 2092 (1987), doi:10.1103/PhysRevB.36.2092 (virial pressure of
+hydrogen in QMC).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from thermoflow.units import GPA_PER_HARTREE_PER_BOHR3
+
+
+def virial_pressure_GPa(kinetic_hartree, potential_hartree, volume_bohr3: float) -> np.ndarray:
+    """P = (2 T + V) / (3 Omega) per sample, GPa.
+
+    Args:
+        kinetic_hartree, potential_hartree: (n,) local kinetic and potential energies of the cell, Hartree.
+        volume_bohr3: cell volume Omega, bohr^3.
+
+    Returns:
+        (n,) pressures, GPa (average them with error bars; biased for approximate wavefunctions,
+        module docstring).
+
+    References: doi:10.1103/PhysRevB.32.3780.
+    """
+    kinetic, potential = np.asarray(kinetic_hartree, dtype=float), np.asarray(potential_hartree, dtype=float)
+    return (2.0 * kinetic + potential) / (3.0 * volume_bohr3) * GPA_PER_HARTREE_PER_BOHR3
