@@ -9,7 +9,7 @@ import pytest
 from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.units import GPA_PER_HARTREE_PER_BOHR3
 from thermoflow.electrons import mcmc
-from thermoflow.electrons.estimators import virial_pressure_GPa
+from thermoflow.electrons.estimators import make_proton_forces, virial_pressure_GPa
 from thermoflow.electrons.ewald import make_ewald_sum
 from thermoflow.electrons.hamiltonian import make_local_energy
 from thermoflow.electrons.plane_waves import (
@@ -106,3 +106,28 @@ def test_vmc_energy_of_the_plane_wave_determinant_equals_hartree_fock():
     assert abs(np.mean(rates) - 0.5) < 0.1
     assert b.stderr < 0.03  # the test resolves errors of ~0.1 Ha: 10 % of the exchange, 4 % of the Madelung term
     assert abs(b.mean - exact["total"]) < 4 * b.stderr
+
+
+def test_hellmann_feynman_forces_of_a_uniform_electron_gas_on_two_protons():
+    """Two protons and two electrons in k = 0 orbitals (uniform electron density) in a cubic cell:
+    averaged over the sampled electrons, the Hellmann-Feynman force on each proton equals the exact
+    force on the protons in a uniform neutralising background (Ewald of the protons alone), within
+    4 sigma per component (the estimator's variance is infinite at electron-proton coalescence, so
+    many samples are needed: no variance reduction yet); per sample it is -dV/dR_I."""
+    cell = cubic_cell_from_rs(1.5, 2)
+    protons = jnp.asarray([[0.3, 0.4, 0.2], [2.1, 1.4, 1.0]])
+    forces = make_proton_forces(make_ewald_sum(cell, 4), 2)
+    background = make_ewald_sum(cell, 2)
+    exact = -np.asarray(jax.grad(lambda r: background.energy(r, jnp.ones(2)))(protons))
+    electrons = jax.random.uniform(jax.random.PRNGKey(3), (50000, 2, 3)) @ jnp.asarray(cell)  # |psi|^2 uniform: direct samples
+    samples = np.asarray(jax.jit(jax.vmap(forces, in_axes=(0, None)))(electrons, protons))
+    mean = samples.mean(axis=0)
+    stderr = samples.std(axis=0) / np.sqrt(len(samples))
+    print(f"HF forces {mean.round(4).tolist()} +- {stderr.round(4).tolist()} vs exact {exact.round(4).tolist()} Ha/bohr")
+    assert np.all(np.abs(mean - exact) < 4 * stderr + 1e-12)
+    assert np.all(stderr < 0.45 * np.abs(exact))  # power to see a sign error
+    h = 1e-5  # the per-sample estimator is -dV/dR_I: central difference of the Ewald energy at one sample
+    charges = jnp.asarray([-1.0, -1.0, 1.0, 1.0])
+    full = make_ewald_sum(cell, 4)
+    shifted = [full.energy(jnp.concatenate([electrons[0], protons.at[1, 2].add(d)]), charges) for d in (h, -h)]
+    assert abs(samples[0, 1, 2] + (float(shifted[0]) - float(shifted[1])) / (2 * h)) < 1e-6
