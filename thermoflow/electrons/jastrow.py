@@ -1,6 +1,6 @@
 """Periodic Slater-Jastrow wavefunction: plane-wave determinants times an RPA-type two-body Jastrow factor.
 
-ln psi = ln|D_up D_down| - sum_{i<j} u_{s_i s_j}(d_ij), with the smooth periodic distance
+ln psi = ln|D_up D_down| - sum_{i<j} u_{s_i s_j}(d_ij) (+ electron-proton terms), with the smooth periodic distance
 
     d_ij = | sum_a (sin(pi s_a) / pi) a_a |,   s = fractional coordinates of r_j - r_i,
 
@@ -8,7 +8,8 @@ which equals |r_ij| for small separations, is invariant under lattice translatio
 electron and smooth except where r_ij is a lattice vector (an image of r_ij = 0), and the
 Ceperley (RPA) pair function u(d) = (A / d) (1 - exp(-d / F)) with F fixed by the electron-electron
 cusp conditions (d ln psi / dr = 1/2 for antiparallel and 1/4 for parallel spins at contact:
-F = sqrt(A) and sqrt(2A)). One variational parameter per spin pairing, A = softplus(a) > 0.
+F = sqrt(A) and sqrt(2A)). With protons, + sum_{i, I} u_ep(d_iI) of the same form with the
+electron-proton cusp d ln psi / dr = -1. One variational parameter per kind of pair, A = softplus(a) > 0.
 This is the classic VMC wavefunction of the electron gas and the baseline the neural
 wavefunction of issue 11 must beat.
 
@@ -49,10 +50,37 @@ def rpa_pair_function(d: jax.Array, amplitude: jax.Array, cusp: float) -> jax.Ar
     return amplitude * -jnp.expm1(-d / decay) / d
 
 
+def log_jastrow(params: dict, electrons: jax.Array, protons: jax.Array | None, n_up: int, cell: jax.Array) -> jax.Array:
+    """ln J = -sum_{i<j} u_{s_i s_j}(d_ij) + sum_{i, I} u_ep(d_iI) (scalar): the RPA pair terms with the
+    electron-electron cusps (1/2 antiparallel, 1/4 parallel) and, with protons, the electron-proton
+    term with the cusp d ln psi / dr = -1 (Z = 1) at every proton. ``params``: ``a_parallel``,
+    ``a_antiparallel``, ``a_electron_proton`` (amplitudes A = softplus(a)).
+
+    References: doi:10.1103/PhysRevB.18.3126; Kato (1957).
+    """
+    n = electrons.shape[0]
+    spin = jnp.arange(n) < n_up
+    same = spin[:, None] == spin[None, :]
+    upper = jnp.triu(jnp.ones((n, n), dtype=bool), k=1)
+    d = jnp.where(upper, periodic_distance(electrons[None, :, :] - electrons[:, None, :], cell), 1.0)
+    u = jnp.where(same, rpa_pair_function(d, jax.nn.softplus(params["a_parallel"]), 0.25),
+                  rpa_pair_function(d, jax.nn.softplus(params["a_antiparallel"]), 0.5))
+    log_j = -jnp.sum(jnp.where(upper, u, 0.0))
+    if protons is not None and protons.shape[0] > 0:
+        d_ep = periodic_distance(electrons[:, None, :] - protons[None, :, :], cell)
+        log_j = log_j + jnp.sum(rpa_pair_function(d_ep, jax.nn.softplus(params["a_electron_proton"]), 1.0))
+    return log_j
+
+
+def jastrow_params() -> dict:
+    """Initial Jastrow amplitudes (a = 0: A = ln 2)."""
+    return {"a_parallel": jnp.asarray(0.0), "a_antiparallel": jnp.asarray(0.0), "a_electron_proton": jnp.asarray(0.0)}
+
+
 def make_slater_jastrow(cell: np.ndarray, kvectors_up: np.ndarray, kvectors_down: np.ndarray) -> Wavefunction:
     """Plane-wave determinants (:func:`thermoflow.electrons.plane_waves.make_slater_determinant`) times the
-    two-body RPA Jastrow factor (module docstring); params ``{"a_parallel", "a_antiparallel"}`` (A = softplus).
-    The first ``len(kvectors_up)`` electrons are spin up.
+    RPA Jastrow factor :func:`log_jastrow` (electron-electron, and electron-proton when protons are
+    given); params :func:`jastrow_params`. The first ``len(kvectors_up)`` electrons are spin up.
 
     References: doi:10.1103/PhysRevB.18.3126.
     """
@@ -60,19 +88,8 @@ def make_slater_jastrow(cell: np.ndarray, kvectors_up: np.ndarray, kvectors_down
     n_up = len(kvectors_up)
     cell_j = jnp.asarray(np.asarray(cell, dtype=np.float64))
 
-    def init():
-        return {"a_parallel": jnp.asarray(0.0), "a_antiparallel": jnp.asarray(0.0)}
-
     def log_psi(params, electrons, protons=None):
         sign, log_det = determinant(electrons)
-        n = electrons.shape[0]
-        spin = jnp.arange(n) < n_up
-        same = spin[:, None] == spin[None, :]
-        upper = jnp.triu(jnp.ones((n, n), dtype=bool), k=1)
-        d = periodic_distance(electrons[None, :, :] - electrons[:, None, :], cell_j)
-        d = jnp.where(upper, d, 1.0)
-        u = jnp.where(same, rpa_pair_function(d, jax.nn.softplus(params["a_parallel"]), 0.25),
-                      rpa_pair_function(d, jax.nn.softplus(params["a_antiparallel"]), 0.5))
-        return sign, log_det - jnp.sum(jnp.where(upper, u, 0.0))
+        return sign, log_det + log_jastrow(params, electrons, protons, n_up, cell_j)
 
-    return Wavefunction(init=init, log_psi=log_psi)
+    return Wavefunction(init=jastrow_params, log_psi=log_psi)
