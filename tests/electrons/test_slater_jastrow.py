@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.electrons import mcmc
@@ -42,6 +43,7 @@ def test_periodic_distance_and_cusps():
         assert abs(slope - cusp) < 2e-3, (partner, slope)
 
 
+@pytest.mark.slow  # ~35 s; test_natural_gradient.py optimises the same wavefunction by default
 def test_vmc_optimisation_lowers_the_energy_below_hartree_fock():
     """14 electrons at r_s = 2: Adam on the two Jastrow amplitudes (40 steps, 64 walkers) lowers the
     VMC energy clearly below the exact energy of the determinant alone (the correlation energy),

@@ -86,7 +86,7 @@ DESCRIPTORS = {
 DAVG_ZERO = {"se_atten", "dpa2", "dpa3"}
 KINDS = [
     "se_e2_a",
-    "se_atten",
+    pytest.param("se_atten", marks=pytest.mark.slow),  # DPA-1; DPA-3 covers the mixed-type sorted list by default
     pytest.param("se_atten_v2", marks=pytest.mark.slow),  # se_atten, stripped type embedding
     pytest.param("dpa2", marks=pytest.mark.slow),  # ~25 s; DPA-3 covers the mapping by default
     "dpa3",
