@@ -15,7 +15,7 @@ def energy_fn(positions, cell):
     return 0.5 * (x**2 + 1.5 * y**2) + 2.0 * (x**4 + y**4) + 1.5 * x**2 * y**2
 
 
-@pytest.mark.parametrize("chunk_size", [pytest.param(1, marks=pytest.mark.slow), 5, 16])  # 5 does not divide the batch of 22
+@pytest.mark.parametrize("chunk_size", [pytest.param(1, marks=pytest.mark.slow), 5, pytest.param(16, marks=pytest.mark.slow)])  # 5 does not divide the batch of 22
 def test_chunked_local_energies_match_the_full_batch(chunk_size):
     modes = planar_modes(np.sqrt([1.0, 1.5]))
     flow = make_realnvp(2, 2, 6)

@@ -23,7 +23,7 @@ def strained(modes, eps):
     )
 
 
-@pytest.mark.parametrize("freeze_flow", [True, False])
+@pytest.mark.parametrize("freeze_flow", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_pressure_is_minus_the_volume_derivative_of_the_free_energy_estimator(freeze_flow):
     energy_fn, modes = crystals.anharmonic_neon()
     kT = KB_EV_PER_K * 20.0
