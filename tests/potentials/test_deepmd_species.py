@@ -27,7 +27,7 @@ from deepmd.dpmodel.model.model import get_model  # noqa: E402
 from deepmd.dpmodel.utils.serialization import save_dp_model  # noqa: E402
 from deepmd.infer import DeepPot  # noqa: E402
 
-from thermoflow.md.integrators import energy_forces_virial  # noqa: E402
+from thermoflow.potentials.base import energy_forces_virial  # noqa: E402
 from thermoflow.potentials.deepmd import (  # noqa: E402
     _import_deepmd,
     load_deepmd_model,
@@ -187,7 +187,7 @@ def case(request, model_dir):
 
 
 def _energy_forces_virial(energy_fn):
-    """Jitted (energy eV, forces (n, 3) eV/A, virial (3, 3) eV) from one backward pass (the MD engine's)."""
+    """Jitted (energy eV, forces (n, 3) eV/A, virial (3, 3) eV) from one backward pass (thermoflow.potentials.base)."""
     # Default XLA options: at xla_backend_optimization_level=0 the CPU backend recomputes the
     # attention logits of DPA-2's repformer inconsistently, so no element equals their max and
     # the softmax's max-gradient divides by zero (NaN forces; deepmd-kit's own code, jaxlib 0.10).

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from thermoflow.electrons import mcmc
-from thermoflow.electrons.vmc import VMCStats
+from thermoflow.electrons.vmc import VMCStats, make_sampler
 
 
 def min_sr_direction(log_derivatives: jax.Array, local_energies: jax.Array, damping: float) -> jax.Array:
@@ -67,14 +67,11 @@ def make_sr_vmc_step(log_psi: Callable, local_energy: Callable, n_mcmc_steps: in
 
     References: doi:10.1103/PhysRevLett.80.4558; arXiv:2302.01941.
     """
-    block = mcmc.make_metropolis_block(log_psi, n_mcmc_steps)
-    energies = jax.vmap(lambda p, x, r: local_energy(p, x, r).total, in_axes=(None, 0, None))
+    sample = make_sampler(log_psi, local_energy, n_mcmc_steps)
 
     @jax.jit
     def step(params, walkers: mcmc.WalkerState, protons, step_size):
-        log_abs = jax.vmap(lambda x: log_psi(params, x, protons)[1])(walkers.electrons)
-        walkers, acceptance = block(walkers._replace(log_abs_psi=log_abs), params, protons, step_size)
-        e_loc = energies(params, walkers.electrons, protons)
+        walkers, e_loc, acceptance = sample(params, walkers, protons, step_size)
         flat, unravel = ravel_pytree(params)
         per_sample = jax.vmap(jax.grad(lambda f, x: log_psi(unravel(f), x, protons)[1]), in_axes=(None, 0))(flat, walkers.electrons)
         direction = min_sr_direction(per_sample, e_loc, damping)

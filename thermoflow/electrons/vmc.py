@@ -58,6 +58,22 @@ def energy_gradient(log_psi: Callable, params, electrons: jax.Array, protons: ja
     return jax.grad(surrogate)(params)
 
 
+def make_sampler(log_psi: Callable, local_energy: Callable, n_mcmc_steps: int) -> Callable:
+    """``sample(params, walkers, protons, step_size) -> (walkers, local energies (n_walkers,) Hartree,
+    acceptance)``: ln|psi| of the walkers re-evaluated at ``params`` (after a parameter update), a
+    Metropolis block, the local energies; traced inside the optimisers' jitted steps.
+    """
+    block = mcmc.make_metropolis_block(log_psi, n_mcmc_steps)
+    energies = jax.vmap(lambda p, x, r: local_energy(p, x, r).total, in_axes=(None, 0, None))
+
+    def sample(params, walkers: mcmc.WalkerState, protons, step_size):
+        log_abs = jax.vmap(lambda x: log_psi(params, x, protons)[1])(walkers.electrons)
+        walkers, acceptance = block(walkers._replace(log_abs_psi=log_abs), params, protons, step_size)
+        return walkers, energies(params, walkers.electrons, protons), acceptance
+
+    return sample
+
+
 def make_vmc_step(log_psi: Callable, local_energy: Callable, optimizer: optax.GradientTransformation, n_mcmc_steps: int) -> Callable:
     """``step(params, opt_state, walkers, protons, step_size) -> (params, opt_state, walkers, VMCStats)``, jitted.
 
@@ -67,14 +83,11 @@ def make_vmc_step(log_psi: Callable, local_energy: Callable, optimizer: optax.Gr
         optimizer: an optax transformation (e.g. ``optax.adam``).
         n_mcmc_steps: Metropolis moves per walker between parameter updates.
     """
-    block = mcmc.make_metropolis_block(log_psi, n_mcmc_steps)
-    energies = jax.vmap(lambda p, x, r: local_energy(p, x, r).total, in_axes=(None, 0, None))
+    sample = make_sampler(log_psi, local_energy, n_mcmc_steps)
 
     @jax.jit
     def step(params, opt_state, walkers: mcmc.WalkerState, protons, step_size):
-        log_abs = jax.vmap(lambda x: log_psi(params, x, protons)[1])(walkers.electrons)  # after the last update
-        walkers, acceptance = block(walkers._replace(log_abs_psi=log_abs), params, protons, step_size)
-        e_loc = energies(params, walkers.electrons, protons)
+        walkers, e_loc, acceptance = sample(params, walkers, protons, step_size)
         grads = energy_gradient(log_psi, params, walkers.electrons, protons, e_loc)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)

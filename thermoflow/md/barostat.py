@@ -142,9 +142,13 @@ def static_bulk_modulus_GPa(energy_fn: EnergyFn, positions: jax.Array, cell: jax
     Raises:
         ValueError: a non-finite or non-positive bulk modulus (mechanically unstable structure).
     """
+    @jax.jit  # one compilation for both strains (op-by-op, a DeePMD gradient takes seconds)
+    def virial_pressure(s):
+        c = cell * (1.0 + s)
+        return jnp.trace(virial(energy_fn, positions * (1.0 + s), c)) / (3.0 * jnp.abs(jnp.linalg.det(c)))
+
     def pressure(s):
-        p, c = positions * (1.0 + s), cell * (1.0 + s)
-        return float(jnp.trace(virial(energy_fn, p, c))) / (3.0 * abs(float(jnp.linalg.det(c))))
+        return float(virial_pressure(jnp.asarray(s, dtype=jnp.asarray(positions).dtype)))
 
     v_plus, v_minus = (1.0 + strain) ** 3, (1.0 - strain) ** 3
     modulus = -(pressure(strain) - pressure(-strain)) / (v_plus - v_minus) * GPA_PER_EV_PER_A3  # V0 = 1 in these units

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from thermoflow.md.barostat import Barostat, pressure_tensor
-from thermoflow.potentials.base import EnergyFn
+from thermoflow.potentials.base import EnergyFn, energy_forces_virial
 from thermoflow.units import ASE_TIME_PER_FS, ASE_TIME_PER_PS, KB_EV_PER_K
 
 
@@ -112,28 +112,6 @@ def maxwell_boltzmann_velocities(key: jax.Array, masses: jax.Array, kT_eV: float
 def remove_centre_of_mass(velocities: jax.Array, masses: jax.Array) -> jax.Array:
     """Velocities minus the centre-of-mass velocity (zero total momentum), same shape."""
     return velocities - jnp.sum(masses[:, None] * velocities, axis=0) / jnp.sum(masses)
-
-
-def energy_forces_virial(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array, with_virial: bool = True):
-    """Energy (eV), forces (n_atoms, 3) eV/A and virial (3, 3) eV from one backward pass.
-
-    The same quantities as :func:`thermoflow.potentials.base.forces` and
-    :func:`thermoflow.potentials.base.virial` (strain convention there), sharing the evaluation.
-    With ``with_virial=False`` (a potential without cell derivatives, e.g. an ASE calculator
-    without stress) the virial is NaN.
-    """
-    if not with_virial:
-        energy, grad = jax.value_and_grad(energy_fn)(positions, cell)
-        return energy, -grad, jnp.full((3, 3), jnp.nan, positions.dtype)
-    identity = jnp.eye(3, dtype=positions.dtype)
-
-    def strained_energy(x, strain):
-        deform = identity + strain
-        return energy_fn(x @ deform, cell @ deform)
-
-    energy, (grad_x, grad_strain) = jax.value_and_grad(strained_energy, argnums=(0, 1))(positions, jnp.zeros((3, 3), positions.dtype))
-    w = -grad_strain
-    return energy, -grad_x, 0.5 * (w + w.T)
 
 
 def has_virial(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array) -> bool:

@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from thermoflow.potentials.base import EnergyFn, virial
-from thermoflow.potentials.base import forces as cartesian_forces
+from thermoflow.potentials.base import EnergyFn, energy_forces_virial
 from thermoflow.potentials.plugin import load_target
 
 
@@ -255,9 +254,9 @@ def load_calculator_factory(target: str) -> Callable[..., Any]:
 class EnergyFnCalculator(Calculator):
     """A thermoflow ``energy_fn`` as an ASE calculator (energy, forces, stress).
 
-    Energy and forces (``thermoflow.potentials.base.forces``, -dE/dR) come from one jit-compiled
-    function; when the stress is asked for, a second one adds the virial W
-    (``thermoflow.potentials.base.virial``) and the stress is -W / V (ASE's sign convention,
+    Energy and forces (-dE/dR) come from one jit-compiled backward pass; when the stress is asked
+    for, a second one adds the virial W in the same pass
+    (``thermoflow.potentials.base.energy_forces_virial``) and the stress is -W / V (ASE's sign convention,
     Voigt order xx yy zz yz xz xy). Each compiles once per number of atoms. Attach it to an
     ``Atoms`` (``atoms.calc = EnergyFnCalculator(energy_fn)``) to use any ASE optimiser or
     dynamics on a thermoflow potential. Only periodic cells are meaningful (the contract of
@@ -271,8 +270,8 @@ class EnergyFnCalculator(Calculator):
 
     def __init__(self, energy_fn: EnergyFn):
         super().__init__()
-        self._energy_forces = jax.jit(lambda r, h: (energy_fn(r, h), cartesian_forces(energy_fn, r, h)))
-        self._energy_forces_virial = jax.jit(lambda r, h: (energy_fn(r, h), cartesian_forces(energy_fn, r, h), virial(energy_fn, r, h)))
+        self._energy_forces = jax.jit(lambda r, h: energy_forces_virial(energy_fn, r, h, with_virial=False)[:2])
+        self._energy_forces_virial = jax.jit(lambda r, h: energy_forces_virial(energy_fn, r, h))
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

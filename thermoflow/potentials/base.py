@@ -62,18 +62,29 @@ def hessian(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array, chunk_si
     return 0.5 * (h + h.T)
 
 
-def virial(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array) -> jax.Array:
-    """Virial tensor, shape (3, 3), eV.
+def energy_forces_virial(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array, with_virial: bool = True):
+    """Energy (eV), forces (n_atoms, 3) eV/Angstrom and virial (3, 3) eV from one backward pass.
 
-    Computed as ``W = -dE/d(epsilon)`` at zero strain, where the homogeneous strain
-    ``epsilon`` deforms positions and cell together, ``R -> R (1 + epsilon)`` and
-    ``h -> h (1 + epsilon)``. This is deepmd-kit's and ASE's convention
-    (stress = -W / volume).
+    The virial is ``W = -dE/d(epsilon)`` at zero strain, where the homogeneous strain ``epsilon``
+    deforms positions and cell together, ``R -> R (1 + epsilon)`` and ``h -> h (1 + epsilon)``:
+    deepmd-kit's and ASE's convention (stress = -W / volume), symmetrised. With
+    ``with_virial=False`` (a potential without cell derivatives, e.g. an ASE calculator without
+    stress) only the forces are differentiated and the virial is NaN.
     """
+    if not with_virial:
+        energy, grad = jax.value_and_grad(energy_fn)(positions, cell)
+        return energy, -grad, jnp.full((3, 3), jnp.nan, positions.dtype)
+    identity = jnp.eye(3, dtype=positions.dtype)
 
-    def strained_energy(strain):
-        deform = jnp.eye(3, dtype=positions.dtype) + strain
-        return energy_fn(positions @ deform, cell @ deform)
+    def strained_energy(x, strain):
+        deform = identity + strain
+        return energy_fn(x @ deform, cell @ deform)
 
-    w = -jax.grad(strained_energy)(jnp.zeros((3, 3), dtype=positions.dtype))
-    return 0.5 * (w + w.T)
+    energy, (grad_x, grad_strain) = jax.value_and_grad(strained_energy, argnums=(0, 1))(positions, jnp.zeros((3, 3), positions.dtype))
+    w = -grad_strain
+    return energy, -grad_x, 0.5 * (w + w.T)
+
+
+def virial(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array) -> jax.Array:
+    """Virial tensor W = -dE/d(strain), shape (3, 3), eV (convention of :func:`energy_forces_virial`)."""
+    return energy_forces_virial(energy_fn, positions, cell)[2]

@@ -133,7 +133,7 @@ def _thermo_rows(setup: MDSetup, first_step: int, obs: integrators.BlockObservab
     is E_pot + E_kin (+ P0 V at constant pressure) - the energy the baths added."""
     md, n = setup.config.md, setup.n_atoms
     p0 = 0.0 if setup.barostat is None else setup.barostat.target_pressure
-    columns = [np.atleast_1d(np.asarray(a)) for a in obs[:5]]
+    columns = [np.atleast_1d(np.asarray(a)) for a in (obs.potential_energy, obs.kinetic_energy, obs.bath_energy, obs.volume, obs.pressure)]
     lengths = np.asarray(obs.cell_lengths).reshape(-1, 3)
     lines = []
     for i, (p, k, b, v, pressure) in enumerate(zip(*columns)):
