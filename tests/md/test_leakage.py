@@ -40,14 +40,14 @@ x +2.1 %, y -2.3 %, z -1.9 %.
 Measured (seed 0; energy / exact value +- blocking error):
     QTB   (50 ps after 10):             x 1.146 +- 0.024   y 0.765 +- 0.013   z 1.177 +- 0.033
     adQTB (140 ps after 60 of adaptation at A_gamma = 0.15 / ps):
-        thermoflow as of this test:     x 1.049 +- 0.014   y 0.930 +- 0.014   z 1.040 +- 0.015   (fails)
-        kernel on a 4x finer grid:      x 1.014 +- 0.016   y 0.979 +- 0.009   z 0.961 +- 0.023   (passes)
-The adQTB failure is a property of thermoflow's noise generation (see the xfail reason below): the Hann
-window of the filter kernel smooths sqrt(gamma_r S) over neighbouring bins, so the random force actually
-injected at a bin differs from the gamma_r(omega) the FDT deviation is computed with (here realised /
-nominal = 1.14 at x's bin, 0.87 at y's); with the kernel built on a grid four times finer than the
-adaptation bins (gamma_r constant within each bin) the realised and nominal values agree and every mode
-comes back within 5 % (the second row, from a patched copy of qtb.make_qtb_noise).
+        kernel of L taps (before 2026-12-02): x 1.049 +- 0.014   y 0.930 +- 0.014   z 1.040 +- 0.015   (fails)
+        kernel of 4 L taps (the default):    x 1.009 +- 0.018   y 0.977 +- 0.009   z 0.963 +- 0.017   (passes)
+The first row failed because of thermoflow's noise generation: the Hann window of a filter kernel of L
+taps smooths sqrt(gamma_r S) over neighbouring bins, so the random force actually injected at a bin
+differed from the gamma_r(omega) the FDT deviation is computed with (here realised / nominal = 1.14 at
+x's bin, 0.87 at y's). adQTB now builds the kernel on a grid four times finer than the adaptation bins
+(gamma_r constant within each bin; qtb.make_qtb_noise's kernel_oversampling), and every mode comes back
+within 5 % (final gamma_r / gamma at x, z, y: 0.465, 0.231, 1.791).
 
 References: H. Dammak et al., Phys. Rev. Lett. 103, 190601 (2009), doi:10.1103/PhysRevLett.103.190601;
 F. Brieuc et al., J. Chem. Theory Comput. 12, 5688 (2016), doi:10.1021/acs.jctc.6b00684 (zero-point-energy
@@ -233,12 +233,6 @@ def test_qtb_leaks_zero_point_energy_from_stiff_to_soft_mode():
 
 
 @pytest.mark.slow  # ~60 s
-@pytest.mark.xfail(
-    strict=True,
-    reason="adQTB computes the FDT deviation with the nominal gamma_r(omega), but the Hann-windowed filter kernel "
-    "(qtb.filter_kernel) realises sqrt(gamma_r S) smoothed over neighbouring bins: narrow corrections are only partly "
-    "applied (measured y -7 %, x +5 %); passes with the kernel on a grid 4x finer than the adaptation bins",
-)
 def test_adqtb_restores_each_mode_energy():
     """adQTB (A_gamma = 0.15 / ps, per species) adapts for 60 ps, then 140 ps are measured: every mode within 5 %
     of its exact energy and within 4 sigma + 1 % of the QTB value for the uncoupled oscillators (the leakage

@@ -47,6 +47,11 @@ class MDConfig(StrictModel):
         "(1/A_gamma is the relaxation time of gamma_r towards gamma in a harmonic crystal); A_gamma x "
         "qtb_filter_length x timestep (the change per segment) must stay <= 0.5",
     )
+    qtb_kernel_oversampling: int | None = Field(
+        None, ge=1, description="qtb/adqtb: the noise filter has this many times qtb_filter_length taps, on a frequency grid "
+        "as many times finer than the adaptation bins (so that the realised gamma_r(omega) is the adapted one; costs as many "
+        "times the noise memory and convolution); unset: 4 for adqtb, 1 for qtb",
+    )
     barostat: Literal["isotropic", "orthorhombic"] = Field(
         "isotropic", description="npt: isotropic (volume only, any cell) or orthorhombic (the three lengths of a cell with "
         "axes along x, y, z fluctuate independently); stochastic cell rescaling, Bernetti & Bussi 2020",

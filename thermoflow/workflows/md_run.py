@@ -88,7 +88,7 @@ class MDSetup:
                 noise = make_qtb_noise(
                     self.kT, md.timestep_fs, md.friction_per_ps, self.masses, self.species, cutoff_THz=md.cutoff_THz,
                     filter_length=md.qtb_filter_length, adaptive=md.thermostat == "adqtb",
-                    adaptation_rate_per_ps=md.adqtb_rate_per_ps,
+                    adaptation_rate_per_ps=md.adqtb_rate_per_ps, kernel_oversampling=md.qtb_kernel_oversampling,
                 )
             self.init_fn, step_fn = integrators.make_langevin(
                 self.energy_fn, self.cell, self.masses, md.timestep_fs, md.friction_per_ps, noise, zero_net_force=md.zero_net_force,
