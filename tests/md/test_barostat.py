@@ -123,3 +123,56 @@ def test_static_bulk_modulus_matches_the_energy_volume_curve_and_refuses_unstabl
     stretched = 1.25  # far beyond the LJ inflection point
     with pytest.raises(ValueError, match="mechanically unstable"):
         static_bulk_modulus_GPa(energy_fn, jnp.asarray(positions * stretched), jnp.asarray(cell * stretched))
+
+
+def test_triclinic_cell_entries_follow_the_exact_distribution():
+    """Two free atoms in a triclinic box whose six standard-form entries are springs, U = (kappa / 2)
+    sum_a (h_aa - L0)^2 + (kappa_s / 2) sum_{a > b} h_ab^2, written rotation invariantly through the
+    Cholesky factor of the metric h h^T (so the virial is symmetric, as for any physical potential),
+    at 300 K and 0.5 GPa. With the measure of the six entries (module docstring), V = h_xx h_yy h_zz
+    does not involve the off-diagonal entries, so they are exact Gaussians, <h_ab^2> = kT / kappa_s,
+    and each diagonal entry has the orthorhombic box's exact <L>. A measure with another weight of the
+    diagonal entries (e.g. the Ito term left out, or the Jacobian h_xx h_yy^2 h_zz^3 of the strain
+    chart) would move <h_yy> and <h_zz> apart from <h_xx>; it is checked per entry. The cell stays
+    lower triangular and <P_ab> = P0 delta_ab."""
+    n_atoms, kT, kappa, kappa_s, length0, p_gpa = 2, 300.0 * KB_EV_PER_K, 0.65, 0.4, 2.0, 0.5
+    pressure = p_gpa / GPA_PER_EV_PER_A3
+
+    def energy_fn(positions, cell):
+        standard = jnp.linalg.cholesky(cell @ cell.T)  # lower triangular, rotation invariant
+        off = standard[jnp.array([1, 2, 2]), jnp.array([0, 0, 1])]
+        return 0.5 * kappa * jnp.sum((jnp.diagonal(standard) - length0) ** 2) + 0.5 * kappa_s * jnp.sum(off**2) + 0.0 * jnp.sum(positions)
+
+    masses = jnp.full((n_atoms,), 4.0)
+    positions = jnp.array([[0.3, 0.4, 0.5], [1.2, 1.1, 1.0]])
+    cell0 = jnp.array([[length0, 0.0, 0.0], [0.2, length0, 0.0], [-0.1, 0.15, length0]])
+    compressibility = 1.0 / (kappa / (3.0 * length0) * GPA_PER_EV_PER_A3)
+    barostat = make_stochastic_cell_rescaling("triclinic", p_gpa, kT, 2.0, 0.05, compressibility, masses)
+    init_fn, step_fn = integrators.make_langevin(energy_fn, cell0, masses, 2.0, 20.0, integrators.make_white_noise(kT),
+                                                 zero_net_force=False, barostat=barostat)
+    key = jax.random.PRNGKey(0)
+    state = init_fn(key, positions, integrators.maxwell_boltzmann_velocities(key, masses, kT, remove_drift=False))
+
+    @jax.jit
+    def block(state):
+        def body(s, _):
+            s = step_fn(s)
+            return s, (s.cell, jnp.diagonal(s.virial))
+        return jax.lax.scan(body, state, None, length=25000)
+
+    state, _ = block(state)
+    cells = []
+    for _ in range(20):
+        state, (c, _) = block(state)
+        cells.append(np.asarray(c)[::5])
+    cells = np.concatenate(cells)
+    exact = _box_distribution_mean_length("orthorhombic", n_atoms, kT, pressure, kappa, length0)
+    diag = [blocking_stderr(cells[:, a, a]) for a in range(3)]
+    off = [blocking_stderr(cells[:, a, b] ** 2 * kappa_s / kT) for a, b in ((1, 0), (2, 0), (2, 1))]
+    print(f"triclinic: <h_aa> = {[f'{d.mean:.5f} +- {d.stderr:.5f}' for d in diag]} A (exact {exact:.5f}); "
+          f"<h_ab^2> kappa_s / kT = {[f'{o.mean:.3f} +- {o.stderr:.3f}' for o in off]} (exact 1)")
+    for d in diag:
+        assert abs(d.mean - exact) < 4 * d.stderr + 1e-3 * exact
+    for o in off:
+        assert abs(o.mean - 1.0) < 4 * o.stderr + 0.02
+    np.testing.assert_allclose(cells[:, [0, 0, 1], [1, 2, 2]], 0.0, atol=1e-12)

@@ -104,6 +104,23 @@ def test_orthorhombic_barostat_refuses_a_skewed_cell(tmp_path):
         run_md(validate_config(data, MDRunConfig), tmp_path, tmp_path / "r", log_every=None)
 
 
+def test_triclinic_barostat_rotates_a_skewed_cell_and_moves_its_angles(tmp_path):
+    """hcp neon (a = b along skewed axes) under the triclinic barostat: the cell is rotated into the
+    lower-triangular standard form (same lengths and angles at step 0) and then both lengths and
+    angles fluctuate while it stays lower triangular."""
+    data = json.loads(json.dumps(BASE))
+    data["state"]["pressure_GPa"] = 0.1
+    data["structure"] = {"lattice": "hcp", "symbol": "Ne", "a_A": 3.16, "supercell": [2, 2, 2]}
+    data["md"].update(ensemble="npt", barostat="triclinic", barostat_time_ps=0.2, steps=200, trajectory_every=10)
+    run_md(validate_config(data, MDRunConfig), tmp_path, tmp_path / "r", log_every=None)
+    frames = ase.io.read(tmp_path / "r" / "trajectory.extxyz", index=":")
+    cells = np.array([f.cell.array for f in frames])
+    np.testing.assert_allclose(cells[:, [0, 0, 1], [1, 2, 2]], 0.0, atol=1e-10)
+    params = np.array([f.cell.cellpar() for f in frames])
+    np.testing.assert_allclose(params[0], [6.32, 6.32, 2 * 3.16 * np.sqrt(8.0 / 3.0), 90.0, 90.0, 120.0], rtol=1e-6)
+    assert np.ptp(params[:, 5]) > 1e-3 and np.ptp(params[:, 0]) > 1e-4  # gamma and a move
+
+
 def test_resume_refuses_another_config(tmp_path):
     run_md(_config(steps=20, checkpoint_every=20, **EINSTEIN), tmp_path, tmp_path / "r", log_every=None)
     with pytest.raises(ConfigError, match="differs from this config"):

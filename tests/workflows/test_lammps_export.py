@@ -62,7 +62,8 @@ def _run_deck(lmp, directory, lines):
 def test_exported_deck_runs_in_lammps_with_thermoflows_energy(tmp_path):
     """NVT Langevin deck of fcc LJ neon: LAMMPS's potential energy at step 0 equals thermoflow's (same
     shifted pair, same structure and masses from data.lmp) to 1e-9 eV; the NPT deck runs 200 steps
-    with a finite pressure and a volume that moved."""
+    with a finite pressure and a volume that moved; the triclinic NPT deck (fix nph tri on a data file
+    with tilt factors) runs and tilts the box."""
     config = _config()
     export_lammps(config, tmp_path, tmp_path / "nvt")
     lmp = _lammps()
@@ -82,6 +83,15 @@ def test_exported_deck_runs_in_lammps_with_thermoflows_energy(tmp_path):
     _run_deck(lmp, tmp_path / "npt", text.splitlines())
     assert lmp.get_thermo("step") == 200
     assert abs(lmp.get_thermo("vol") - atoms.get_volume()) > 1e-6 and abs(lmp.get_thermo("press")) < 1e5
+    lmp.close()
+
+    triclinic = _config(state={"pressure_GPa": 0.05}, md={"ensemble": "npt", "barostat_time_ps": 0.5, "barostat": "triclinic"})
+    export_lammps(triclinic, tmp_path, tmp_path / "tri")
+    text = (tmp_path / "tri" / "in.lammps").read_text()
+    assert "fix             integrate all nph tri 500 500 0.5" in text
+    lmp = _lammps()
+    _run_deck(lmp, tmp_path / "tri", text.splitlines())
+    assert lmp.get_thermo("step") == 200 and abs(lmp.get_thermo("xy")) > 0.0  # the box tilts
     lmp.close()
 
 

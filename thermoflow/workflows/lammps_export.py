@@ -19,7 +19,7 @@ nve                      ``fix nve``
 langevin                 ``fix nve`` + ``fix langevin T T 1/gamma seed zero yes|no``
 qtb                      ``fix nve`` + ``fix qtb temp T damp 1/gamma f_max cutoff N_f L/2 seed``
 adqtb                    LAMMPS has no adaptive QTB: exported as ``fix qtb`` (a warning in the deck)
-npt                      ``fix nph iso|aniso P P tau_p`` (Nose-Hoover/MTK barostat) instead of ``fix nve``,
+npt                      ``fix nph iso|aniso|tri P P tau_p`` (Nose-Hoover/MTK barostat) instead of ``fix nve``,
                          with the thermostat above (LAMMPS has no stochastic cell rescaling; its
                          ``press/langevin`` piston blew up a 32-atom LJ crystal at tau_p = 1 ps)
 trajectory / thermo      ``dump custom`` every md.trajectory_every, ``thermo`` every md.thermo_every
@@ -90,7 +90,7 @@ def lammps_input(config: MDRunConfig, symbols: list[str], data_file: str = "data
         f"timestep        {md.timestep_fs / 1000.0:.10g}", "",
     ]
     if md.ensemble == "npt":
-        coupling = "iso" if md.barostat == "isotropic" else "aniso"
+        coupling = {"isotropic": "iso", "orthorhombic": "aniso", "triclinic": "tri"}[md.barostat]
         pressure = state.pressure_GPa * BAR_PER_GPA
         lines += ["# thermoflow used stochastic cell rescaling; here the Nose-Hoover (MTK) barostat of fix nph with the",
                   "# thermostat below, LAMMPS's documented combination (fix qtb's own example)",
@@ -131,7 +131,9 @@ def export_lammps(config: MDRunConfig, base: Path, out_dir: Path) -> dict:
     deck = lammps_input(config, symbols)  # refuses unsupported potentials before writing anything
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ase.io.write(out_dir / "data.lmp", atoms, format="lammps-data", units="metal", atom_style="atomic", masses=True, specorder=symbols)
+    triclinic = config.md.ensemble == "npt" and config.md.barostat == "triclinic"  # fix nph tri needs tilt factors
+    ase.io.write(out_dir / "data.lmp", atoms, format="lammps-data", units="metal", atom_style="atomic", masses=True,
+                 specorder=symbols, force_skew=triclinic)
     atomic_write_text(out_dir / "in.lammps", deck)
     atomic_write_text(out_dir / "thermoflow_config.json", json.dumps(config.model_dump(mode="json", exclude_none=True), indent=2) + "\n")
     return {"data": str(out_dir / "data.lmp"), "input": str(out_dir / "in.lammps"), "atom_types": symbols}

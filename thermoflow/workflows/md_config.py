@@ -52,9 +52,10 @@ class MDConfig(StrictModel):
         "as many times finer than the adaptation bins (so that the realised gamma_r(omega) is the adapted one; costs as many "
         "times the noise memory and convolution); unset: 4 for adqtb, 1 for qtb",
     )
-    barostat: Literal["isotropic", "orthorhombic"] = Field(
-        "isotropic", description="npt: isotropic (volume only, any cell) or orthorhombic (the three lengths of a cell with "
-        "axes along x, y, z fluctuate independently); stochastic cell rescaling, Bernetti & Bussi 2020",
+    barostat: Literal["isotropic", "orthorhombic", "triclinic"] = Field(
+        "isotropic", description="npt: isotropic (volume only, any cell), orthorhombic (the three lengths of a cell with "
+        "axes along x, y, z fluctuate independently) or triclinic (lengths and angles; the cell is rotated into ASE's "
+        "standard lower-triangular form first); stochastic cell rescaling, Bernetti & Bussi 2020",
     )
     barostat_time_ps: float = Field(1.0, gt=0, description="npt: barostat time constant tau_p, ps (at least 20 timesteps)")
     compressibility_per_GPa: float | None = Field(

@@ -37,7 +37,7 @@ from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.io.checkpoint import load_latest_checkpoint, save_checkpoint
 from thermoflow.md import integrators
-from thermoflow.md.barostat import Barostat, make_stochastic_cell_rescaling, static_bulk_modulus_GPa
+from thermoflow.md.barostat import Barostat, is_lower_triangular, make_stochastic_cell_rescaling, static_bulk_modulus_GPa
 from thermoflow.md.qtb import deviation_spectrum, make_qtb_noise
 from thermoflow.structures.build import closest_pair
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
@@ -65,6 +65,11 @@ class MDSetup:
         md = config.md
         self.config = config
         self.atoms = build_structure(config.structure, base)
+        if md.ensemble == "npt" and md.barostat == "triclinic" and not is_lower_triangular(self.atoms.cell.array):
+            standard, _ = self.atoms.cell.standard_form()
+            self.atoms.set_cell(standard, scale_atoms=True)  # a rotation: same lengths, angles and scaled positions
+            log.info("md.barostat = 'triclinic': the cell is rotated into the standard lower-triangular form (a along x, "
+                     "b in the xy plane); positions, trajectory and forces are in that frame")
         self.energy_fn = build_potential(config, self.atoms, base)
         self.symbols = list(dict.fromkeys(self.atoms.get_chemical_symbols()))
         self.species = np.array([self.symbols.index(s) for s in self.atoms.get_chemical_symbols()])
