@@ -17,8 +17,9 @@ A comparison file is a run config (``[potential]``, ``[nct]``, ``seed``, and ``[
 
 Every (phase, temperature) point is its own run directory ``OUT/<phase>/<T>K`` written by the
 NCT workflow: a finished point is read back and skipped, an interrupted one is resumed from its
-checkpoint. The points go through an executor (:class:`LocalExecutor` here; anything with the
-same ``map`` can run them elsewhere) and the summary is made from their results.json files::
+checkpoint. The points go through an executor (``[compare.executor]``: ``kind = "local"`` (default),
+``"dask"`` or ``"slurm"``, :mod:`thermoflow.workflows.executors`) and the summary is made from
+their results.json files::
 
     summary.csv, summary.json   G (NPT) or F (NVT) per phase and temperature with error bars,
                                 Delta G to the reference phase, crossing temperatures, the NCT
@@ -44,7 +45,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -53,6 +54,7 @@ from thermoflow.io.atomic import atomic_write_text
 from thermoflow.units import KB_EV_PER_K, MEV_PER_EV
 from thermoflow.workflows import plots
 from thermoflow.workflows.config import ConfigError, StructureConfig, StrictModel, read_config_dict, validate_config
+from thermoflow.workflows.executors import ExecutorConfig, make_executor
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class CompareSection(StrictModel):
     warm_start_iterations: int = Field(
         12, ge=1, description="self-consistency iterations of a warm-started point (at most nct.reference.iterations)",
     )
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="where the points run ([compare.executor])")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -146,17 +149,6 @@ def _warm_started(shared: dict, phase: PhaseConfig, temperature_K: float, previo
     reference["start"] = str(stored.resolve())
     reference["iterations"] = min(iterations, config.nct.reference.iterations)
     return data
-
-
-class LocalExecutor:
-    """Runs the points one after another in this process (the default executor).
-
-    A cluster executor only needs the same ``map(fn, items) -> list`` with ``fn`` and the items
-    picklable (they are: the point runner is a module-level function of plain data).
-    """
-
-    def map(self, fn: Callable, items: Iterable) -> list:
-        return [fn(item) for item in items]
 
 
 def _temperature_label(t: float) -> str:
@@ -235,7 +227,18 @@ def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     temps = np.array(sorted(section.temperatures_K))
-    executor = executor or LocalExecutor()
+    owned = executor is None
+    executor = executor or make_executor(section.executor, out_dir)
+    try:
+        results = _run_points(section, shared, base, out_dir, temps, executor)
+    finally:
+        if owned:
+            executor.close()
+    return _summarise(section, shared, out_dir, temps, results)
+
+
+def _run_points(section: CompareSection, shared: dict, base: Path, out_dir: Path, temps: np.ndarray, executor) -> list[dict]:
+    """Every point's results, in the order (temperature, phase)."""
     # temperature by temperature (an interrupted comparison has every phase at its first
     # temperatures), the phases of one temperature in one map (parallel on a cluster executor);
     # a warm start reads the same phase's run directory at the previous temperature
@@ -249,6 +252,11 @@ def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None
                 point_shared = _warm_started(shared, phase, float(t), previous, section.warm_start_iterations)
             points.append((point_shared, phase.model_dump_json(), float(t), str(base), str(out_dir / phase.name / _temperature_label(t))))
         results.extend(executor.map(run_point, points))
+    return results
+
+
+def _summarise(section: CompareSection, shared: dict, out_dir: Path, temps: np.ndarray, results: list[dict]) -> dict:
+    """summary.csv / summary.json and the plots from the points' results."""
     n_phases = len(section.phases)
     npt = shared.get("state", {}).get("pressure_GPa") is not None
     key = "gibbs_free_energy" if npt else "free_energy"
