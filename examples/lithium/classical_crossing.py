@@ -88,7 +88,10 @@ def main() -> None:
     parser.add_argument("--t0", type=float, default=200.0, help="temperature of the TI anchor (one of --temperatures)")
     parser.add_argument("--supercells", nargs="+", default=["bcc=2,2,2", "fcc=2,2,2"], help="phase=n1,n2,n3; the first is the reference")
     parser.add_argument("--phases-only", nargs="*", default=None, help="run only these phases (the summary needs all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="base seed; each temperature's NPT run uses seed + T in K, so "
+                        "the barostat and thermostat noise of different temperatures is independent (the published "
+                        "2026-12-02 table used seed 0 at every temperature: --same-seed)")
+    parser.add_argument("--same-seed", action="store_true", help="use --seed unchanged at every temperature (as the published table)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.t0 not in args.temperatures:
@@ -99,7 +102,8 @@ def main() -> None:
     for phase, supercell in phases.items():
         if args.phases_only is not None and phase not in args.phases_only:
             continue
-        points = [npt_point(args.out / phase / f"npt_{t:g}K", phase, supercell, t, args.pressure_GPa, args.seed)
+        points = [npt_point(args.out / phase / f"npt_{t:g}K", phase, supercell, t, args.pressure_GPa,
+                            args.seed if args.same_seed else args.seed + int(round(t)))
                   for t in args.temperatures]
         anchor = next(p for p in points if p["T_K"] == args.t0)
         ti = ti_point(args.out / phase / f"ti_{args.t0:g}K", phase, supercell, args.t0, anchor["V_A3_per_atom"], args.seed)
