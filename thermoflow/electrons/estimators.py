@@ -38,7 +38,9 @@ def virial_pressure_GPa(kinetic_hartree, potential_hartree, volume_bohr3: float)
     """P = (2 T + V) / (3 Omega) per sample, GPa.
 
     Args:
-        kinetic_hartree, potential_hartree: (n,) local kinetic and potential energies of the cell, Hartree.
+        kinetic_hartree, potential_hartree: (n,) local kinetic and potential energies of the cell, Hartree
+            (complex for a twisted wavefunction: the real parts are used; twist-average the pressures
+            with :func:`thermoflow.electrons.twists.twist_average`).
         volume_bohr3: cell volume Omega, bohr^3.
 
     Returns:
@@ -47,7 +49,7 @@ def virial_pressure_GPa(kinetic_hartree, potential_hartree, volume_bohr3: float)
 
     References: doi:10.1103/PhysRevB.32.3780.
     """
-    kinetic, potential = np.asarray(kinetic_hartree, dtype=float), np.asarray(potential_hartree, dtype=float)
+    kinetic, potential = np.real(np.asarray(kinetic_hartree)), np.real(np.asarray(potential_hartree))
     return (2.0 * kinetic + potential) / (3.0 * volume_bohr3) * GPA_PER_HARTREE_PER_BOHR3
 
 

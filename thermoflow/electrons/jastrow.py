@@ -11,7 +11,9 @@ cusp conditions (d ln psi / dr = 1/2 for antiparallel and 1/4 for parallel spins
 F = sqrt(A) and sqrt(2A)). With protons, + sum_{i, I} u_ep(d_iI) of the same form with the
 electron-proton cusp d ln psi / dr = -1. One variational parameter per kind of pair, A = softplus(a) > 0.
 This is the classic VMC wavefunction of the electron gas and the baseline the neural
-wavefunction of issue 11 must beat.
+wavefunction of issue 11 must beat. The Jastrow factor is real and periodic, so with twisted
+plane waves (k = G + k_s, :mod:`thermoflow.electrons.twists`) the wavefunction is complex and
+obeys the twisted boundary condition of its determinants.
 
 References: D. Ceperley, Phys. Rev. B 18, 3126 (1978), doi:10.1103/PhysRevB.18.3126 (RPA Jastrow
 of the electron gas); T. Kato, Commun. Pure Appl. Math. 10, 151 (1957) (cusp conditions);
@@ -26,12 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thermoflow.electrons.plane_waves import make_slater_determinant
+from thermoflow.electrons.plane_waves import inversion_symmetric, make_slater_determinant, make_twisted_determinant
 
 
 class Wavefunction(NamedTuple):
     """``init() -> params`` (a pytree) and ``log_psi(params, electrons (n_e, 3) bohr, protons (n_p, 3)) ->
-    (sign, ln|psi|)`` for one configuration."""
+    (sign, ln|psi|)`` for one configuration; ``sign`` is a complex phase exp(i arg psi) for a complex
+    (twisted) wavefunction."""
 
     init: Callable
     log_psi: Callable
@@ -73,18 +76,24 @@ def log_jastrow(params: dict, electrons: jax.Array, protons: jax.Array | None, n
 
 
 def jastrow_params() -> dict:
-    """Initial Jastrow amplitudes (a = 0: A = ln 2)."""
-    return {"a_parallel": jnp.asarray(0.0), "a_antiparallel": jnp.asarray(0.0), "a_electron_proton": jnp.asarray(0.0)}
+    """Initial Jastrow amplitudes (a = 0: A = ln 2); strongly typed zeros, so that a jitted step does not
+    compile twice (weakly typed scalars become strongly typed after the first update)."""
+    return {"a_parallel": jnp.zeros(()), "a_antiparallel": jnp.zeros(()), "a_electron_proton": jnp.zeros(())}
 
 
 def make_slater_jastrow(cell: np.ndarray, kvectors_up: np.ndarray, kvectors_down: np.ndarray) -> Wavefunction:
-    """Plane-wave determinants (:func:`thermoflow.electrons.plane_waves.make_slater_determinant`) times the
-    RPA Jastrow factor :func:`log_jastrow` (electron-electron, and electron-proton when protons are
-    given); params :func:`jastrow_params`. The first ``len(kvectors_up)`` electrons are spin up.
+    """Plane-wave determinants times the RPA Jastrow factor :func:`log_jastrow` (electron-electron, and
+    electron-proton when protons are given); params :func:`jastrow_params`. The first ``len(kvectors_up)``
+    electrons are spin up. Real orbitals (:func:`thermoflow.electrons.plane_waves.make_slater_determinant`)
+    when both k sets are symmetric under k -> -k (zero twist, closed shells), complex exp(i k . r)
+    otherwise (:func:`thermoflow.electrons.plane_waves.make_twisted_determinant`: twisted sets
+    :func:`thermoflow.electrons.twists.twisted_kvectors`, both spins at +k_s or the down spin at -k_s, as
+    the caller chooses).
 
-    References: doi:10.1103/PhysRevB.18.3126.
+    References: doi:10.1103/PhysRevB.18.3126; doi:10.1103/PhysRevE.64.016702.
     """
-    determinant = make_slater_determinant(kvectors_up, kvectors_down)
+    real = inversion_symmetric(kvectors_up) and inversion_symmetric(kvectors_down)
+    determinant = (make_slater_determinant if real else make_twisted_determinant)(kvectors_up, kvectors_down)
     n_up = len(kvectors_up)
     cell_j = jnp.asarray(np.asarray(cell, dtype=np.float64))
 

@@ -30,7 +30,7 @@ class WalkerState(NamedTuple):
 def init_walkers(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array, key: jax.Array) -> WalkerState:
     """A :class:`WalkerState` at ``electrons`` (n_walkers, n_e, 3) for protons (n_p, 3);
     ``log_psi(params, electrons, protons) -> (sign, ln|psi|)``."""
-    log_abs = jax.vmap(lambda x: log_psi(params, x, protons)[1])(electrons)
+    log_abs = jax.jit(jax.vmap(lambda p, x, r: log_psi(p, x, r)[1], in_axes=(None, 0, None)))(params, electrons, protons)
     return WalkerState(electrons, log_abs, key)
 
 

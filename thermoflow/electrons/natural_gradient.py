@@ -9,7 +9,11 @@ diagonal shift lambda,
 
     delta = -tau (Obar^T Obar + lambda)^{-1} Obar^T e = -tau Obar^T (Obar Obar^T + lambda)^{-1} e
 
-(the push-through identity). The right-hand form needs only the N x N matrix Obar Obar^T
+(the push-through identity). For a complex wavefunction (twisted boundary conditions) with real
+parameters, O = d ln|psi| + i d arg psi and E_loc are complex, S = Re <O^* O^T>_c and
+g = Re <O^* (E_loc - E)>_c (the gradient of :mod:`thermoflow.electrons.vmc`); both are the real
+forms above with the real and imaginary parts stacked as 2N rows, Obar = [Re; Im] and e = [Re; Im],
+so the same N x N solve runs at 2N. The right-hand form needs only the N x N matrix Obar Obar^T
 ("minSR", the SR with the neural-tangent-kernel trick), so P can be 10^4-10^6 while N is a few
 thousand: memory N^2 + N P instead of the P^2 of the dense S, which at the published code's 23k
 parameters needed > 20 GB. The two forms agree to round-off (tested), so the choice is only one
@@ -30,15 +34,15 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from thermoflow.electrons import mcmc
-from thermoflow.electrons.vmc import VMCStats, make_sampler
+from thermoflow.electrons.vmc import is_complex_wavefunction, make_sampler, vmc_stats
 
 
 def min_sr_direction(log_derivatives: jax.Array, local_energies: jax.Array, damping: float) -> jax.Array:
     """The SR direction (S + lambda)^{-1} g computed in sample space, shape (P,).
 
     Args:
-        log_derivatives: (N, P) d ln|psi| / d theta per sample.
-        local_energies: (N,) Hartree.
+        log_derivatives: (N, P) d ln|psi| / d theta per sample, or complex d ln psi / d theta.
+        local_energies: (N,) Hartree, complex for a complex wavefunction.
         damping: diagonal shift lambda > 0 (regularises the rank-deficient S).
 
     Returns:
@@ -49,6 +53,10 @@ def min_sr_direction(log_derivatives: jax.Array, local_energies: jax.Array, damp
     n = log_derivatives.shape[0]
     o = (log_derivatives - jnp.mean(log_derivatives, axis=0)) / jnp.sqrt(n)
     e = (local_energies - jnp.mean(local_energies)) / jnp.sqrt(n)
+    if jnp.iscomplexobj(o) or jnp.iscomplexobj(e):  # Re S and Re g: real and imaginary parts as 2N rows
+        o = jnp.concatenate([jnp.real(o), jnp.imag(o)], axis=0)
+        e = jnp.concatenate([jnp.real(e), jnp.imag(e)], axis=0)
+        n = 2 * n
     kernel = o @ o.T + damping * jnp.eye(n, dtype=o.dtype)
     return o.T @ jax.scipy.linalg.solve(kernel, e, assume_a="pos")
 
@@ -73,8 +81,16 @@ def make_sr_vmc_step(log_psi: Callable, local_energy: Callable, n_mcmc_steps: in
     def step(params, walkers: mcmc.WalkerState, protons, step_size):
         walkers, e_loc, acceptance = sample(params, walkers, protons, step_size)
         flat, unravel = ravel_pytree(params)
-        per_sample = jax.vmap(jax.grad(lambda f, x: log_psi(unravel(f), x, protons)[1]), in_axes=(None, 0))(flat, walkers.electrons)
+        if is_complex_wavefunction(log_psi, params, walkers.electrons[0], protons):
+            def parts(f, x):  # d ln psi = d ln|psi| + i d arg psi
+                sign, log_abs = log_psi(unravel(f), x, protons)
+                return jnp.stack([log_abs, jnp.angle(sign)])
+
+            jac = jax.vmap(jax.jacrev(parts), in_axes=(None, 0))(flat, walkers.electrons)  # (N, 2, P)
+            per_sample = jac[:, 0] + 1j * jac[:, 1]
+        else:
+            per_sample = jax.vmap(jax.grad(lambda f, x: log_psi(unravel(f), x, protons)[1]), in_axes=(None, 0))(flat, walkers.electrons)
         direction = min_sr_direction(per_sample, e_loc, damping)
-        return unravel(flat - learning_rate * direction), walkers, VMCStats(jnp.mean(e_loc), jnp.var(e_loc), acceptance)
+        return unravel(flat - learning_rate * direction), walkers, vmc_stats(e_loc, acceptance)
 
     return step

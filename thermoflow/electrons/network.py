@@ -7,7 +7,11 @@ closed-shell determinant at backflowed coordinates r_i + B h_i (a displacement l
 electron's features h_i), times an amplitude modulation shared by the cos/sin partners of each
 +-k pair (w_[k]). Sharing it, and the translation invariance of h_i, keep |psi| invariant under a
 common translation of electrons and protons (the pair's cos/sin columns rotate into each other,
-which leaves the determinant unchanged); k . L in 2 pi Z keeps every orbital periodic. At
+which leaves the determinant unchanged); k . L in 2 pi Z keeps every orbital periodic. With
+twisted k sets (k = G + k_s, :mod:`thermoflow.electrons.twists`; not +-k symmetric) the orbitals are
+complex, Phi_ik = exp(i k_k . (r_i + B h_i)) (1 + w_k . h_i) with one amplitude per column (a common
+translation t multiplies column k by exp(i k_k . t): psi changes by a phase only), and moving an
+electron by a lattice vector L multiplies psi by exp(i k_s . L) (h_i is periodic). At
 initialisation B = w = 0: exactly the Slater-Jastrow wavefunction. The features come from
 interacting streams, as in FermiNet / DeepSolid:
 
@@ -20,8 +24,9 @@ interacting streams, as in FermiNet / DeepSolid:
   g_ij <- g_ij + tanh(V g_ij): equivariant under permutations of same-spin electrons, so the
   determinants make psi antisymmetric.
 
-Tested: antisymmetry, periodicity in every electron, invariance under proton permutations and a
-common lattice translation, the Slater-Jastrow limit at initialisation, VMC optimisation.
+Tested: antisymmetry, periodicity in every electron (the twist phase exp(i k_s . L) at a twist),
+invariance under proton permutations and a common lattice translation, the Slater-Jastrow limit
+at initialisation, VMC optimisation, the complex VMC gradient against the exact energy.
 
 References: D. Pfau, J. S. Spencer, A. G. de G. Matthews and W. M. C. Foulkes, Phys. Rev. Research
 2, 033429 (2020), doi:10.1103/PhysRevResearch.2.033429 (FermiNet); X. Li, Z. Li and J. Chen, Nat.
@@ -35,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from thermoflow.electrons.jastrow import Wavefunction, jastrow_params, log_jastrow, periodic_distance
-from thermoflow.electrons.plane_waves import real_orbitals
+from thermoflow.electrons.plane_waves import inversion_symmetric, real_orbitals
 
 
 def _pair_features(displacements, cell, inverse_cell):
@@ -58,18 +63,20 @@ def make_periodic_network(
 
     Args:
         cell: (3, 3) lattice vectors as rows, bohr.
-        kvectors_up, kvectors_down: closed-shell plane-wave vectors of each spin
-            (:func:`thermoflow.electrons.plane_waves.closed_shell_kvectors`), 1/bohr.
+        kvectors_up, kvectors_down: plane-wave vectors of each spin, 1/bohr: closed shells
+            (:func:`thermoflow.electrons.plane_waves.closed_shell_kvectors`, real orbitals) or twisted sets
+            (:func:`thermoflow.electrons.twists.twisted_kvectors`, complex orbitals; used when either set is
+            not +-k symmetric).
         n_layers: interaction layers.
         one_body, two_body: widths of the one- and two-electron streams.
         seed: initialisation seed.
 
     Returns:
         A :class:`thermoflow.electrons.jastrow.Wavefunction`; ``log_psi(params, electrons (n_e, 3),
-        protons (n_p, 3))``, the first ``len(kvectors_up)`` electrons spin up.
+        protons (n_p, 3)) -> (sign or complex phase, ln|psi|)``, the first ``len(kvectors_up)`` electrons spin up.
 
     Raises:
-        ValueError: ``n_layers`` < 1 or k sets that are not +-k symmetric.
+        ValueError: ``n_layers`` < 1.
 
     References: doi:10.1103/PhysRevResearch.2.033429; doi:10.1038/s41467-022-35627-1.
     """
@@ -77,11 +84,18 @@ def make_periodic_network(
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
     cell = np.asarray(cell, dtype=np.float64)
     cell_j, inverse_j = jnp.asarray(cell), jnp.asarray(np.linalg.inv(cell))
-    k_up, shift_up = (jnp.asarray(a) for a in real_orbitals(kvectors_up))
-    k_down, shift_down = (jnp.asarray(a) for a in real_orbitals(kvectors_down))
+    twisted = not (inversion_symmetric(kvectors_up) and inversion_symmetric(kvectors_down))
+    if twisted:  # complex orbitals exp(i k . x), one amplitude per column
+        k_up, k_down = (jnp.asarray(np.asarray(k, dtype=np.float64).reshape(-1, 3)) for k in (kvectors_up, kvectors_down))
+        shift_up, shift_down = jnp.zeros(k_up.shape[0]), jnp.zeros(k_down.shape[0])
+        pair_up, pair_down = jnp.arange(k_up.shape[0]), jnp.arange(k_down.shape[0])
+    else:
+        k_up, shift_up = (jnp.asarray(a) for a in real_orbitals(kvectors_up))
+        k_down, shift_down = (jnp.asarray(a) for a in real_orbitals(kvectors_down))
+        # the column -> +-k pair map: real_orbitals lists k = 0 once and each pair as (cos, sin)
+        pair_up, pair_down = (jnp.asarray(np.cumsum(np.asarray(shift) == 0.0) - 1) for shift in (shift_up, shift_down))
     n_up, n_down = int(k_up.shape[0]), int(k_down.shape[0])
-    # the column -> +-k pair map: real_orbitals lists k = 0 once and each pair as (cos, sin)
-    pair_up, pair_down = (jnp.asarray(np.cumsum(np.asarray(shift) == 0.0) - 1) for shift in (shift_up, shift_down))
+    n_amplitudes_up, n_amplitudes_down = (int(np.asarray(pair)[-1]) + 1 if len(pair) else 0 for pair in (pair_up, pair_down))
 
     def init():
         keys = jax.random.split(jax.random.PRNGKey(seed), 2 * n_layers + 2)
@@ -94,7 +108,7 @@ def make_periodic_network(
             n_in = one_body
         return {
             "layers": layers,
-            "envelope_up": jnp.zeros((one_body, int(pair_up[-1]) + 1)), "envelope_down": jnp.zeros((one_body, int(pair_down[-1]) + 1)),
+            "envelope_up": jnp.zeros((one_body, n_amplitudes_up)), "envelope_down": jnp.zeros((one_body, n_amplitudes_down)),
             "backflow": jnp.zeros((one_body, 3)),
             **jastrow_params(),
         }
@@ -127,11 +141,14 @@ def make_periodic_network(
         h = features(params, electrons, protons)
         shifted = electrons + h @ params["backflow"]
 
-        def orbitals(x, hs, k, shift, envelope, pair):
-            return jnp.cos(x @ k.T - shift[None, :]) * (1.0 + (hs @ envelope)[:, pair])
+        def log_det(x, hs, k, shift, envelope, pair):
+            if k.shape[0] == 0:
+                return jnp.asarray(1.0 + 0.0j if twisted else 1.0), jnp.asarray(0.0)
+            waves = jnp.exp(1j * (x @ k.T)) if twisted else jnp.cos(x @ k.T - shift[None, :])
+            return jnp.linalg.slogdet(waves * (1.0 + (hs @ envelope)[:, pair]))
 
-        sign_up, log_up = jnp.linalg.slogdet(orbitals(shifted[:n_up], h[:n_up], k_up, shift_up, params["envelope_up"], pair_up))
-        sign_down, log_down = jnp.linalg.slogdet(orbitals(shifted[n_up:], h[n_up:], k_down, shift_down, params["envelope_down"], pair_down))
+        sign_up, log_up = log_det(shifted[:n_up], h[:n_up], k_up, shift_up, params["envelope_up"], pair_up)
+        sign_down, log_down = log_det(shifted[n_up:], h[n_up:], k_down, shift_down, params["envelope_down"], pair_down)
         return sign_up * sign_down, log_up + log_down + log_jastrow(params, electrons, protons, n_up, cell_j)
 
     return Wavefunction(init=init, log_psi=log_psi)

@@ -7,7 +7,9 @@ sin(k.r) (one of each +-k pair): the same determinant up to a constant, hence a 
 wavefunction with a sign. This is the starting point of electronic VMC in a periodic cell (the
 orbitals a backflow or a neural network modifies) and an exact reference: the determinant is an
 eigenstate of the kinetic energy, T = sum_k k^2 / 2, and its Coulomb energy with the neutralising
-background is known in closed form (:func:`hartree_fock_energy`).
+background is known in closed form (:func:`hartree_fock_energy`). With a twist k_s
+(:mod:`thermoflow.electrons.twists`) the orbitals are exp(i (G + k_s) . r), the occupied set is no
+longer +-k symmetric and the determinant is complex (:func:`make_twisted_determinant`).
 
 References: e.g. R. M. Martin, L. Reining and D. M. Ceperley, Interacting Electrons (Cambridge,
 2016), chapters 5 and 23; C. Lin, F. H. Zong and D. M. Ceperley, Phys. Rev. E 64, 016702 (2001),
@@ -16,8 +18,10 @@ doi:10.1103/PhysRevE.64.016702 (closed shells, twists).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -84,6 +88,12 @@ def real_orbitals(kvectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(rows), np.array(shifts)
 
 
+def inversion_symmetric(kvectors: np.ndarray) -> bool:
+    """Whether a k set (n, 3) is symmetric under k -> -k (then real orbitals span it: :func:`real_orbitals`)."""
+    keys = {tuple(np.round(k, 8)) for k in np.asarray(kvectors, dtype=np.float64)}
+    return all(tuple(np.round(-np.array(k), 8)) in keys for k in keys)
+
+
 def make_slater_determinant(kvectors_up: np.ndarray, kvectors_down: np.ndarray) -> Callable:
     """``log_psi(electrons (n_up + n_down, 3) bohr) -> (sign, ln|psi|)``: the product of the spin-up
     determinant (first n_up electrons) and the spin-down one of real plane-wave orbitals
@@ -106,21 +116,54 @@ def make_slater_determinant(kvectors_up: np.ndarray, kvectors_down: np.ndarray) 
     return log_psi
 
 
+def make_twisted_determinant(kvectors_up: np.ndarray, kvectors_down: np.ndarray) -> Callable:
+    """``log_psi(electrons (n_up + n_down, 3) bohr) -> (phase, ln|psi|)``: the product of the spin-up
+    determinant (first n_up electrons) and the spin-down one of complex plane waves exp(i k . r), for any
+    k sets (twisted: k = G + k_s, :func:`thermoflow.electrons.twists.twisted_kvectors`). ``phase`` is the
+    complex unit psi / |psi|; ln psi = ln|psi| + i arg(phase). Moving an electron by a lattice vector L
+    multiplies psi by exp(i k_s . L) when all its spin's k are G + k_s. One configuration; vmap over walkers.
+
+    References: doi:10.1103/PhysRevE.64.016702.
+    """
+    k_up, k_down = jnp.asarray(np.asarray(kvectors_up, dtype=np.float64)), jnp.asarray(np.asarray(kvectors_down, dtype=np.float64))
+    n_up = k_up.shape[0]
+
+    def log_psi(electrons):
+        phase, log_abs = jnp.asarray(1.0 + 0.0j), jnp.asarray(0.0)
+        for x, k in ((electrons[:n_up], k_up), (electrons[n_up:], k_down)):
+            if k.shape[0] > 0:
+                p, l = jnp.linalg.slogdet(jnp.exp(1j * (x @ k.T)))
+                phase, log_abs = phase * p, log_abs + l
+        return phase, log_abs
+
+    return log_psi
+
+
+@functools.lru_cache(maxsize=64)
+def _madelung_potential(cell_entries: tuple) -> float:
+    """v_M (Hartree) of a cell given as its 9 entries: twice the Ewald energy of one charge in its own images
+    and the background (jitted once per cell: twist averages call this for many twists of one cell)."""
+    single = make_ewald_sum(np.array(cell_entries).reshape(3, 3), 1)
+    return 2.0 * float(jax.jit(single.energy)(jnp.zeros((1, 3)), jnp.array([1.0])))
+
+
 def hartree_fock_energy(cell: np.ndarray, kvectors_up: np.ndarray, kvectors_down: np.ndarray) -> dict:
     """Exact energy of the plane-wave determinant of electrons in a uniform background, Hartree (totals).
 
     ``kinetic`` = sum_k k^2 / 2; ``madelung`` = (N / 2) v_M with v_M twice the Ewald energy of one
     charge in its own periodic images and the background; ``exchange`` =
     -(1 / 2V) sum_spin sum_{k != k' occupied} 4 pi / |k - k'|^2 (from <rho_q rho_-q> of a determinant);
-    ``total`` their sum. The energy of the finite periodic system (no finite-size correction).
+    ``total`` their sum. The energy of the finite periodic system (no finite-size correction). The same
+    formula holds at a twist (k = G + k_s, :mod:`thermoflow.electrons.twists`): <rho_q rho_-q> of a
+    determinant pairs occupied k, k' with k - k' = q, and differences of twisted wavevectors are reciprocal
+    lattice vectors, so the twist enters only through |k|^2 and the occupied set (tested against VMC at a twist).
 
     References: e.g. L. M. Fraser et al., Phys. Rev. B 53, 1814 (1996), doi:10.1103/PhysRevB.53.1814.
     """
     cell = np.asarray(cell, dtype=np.float64)
     volume = abs(np.linalg.det(cell))
     n_electrons = len(kvectors_up) + len(kvectors_down)
-    single = make_ewald_sum(cell, 1)
-    v_madelung = 2.0 * float(single.energy(jnp.zeros((1, 3)), jnp.array([1.0])))
+    v_madelung = _madelung_potential(tuple(cell.ravel()))
     exchange = 0.0
     for ks in (np.asarray(kvectors_up), np.asarray(kvectors_down)):
         q2 = np.sum((ks[:, None, :] - ks[None, :, :]) ** 2, axis=-1)

@@ -4,12 +4,22 @@ For a real wavefunction and a Hermitian H the gradient of E = <E_loc>_{|psi|^2} 
 
     dE/dtheta = 2 E[(E_loc - E) d ln|psi| / dtheta],
 
-estimated over the walkers; local energies are clipped to median +- 5 x their mean absolute
-deviation in the gradient only (FermiNet's clipping: the heavy tails of E_loc near nodes and
-coalescences otherwise dominate the noise). One step = a Metropolis block with the current
+estimated over the walkers. For a complex wavefunction (twisted boundary conditions) with real
+parameters, O = d ln psi / dtheta = d ln|psi| + i d arg psi and complex E_loc,
+
+    dE/dtheta = 2 Re E[(E_loc - E)^* (O - E[O])] = 2 E[(Re E_loc - E) d ln|psi| + (Im E_loc - E[Im E_loc]) d arg psi]
+
+(from dE = [<dpsi|H|psi> + <psi|H|dpsi>] / <psi|psi> - E d<psi|psi> / <psi|psi>; the centring of
+either factor drops out in expectation, and centring removes the dependence on a global phase).
+The imaginary term is absent for a real wavefunction. Local energies (real and imaginary parts
+separately) are clipped to median +- 5 x their mean absolute deviation in the gradient only
+(FermiNet's clipping: the heavy tails of E_loc near nodes and coalescences otherwise dominate the
+noise). One step = a Metropolis block with the current
 parameters, the local energies, the gradient and an optax update.
 
 References: Foulkes et al., Rev. Mod. Phys. 73, 33 (2001), doi:10.1103/RevModPhys.73.33;
+F. Becca and S. Sorella, Quantum Monte Carlo Approaches for Correlated Systems (Cambridge, 2017),
+doi:10.1017/9781316417041 (the energy gradient / forces of complex wavefunctions);
 D. Pfau, J. S. Spencer, A. G. de G. Matthews and W. M. C. Foulkes, Phys. Rev. Research 2, 033429
 (2020), doi:10.1103/PhysRevResearch.2.033429 (clipping, FermiNet).
 """
@@ -29,31 +39,70 @@ CLIP_WIDTH = 5.0
 
 
 class VMCStats(NamedTuple):
-    """Per-step monitors: ``energy`` (mean local energy, Hartree), ``variance`` (Hartree^2), ``acceptance``."""
+    """Per-step monitors: ``energy`` (mean of Re E_loc, Hartree), ``variance`` (mean |E_loc - <E_loc>|^2,
+    Hartree^2), ``acceptance``, ``energy_imaginary`` (mean of Im E_loc: zero in expectation, Hartree)."""
 
     energy: jax.Array
     variance: jax.Array
     acceptance: jax.Array
+    energy_imaginary: jax.Array = 0.0
 
 
-def energy_gradient(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array, local_energies: jax.Array):
-    """The VMC gradient estimate 2 mean[(clip(E_loc) - mean clip(E_loc)) d ln|psi| / dtheta] (a pytree like ``params``).
+def vmc_stats(local_energies: jax.Array, acceptance: jax.Array) -> VMCStats:
+    """:class:`VMCStats` of (n_walkers,) local energies, real or complex."""
+    mean = jnp.mean(local_energies)
+    return VMCStats(jnp.real(mean), jnp.var(local_energies), acceptance, jnp.imag(mean))
+
+
+def is_complex_wavefunction(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array) -> bool:
+    """Whether ``log_psi`` returns a complex phase (traced shape only, no evaluation); ``electrons`` (n_e, 3)."""
+    return bool(jnp.issubdtype(jax.eval_shape(lambda x: log_psi(params, x, protons)[0], electrons).dtype, jnp.complexfloating))
+
+
+def _clip(values, width):
+    if width is None:
+        return values
+    median = jnp.median(values)
+    spread = jnp.mean(jnp.abs(values - median))
+    return jnp.clip(values, median - width * spread, median + width * spread)
+
+
+def energy_gradient(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array, local_energies: jax.Array, *,
+                    clip_width: float | None = CLIP_WIDTH, weights: jax.Array | None = None):
+    """The VMC gradient estimate (module docstring), a pytree like ``params``:
+    2 mean[(clip(Re E_loc) - mean) d ln|psi|] (+ 2 mean[(clip(Im E_loc) - mean) d arg psi] for complex psi).
 
     Args:
-        log_psi: ``(params, electrons (n_e, 3), protons (n_p, 3)) -> (sign, ln|psi|)``.
-        electrons: (n_walkers, n_e, 3) bohr, distributed as |psi|^2.
-        local_energies: (n_walkers,) Hartree at ``electrons``.
+        log_psi: ``(params, electrons (n_e, 3), protons (n_p, 3)) -> (sign, ln|psi|)``; a complex sign
+            (phase) marks a complex wavefunction.
+        electrons: (n_walkers, n_e, 3) bohr, distributed as |psi|^2 (or weighted by ``weights``).
+        local_energies: (n_walkers,) Hartree at ``electrons``, complex for a complex wavefunction.
+        clip_width: clip the real and imaginary parts of E_loc to median +- this x their mean absolute
+            deviation; ``None``: no clipping.
+        weights: (n_walkers,) normalised weights of the configurations (quadrature or reweighting);
+            ``None``: equal weights 1 / n_walkers.
 
-    References: doi:10.1103/RevModPhys.73.33; doi:10.1103/PhysRevResearch.2.033429.
+    Raises:
+        ValueError: real local energies for a complex wavefunction (pass the complex ones).
+
+    References: doi:10.1103/RevModPhys.73.33; doi:10.1017/9781316417041; doi:10.1103/PhysRevResearch.2.033429.
     """
-    median = jnp.median(local_energies)
-    spread = jnp.mean(jnp.abs(local_energies - median))
-    clipped = jnp.clip(local_energies, median - CLIP_WIDTH * spread, median + CLIP_WIDTH * spread)
-    centred = jax.lax.stop_gradient(clipped - jnp.mean(clipped))
+    n = local_energies.shape[0]
+    w = jnp.full(n, 1.0 / n) if weights is None else weights
+    complex_psi = is_complex_wavefunction(log_psi, params, electrons[0], protons)
+    if complex_psi and not jnp.iscomplexobj(local_energies):
+        raise ValueError("the wavefunction is complex: pass its complex local energies (LocalEnergy.total), not their real part")
+    real = _clip(jnp.real(local_energies), clip_width)
+    centred_real = jax.lax.stop_gradient(real - jnp.sum(w * real))
+    imag = _clip(jnp.imag(local_energies), clip_width)
+    centred_imag = jax.lax.stop_gradient(imag - jnp.sum(w * imag))
 
     def surrogate(p):
-        logs = jax.vmap(lambda x: log_psi(p, x, protons)[1])(electrons)
-        return 2.0 * jnp.mean(centred * logs)
+        signs, logs = jax.vmap(lambda x: log_psi(p, x, protons))(electrons)
+        value = 2.0 * jnp.sum(w * centred_real * logs)
+        if complex_psi:
+            value = value + 2.0 * jnp.sum(w * centred_imag * jnp.angle(signs))
+        return value
 
     return jax.grad(surrogate)(params)
 
@@ -61,7 +110,8 @@ def energy_gradient(log_psi: Callable, params, electrons: jax.Array, protons: ja
 def make_sampler(log_psi: Callable, local_energy: Callable, n_mcmc_steps: int) -> Callable:
     """``sample(params, walkers, protons, step_size) -> (walkers, local energies (n_walkers,) Hartree,
     acceptance)``: ln|psi| of the walkers re-evaluated at ``params`` (after a parameter update), a
-    Metropolis block, the local energies; traced inside the optimisers' jitted steps.
+    Metropolis block, the local energies (complex for a complex wavefunction); traced inside the
+    optimisers' jitted steps.
     """
     block = mcmc.make_metropolis_block(log_psi, n_mcmc_steps)
     energies = jax.vmap(lambda p, x, r: local_energy(p, x, r).total, in_axes=(None, 0, None))
@@ -91,6 +141,6 @@ def make_vmc_step(log_psi: Callable, local_energy: Callable, optimizer: optax.Gr
         grads = energy_gradient(log_psi, params, walkers.electrons, protons, e_loc)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return params, opt_state, walkers, VMCStats(jnp.mean(e_loc), jnp.var(e_loc), acceptance)
+        return params, opt_state, walkers, vmc_stats(e_loc, acceptance)
 
     return step
