@@ -1,6 +1,6 @@
 """Table and plots of lithium MD runs (classical Langevin / QTB / adQTB) next to NCT.
 
-    python examples/lithium/md_summary.py RUNS_DIR [--nct docs/results/lithium]
+    python examples/lithium/md_summary.py RUNS_DIR [--nct docs/results/lithium] [--include OLD/md_summary.json]
 
 RUNS_DIR holds `thermoflow md` run directories named ``b<N>-<T>-<thermostat>`` (N atoms, T in K),
 e.g. made by the commands in docs/results/lithium_md.md. For each run: the total energy per atom
@@ -8,7 +8,8 @@ e.g. made by the commands in docs/results/lithium_md.md. For each run: the total
 classical harmonic crystal, ZPE/(3 k_B) as T -> 0 with quantum nuclei), the kinetic temperature,
 and the mean-square displacement <u^2> of the atoms from their mean positions over the averaged
 frames (centre of mass removed). NCT rows (16 atoms) come from the results files
-``bcc_<T>K_scha_results.json`` in --nct. Writes RUNS_DIR/md_summary.json and
+``bcc_<T>K_scha_results.json`` in --nct; --include adds the MD rows of an earlier summary (runs
+no longer on disk) for the other cell sizes. Writes RUNS_DIR/md_summary.json and
 RUNS_DIR/energy_temperature.png.
 """
 
@@ -55,8 +56,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
     parser.add_argument("--nct", type=Path, default=Path(__file__).resolve().parents[2] / "docs" / "results" / "lithium")
+    parser.add_argument("--include", type=Path, nargs="*", default=[], help="earlier md_summary.json files whose MD rows are added")
     args = parser.parse_args()
     rows, statics = [], {}
+    for path in args.include:
+        rows.extend(r for r in json.loads(path.read_text()) if r["method"] != "nct")
     for run in sorted(p for p in args.runs.iterdir() if NAME.match(p.name) and (p / "results.json").is_file()):
         n_atoms, temperature, thermostat = NAME.match(run.name).groups()
         results = json.loads((run / "results.json").read_text())
