@@ -9,6 +9,11 @@ suffices, with d_a the spacing of lattice planes a. phi is shifted to zero at th
 jax-md offers similar pair sums, but with a displacement/neighbor-list API built around a fixed
 box; thermoflow's contract takes the cell as an argument (needed for virials and NPT), and the
 dense image sum below is a dozen lines, so it is written here.
+
+The dense sum costs O(n_atoms^2 x n_images) time and memory. For MD of 10^3-10^4 atoms,
+:func:`make_pair_energy_fn_neighbors` evaluates the same shifted sum on a cell-list neighbour
+list (:mod:`thermoflow.potentials.neighbors`): ``energy_fn(positions, cell, neighbors)``, equal to
+the dense sum to round-off while the list is fresh, NaN when it is stale or overflowed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from thermoflow.potentials.base import EnergyFn
+from thermoflow.potentials.neighbors import NeighborList, NeighborListFns, needs_rebuild, pair_vectors
 
 
 def lattice_images(cell: np.ndarray, cutoff_A: float, strain_margin: float = 0.1) -> np.ndarray:
@@ -97,11 +103,7 @@ def make_lennard_jones_energy_fn(
     doi:10.1098/rspa.1924.0082.
     """
 
-    def phi(r):
-        x6 = (sigma_A / r) ** 6
-        return 4.0 * epsilon_eV * (x6 * x6 - x6)
-
-    return make_pair_energy_fn(phi, cutoff_A, reference_cell)
+    return make_pair_energy_fn(lennard_jones_pair_fn(epsilon_eV, sigma_A), cutoff_A, reference_cell)
 
 
 def make_morse_energy_fn(
@@ -112,8 +114,73 @@ def make_morse_energy_fn(
     References: P. M. Morse, Phys. Rev. 34, 57 (1929), doi:10.1103/PhysRev.34.57.
     """
 
+    return make_pair_energy_fn(morse_pair_fn(depth_eV, alpha_per_A, r0_A), cutoff_A, reference_cell)
+
+
+def lennard_jones_pair_fn(epsilon_eV: float, sigma_A: float) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """phi(r) = 4 eps [(sigma/r)^12 - (sigma/r)^6], r in Angstrom -> eV, elementwise (unshifted)."""
+
+    def phi(r):
+        x6 = (sigma_A / r) ** 6
+        return 4.0 * epsilon_eV * (x6 * x6 - x6)
+
+    return phi
+
+
+def morse_pair_fn(depth_eV: float, alpha_per_A: float, r0_A: float) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """phi(r) = D [exp(-2 a (r - r0)) - 2 exp(-a (r - r0))], r in Angstrom -> eV, elementwise (unshifted)."""
+
     def phi(r):
         x = jnp.exp(-alpha_per_A * (r - r0_A))
         return depth_eV * (x * x - 2.0 * x)
 
-    return make_pair_energy_fn(phi, cutoff_A, reference_cell)
+    return phi
+
+
+def make_pair_energy_fn_neighbors(pair_fn: Callable[[jnp.ndarray], jnp.ndarray], cutoff_A: float, skin_A: float):
+    """The shifted pair sum of :func:`make_pair_energy_fn` on a neighbour list (O(n_atoms)).
+
+    E = 1/2 sum_i sum_{(j, n) in list(i)} [phi(|r_ij|) - phi(r_c)] over pairs with |r_ij| < r_c,
+    r_ij = R_j - R_i + n @ cell recomputed from the call-time positions and cell, so forces and the
+    virial (strain derivative) follow by autodiff exactly as for the dense sum.
+
+    Args:
+        pair_fn: phi(r), elementwise on distances (Angstrom) -> eV.
+        cutoff_A: cutoff radius r_c, Angstrom.
+        skin_A: the skin the lists are built with, Angstrom (for the staleness check).
+
+    Returns:
+        ``energy_fn(positions (n, 3) A, cell (3, 3) A, neighbors: NeighborList) -> eV``; NaN if
+        the list overflowed or is stale at these positions and cell
+        (:func:`thermoflow.potentials.neighbors.needs_rebuild`): never a silently incomplete sum.
+        Build the list with :func:`thermoflow.potentials.neighbors.allocate_neighbor_list`
+        (``cutoff_A``, ``skin_A``) and its ``build`` / ``update``.
+
+    Raises:
+        ValueError: for a non-positive cutoff or skin.
+    """
+    if not (cutoff_A > 0 and skin_A > 0):
+        raise ValueError(f"need cutoff > 0 and skin > 0, got {cutoff_A} and {skin_A} Angstrom")
+    shift = pair_fn(jnp.asarray(cutoff_A))
+
+    def energy_fn(positions, cell, neighbors: NeighborList):
+        vec, filled = pair_vectors(neighbors, positions, cell)
+        r2 = jnp.sum(vec**2, axis=-1)
+        inside = filled & (r2 > 1e-12) & (r2 < cutoff_A**2)
+        r = jnp.sqrt(jnp.where(inside, r2, cutoff_A**2))
+        energy = 0.5 * jnp.sum(jnp.where(inside, pair_fn(r) - shift, 0.0))
+        return jnp.where(needs_rebuild(neighbors, positions, cell, cutoff_A, skin_A), jnp.nan, energy)
+
+    return energy_fn
+
+
+def with_fresh_neighbors(energy_fn, neighbor_fns: NeighborListFns) -> EnergyFn:
+    """The contract ``energy_fn(positions, cell) -> eV`` from a neighbour-list energy function,
+    building the list at every call (O(n_atoms); for set-up computations such as the static bulk
+    modulus of a large cell, where the dense sum would not fit in memory). NaN when the
+    allocation's capacities or grid do not fit the call's structure."""
+
+    def fresh(positions, cell):
+        return energy_fn(positions, cell, neighbor_fns.build(positions, cell))
+
+    return fresh
