@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from thermoflow.potentials.base import EnergyFn
-from thermoflow.potentials.neighbors import NeighborList, NeighborListFns, needs_rebuild, pair_vectors
+from thermoflow.potentials.neighbors import NeighborList, NeighborListFns, inverse_3x3, needs_rebuild, pair_vectors
 
 
 def lattice_images(cell: np.ndarray, cutoff_A: float, strain_margin: float = 0.1) -> np.ndarray:
@@ -196,7 +196,7 @@ def make_pair_energy_fn_neighbors(pair_fn: Callable[[jnp.ndarray], jnp.ndarray],
             g = -jnp.sum(weighted, axis=2).T  # (n, 3)
             # pair virial P = sum_ik u'/r r (x) r, by rows first (cheaper on CPU than whole-array sums)
             pair_virial = jnp.sum(jnp.stack([jnp.sum(vec[a][None] * weighted, axis=2) for a in range(3)]), axis=2)
-            big_g = 0.5 * jnp.linalg.solve(h.T, pair_virial - 2.0 * x.T @ g)
+            big_g = 0.5 * inverse_3x3(h).T @ (pair_virial - 2.0 * x.T @ g)
             return _total(u), jnp.sum(g * dx) + jnp.sum(big_g * dh)
 
         stale = needs_rebuild(neighbors, positions, cell, cutoff_A, skin_A)
