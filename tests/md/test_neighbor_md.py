@@ -8,6 +8,7 @@ import ase.io
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from thermoflow.md import integrators
 from thermoflow.potentials.neighbors import allocate_neighbor_list, make_neighbor_list
@@ -15,7 +16,7 @@ from thermoflow.potentials.pair import lennard_jones_pair_fn, make_lennard_jones
 from thermoflow.structures import build_lattice, make_supercell, to_arrays
 from thermoflow.units import KB_EV_PER_K
 from thermoflow.workflows import md_run
-from thermoflow.workflows.config import validate_config
+from thermoflow.workflows.config import ConfigError, validate_config
 from thermoflow.workflows.md_config import MDRunConfig
 
 EPS, SIGMA, CUTOFF, SKIN = 0.0104, 3.40, 6.0, 0.3  # argon; a thin skin, so that lists are rebuilt within a few blocks
@@ -128,3 +129,35 @@ def test_md_run_with_cell_lists_resumes_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(ff.get_cell()[:], fp.get_cell()[:])
     assert not np.array_equal(frames_f[0].get_cell()[:], frames_f[-1].get_cell()[:])
     assert full["completed"]
+
+
+@pytest.mark.slow  # compiles two DeePMD MD blocks
+def test_lithium_deepmd_md_with_cell_lists_matches_dense(tmp_path, shared_dir):
+    """54-atom bcc lithium (dp4) at 300 K, 40 steps of 1 fs: the cell-list run's checkpointed
+    positions equal the dense run's to 1e-10 A."""
+    pytest.importorskip("deepmd")
+    data = {
+        "seed": 1, "state": {"temperature_K": 300.0},
+        "structure": {"file": str(shared_dir / "structures" / "lithium" / "bcc.vasp"), "supercell": [3, 3, 3],
+                      "volume_per_atom_A3": 19.2},
+        "potential": {"kind": "deepmd", "model": str(shared_dir / "models" / "lithium" / "lithium_dp4.dp")},
+        "md": {"timestep_fs": 1.0, "steps": 40, "trajectory_every": 20, "thermo_every": 10, "checkpoint_every": 40,
+               "neighbor_skin_A": 0.3},
+    }
+    states = []
+    for mode in ("dense", "cell_list"):
+        data["md"]["neighbor_list"] = mode
+        md_run.run_md(validate_config(data, MDRunConfig), tmp_path, tmp_path / mode, log_every=None)
+        with np.load(tmp_path / mode / "checkpoints" / "state.npz") as c:
+            states.append(c["leaf_00000"])
+    deviation = np.abs(states[0] - states[1]).max()
+    print(f"lithium dp4: largest position deviation dense vs cell list {deviation:.2g} A")
+    assert deviation < 1e-10
+
+
+def test_cell_list_is_refused_for_potentials_without_one():
+    data = json.loads(json.dumps(CONFIG))
+    data["potential"] = {"kind": "harmonic", "einstein_spring_eV_per_A2": 0.05}
+    data["md"].update(neighbor_list="cell_list", zero_net_force=False)
+    with pytest.raises(ConfigError, match="md.neighbor_list = 'cell_list' is implemented for the potential kinds"):
+        validate_config(data, MDRunConfig)

@@ -68,9 +68,10 @@ class MDConfig(StrictModel):
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (a multiple of md.trajectory_every)")
     averaging_fraction: float = Field(0.5, gt=0, le=1, description="final fraction of the run averaged for results.json (the rest is equilibration)")
     neighbor_list: Literal["auto", "dense", "cell_list"] = Field(
-        "auto", description="pair sums of lennard_jones / morse potentials: dense (all pairs and images, O(N^2)), cell_list "
-        "(cell-list neighbour lists with a skin, O(N), same energies to round-off), or auto: cell_list from "
-        f"{NEIGHBOR_LIST_MIN_ATOMS} atoms on. Other potentials always run dense",
+        "auto", description="neighbours of lennard_jones / morse / deepmd potentials: dense (all pairs over fixed periodic "
+        "images, O(N^2)), cell_list (cell-list neighbour lists with a skin, O(N), the same energies to round-off; deepmd: "
+        "se_e2_a / se_e2_r / se_e3 descriptors), or auto: cell_list from "
+        f"{NEIGHBOR_LIST_MIN_ATOMS} atoms on where it applies. Other potentials always run dense",
     )
     neighbor_skin_A: float = Field(
         1.0, gt=0, description="cell_list: skin of the neighbour lists, Angstrom (the list holds pairs within cutoff + skin "
@@ -119,7 +120,7 @@ class MDConfig(StrictModel):
 
 
 #: potential kinds whose energy has a neighbour-list evaluation (md.neighbor_list)
-NEIGHBOR_LIST_KINDS = ("lennard_jones", "morse")
+NEIGHBOR_LIST_KINDS = ("lennard_jones", "morse", "deepmd")
 
 
 class FixedCellRunConfig(StrictModel):
@@ -168,7 +169,7 @@ class MDRunConfig(FixedCellRunConfig):
     def _neighbor_list_applies(self):
         if self.md.neighbor_list == "cell_list" and self.potential.kind not in NEIGHBOR_LIST_KINDS:
             raise ValueError(
-                f"md.neighbor_list = 'cell_list' is implemented for the pair potentials {list(NEIGHBOR_LIST_KINDS)}, not "
+                f"md.neighbor_list = 'cell_list' is implemented for the potential kinds {list(NEIGHBOR_LIST_KINDS)}, not "
                 f"potential.kind = {self.potential.kind!r}: use md.neighbor_list = 'auto' or 'dense'"
             )
         return self

@@ -16,14 +16,12 @@ A resumed run (``resume=True``) truncates thermo.csv and trajectory.extxyz to th
 continues from the saved state; on CPU it reproduces the uninterrupted run bit for bit (the same
 compiled block of steps runs on the same state).
 
-Neighbour lists (``md.neighbor_list``, pair potentials): the state carries a cell-list neighbour
-list that every force evaluation first updates (rebuilt inside the jitted block when an atom has
-moved skin/2 or the cell changed as much, see :mod:`thermoflow.potentials.neighbors`), so the
-trajectory equals the dense one to round-off. Capacities are static shapes: a block in which a
-list overflowed (its energies are NaN) is run again from its start with larger capacities. The
-list is not checkpointed: at every checkpoint the uninterrupted run allocates and builds it anew
-from the checkpointed positions and cell, exactly as a resumed run does, which keeps resuming
-bit for bit.
+Neighbour lists (``md.neighbor_list``): the state carries a cell-list list that each force
+evaluation first updates (rebuilt inside the jitted block when stale, :mod:`thermoflow.potentials.neighbors`),
+so the trajectory equals the dense one to round-off. A block whose list overflowed its static
+capacities (NaN energies) runs again from its start with larger ones. The list is not
+checkpointed: at every checkpoint the run allocates and builds it anew from the checkpointed
+state, as a resumed run does, so resuming stays bit for bit.
 """
 
 from __future__ import annotations
@@ -76,7 +74,6 @@ class MDSetup:
         md = config.md
         self.config = config
         self.atoms = build_structure(config.structure, base)
-        self.energy_fn = build_potential(config, self.atoms, base)
         self.symbols = list(dict.fromkeys(self.atoms.get_chemical_symbols()))
         self.species = np.array([self.symbols.index(s) for s in self.atoms.get_chemical_symbols()])
         self.masses = jnp.asarray(self.atoms.get_masses())
@@ -86,8 +83,17 @@ class MDSetup:
         self.kT = KB_EV_PER_K * config.state.temperature_K
         positions = jnp.asarray(self.atoms.get_positions())
         self.neighbor_energy_fn, self.neighbor_fns, self.cutoff_A = None, None, None
-        neighbor = build_neighbor_energy(config, md.neighbor_skin_A)
-        if neighbor is not None and (md.neighbor_list == "cell_list" or (md.neighbor_list == "auto" and self.n_atoms >= NEIGHBOR_LIST_MIN_ATOMS)):
+        neighbor = None
+        if md.neighbor_list == "cell_list" or (md.neighbor_list == "auto" and self.n_atoms >= NEIGHBOR_LIST_MIN_ATOMS):
+            try:
+                neighbor = build_neighbor_energy(config, self.atoms, base, md.neighbor_skin_A)
+            except NotImplementedError as err:
+                if md.neighbor_list == "cell_list":
+                    raise ValueError(f"md.neighbor_list = 'cell_list': {err}; set md.neighbor_list = 'dense'") from err
+                log.info("dense neighbours: %s", err)
+        if neighbor is None:
+            self.energy_fn = build_potential(config, self.atoms, base)
+        else:
             self.neighbor_energy_fn, self.cutoff_A = neighbor
             self.neighbor_fns = allocate_neighbor_list(positions, self.cell, self.cutoff_A, md.neighbor_skin_A)
             # the set-up (finite check, bulk modulus) evaluates the contract energy on a fresh list: the dense sum may not fit
@@ -398,24 +404,6 @@ def _write_deviation(out_dir: Path, spectra: dict, symbols: list[str], friction_
     buffer = io.StringIO()
     np.savetxt(buffer, rows, delimiter=",", header=",".join(header), comments="", fmt="%.8g")
     atomic_write_text(out_dir / "fdt_deviation.csv", buffer.getvalue())
+    from thermoflow.workflows.plots import plot_fdt_deviation  # matplotlib only when needed
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
-    for i, s in enumerate(symbols):
-        ax1.plot(freq, spectra["relative_deviation"][i], lw=0.8, label=s)
-        ax2.plot(freq, spectra["gamma_ratio"][i] * friction_per_ps, lw=0.8, label=s)
-    ax1.axhline(0.0, color="k", lw=0.5)
-    ax1.set_ylabel("relative FDT deviation\n(I - (gamma_r/gamma) D) / D")
-    ax2.axhline(friction_per_ps, color="k", lw=0.5)
-    ax2.set_xlim(0.0, 1.1 * cutoff_THz)
-    ax1.set_title("QTB fluctuation-dissipation deviation (running mean over segments)")
-    ax2.set_ylabel("gamma_r (1/ps)")
-    ax2.set_xlabel("frequency (THz)")
-    ax1.legend(title="species")
-    fig.tight_layout()
-    fig.savefig(out_dir / "fdt_deviation.png", dpi=120)
-    plt.close(fig)
+    plot_fdt_deviation(out_dir / "fdt_deviation.png", spectra, symbols, friction_per_ps, cutoff_THz)
