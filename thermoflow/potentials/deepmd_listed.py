@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thermoflow.potentials.deepmd_neighbors import compact_neighbor_list, neighbor_levels
+from thermoflow.potentials.deepmd_neighbors import compact_neighbor_list, fixed_atom_types, neighbor_levels
 from thermoflow.potentials.neighbors import NeighborList, needs_rebuild, pair_vectors
 
 
@@ -130,16 +130,7 @@ def make_deepmd_energy_fn_neighbors(
             "DeePMD on neighbour lists covers se_e2_a / se_e2_r / se_e3 (and hybrids) without pair_exclude_types, and "
             "not multi-type se_e2_a with type_one_side=false; use make_deepmd_energy_fn (dense) for this model"
         )
-    type_map = list(model.get_type_map())
-    if type_map_symbols is None:
-        if len(type_map) != 1:
-            raise ValueError(f"the model has {len(type_map)} atom types {type_map}; pass type_map_symbols")
-        types = None
-    else:
-        unknown = sorted(set(type_map_symbols) - set(type_map))
-        if unknown:
-            raise ValueError(f"symbols {unknown} are not in the model's type map {type_map}")
-        types = np.array([type_map.index(s) for s in type_map_symbols], dtype=np.int64)
+    types = fixed_atom_types(list(model.get_type_map()), type_map_symbols)
     full = _listed_energy_fn(model, skin_A, types, levels)
     if compress:
         from thermoflow.potentials.deepmd_compress import compress_descriptors

@@ -20,6 +20,25 @@ def descriptor_parts(model: Any) -> list:
     return list(getattr(descriptor, "descrpt_list", [descriptor]))
 
 
+def fixed_atom_types(type_map: Sequence[str], type_map_symbols: Sequence[str] | None) -> np.ndarray | None:
+    """The model's type index of every atom, (n_atoms,) int64, or None (single-type model, any count).
+
+    Raises:
+        ValueError: symbols not in the type map, or None for a model with several types.
+    """
+    if type_map_symbols is None:
+        if len(type_map) != 1:
+            raise ValueError(
+                f"the model has {len(type_map)} atom types {list(type_map)}; pass type_map_symbols "
+                "(one chemical symbol per atom)"
+            )
+        return None
+    unknown = sorted(set(type_map_symbols) - set(type_map))
+    if unknown:
+        raise ValueError(f"symbols {unknown} are not in the model's type map {list(type_map)}")
+    return np.array([list(type_map).index(s) for s in type_map_symbols], dtype=np.int64)
+
+
 def interplanar_spacings(cell: Any) -> np.ndarray:
     """Distances between neighbouring lattice planes of a cell.
 

@@ -15,7 +15,8 @@ changing cell (NPT): with A = h0^-1 h (h0 the cell of the build, h the current o
 vector satisfies |s h| >= sigma_min(A) |s h0| for fractional s, and each atom's displacement
 measured in the build cell is delta_i = R_i A^-1 - R0_i; a pair now within r_c was within
 r_c / sigma_min(A) + 2 max|delta| at the build, so the list is exact while that stays below
-r_c + skin (for a fixed cell: the familiar max displacement < skin / 2).
+r_c + skin (for a fixed cell: the familiar max displacement < skin / 2). The check uses the
+upper bound 1 / sigma_min(A) <= 1 + |A^-1 - 1|_F, tight for the small cell changes of NPT.
 
 The build is O(N): atoms are binned in fractional coordinates into n_a cells along each lattice
 direction a whose plane spacing d_a / n_a is at least cutoff + skin, and each atom looks at the

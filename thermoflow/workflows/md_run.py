@@ -20,8 +20,8 @@ Neighbour lists (``md.neighbor_list``): the state carries a cell-list list that 
 evaluation first updates (rebuilt inside the jitted block when stale, :mod:`thermoflow.potentials.neighbors`),
 so the trajectory equals the dense one to round-off. A block whose list overflowed its static
 capacities (NaN energies) runs again from its start with larger ones. The list is not
-checkpointed: at every checkpoint the run allocates and builds it anew from the checkpointed
-state, as a resumed run does, so resuming stays bit for bit.
+checkpointed, its capacities are (metadata): at every checkpoint the run rebuilds it from the
+checkpointed state, as a resumed run does, so resuming stays bit for bit.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from thermoflow.io.checkpoint import load_latest_checkpoint, save_checkpoint
 from thermoflow.md import integrators
 from thermoflow.md.barostat import Barostat, make_stochastic_cell_rescaling, static_bulk_modulus_GPa
 from thermoflow.md.qtb import deviation_spectrum, make_qtb_noise
-from thermoflow.potentials.neighbors import allocate_neighbor_list
+from thermoflow.potentials.neighbors import allocate_neighbor_list, make_neighbor_list
 from thermoflow.potentials.pair import with_fresh_neighbors
 from thermoflow.structures.build import closest_pair
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
@@ -140,31 +140,41 @@ class MDSetup:
         self._compiled[key] = init_fn, integrators.make_block_fn(step_fn, md.trajectory_every, self.masses), build
         return self._compiled[key]
 
-    def fresh_neighbors(self, positions: jax.Array, cell: jax.Array, grow: bool = False, allocate: bool = True):
-        """A neighbour list allocated and built at ``positions`` and ``cell`` (a deterministic
-        function of them), the block functions switched to its capacities; ``grow``: capacities
-        at least 1.5x the current ones (after an overflow); ``allocate=False``: keep the current
-        allocation unless it overflows. Dense runs: ``()``."""
+    def fresh_neighbors(self, positions: jax.Array, cell: jax.Array, grow: bool = False):
+        """A list built at ``positions`` and ``cell`` with the current capacities, grown (x1.5, the
+        block functions switched) with ``grow`` and for as long as it overflows. Dense runs: ``()``."""
         if self.neighbor_fns is None:
             return ()
-        md = self.config.md
         while True:
-            if allocate or grow:
-                self.neighbor_fns = allocate_neighbor_list(positions, cell, self.cutoff_A, md.neighbor_skin_A,
-                                                           previous=self.neighbor_fns if grow else None)
-                self.init_fn, self.block_fn, self.build_fn = self._integrator(self.neighbor_fns)
-                log.debug("neighbour lists allocated: %d neighbours, %d atoms per cell, %s cells", self.neighbor_fns.max_neighbors,
-                          self.neighbor_fns.max_atoms_per_cell, self.neighbor_fns.n_cells)
+            if grow:
+                self._use(allocate_neighbor_list(positions, cell, self.cutoff_A, self.config.md.neighbor_skin_A,
+                                                 previous=self.neighbor_fns))
             neighbors = self.build_fn(positions, cell)
             if not bool(neighbors.overflow):
                 return neighbors
             grow = True
 
-    def attach_neighbors(self, state: integrators.MDState, grow: bool = False) -> integrators.MDState:
-        """``state`` with a :meth:`fresh_neighbors` list at its positions and cell (dense runs: unchanged)."""
+    def _use(self, neighbor_fns) -> None:
+        self.neighbor_fns = neighbor_fns
+        self.init_fn, self.block_fn, self.build_fn = self._integrator(neighbor_fns)
+
+    def attach_neighbors(self, state: integrators.MDState, grow: bool = False, capacity: dict | None = None) -> integrators.MDState:
+        """``state`` with a :meth:`fresh_neighbors` list, in the capacities ``capacity`` if given
+        (:meth:`capacity` of a checkpoint). Dense runs: ``state`` unchanged."""
+        if self.neighbor_fns is None:
+            return state
         if grow:
             log.info("neighbour list overflow after step %d: the block runs again with larger capacities", int(state.step))
+        if capacity is not None:
+            self._use(make_neighbor_list(self.cutoff_A, self.config.md.neighbor_skin_A,
+                                         **{k: tuple(v) if isinstance(v, list) else v for k, v in capacity.items()}))
         return state.replace(neighbors=self.fresh_neighbors(state.positions, state.cell, grow))
+
+    def capacity(self) -> dict | None:
+        """The static shapes of the neighbour-list allocation (checkpoint metadata); None for dense runs."""
+        fns = self.neighbor_fns
+        return None if fns is None else {"max_neighbors": fns.max_neighbors, "max_atoms_per_cell": fns.max_atoms_per_cell,
+                                         "n_cells": list(fns.n_cells), "search": list(fns.search)}
 
     def overflowed(self, state: integrators.MDState) -> bool:
         """Whether the state's neighbour list ran out of capacity (always False for dense runs)."""
@@ -193,7 +203,7 @@ class MDSetup:
         key, velocity_key = jax.random.split(jax.random.PRNGKey(self.config.seed))
         velocities = integrators.maxwell_boltzmann_velocities(velocity_key, self.masses, self.kT, remove_drift=self.config.md.zero_net_force)
         positions = jnp.asarray(self.atoms.get_positions())
-        neighbors = self.fresh_neighbors(positions, self.cell, allocate=False)  # allocated for this structure
+        neighbors = self.fresh_neighbors(positions, self.cell)  # allocated for this structure
         return self.init_fn(key, positions, velocities, neighbors)
 
 
@@ -299,7 +309,7 @@ def run_md(
     state = setup.initial_state()
     if resume:
         state, meta, _, used = load_latest_checkpoint(ckpt, state.replace(neighbors=()))
-        state = setup.attach_neighbors(state)
+        state = setup.attach_neighbors(state, capacity=meta.get("neighbor_capacity"))
         for path, size in ((thermo_path, meta["thermo_bytes"]), (traj_path, meta["trajectory_bytes"])):
             os.truncate(path, size)
         log.info("resumed from %s at step %d", used.name, int(state.step))
@@ -333,9 +343,10 @@ def run_md(
         step += md.trajectory_every
         _append(traj_path, _frame(setup, state))
         if step % md.checkpoint_every == 0 or step == md.steps:
-            meta = {"step": step, "thermo_bytes": thermo_path.stat().st_size, "trajectory_bytes": traj_path.stat().st_size}
+            meta = {"step": step, "thermo_bytes": thermo_path.stat().st_size, "trajectory_bytes": traj_path.stat().st_size,
+                    "neighbor_capacity": setup.capacity()}
             save_checkpoint(ckpt, state.replace(neighbors=()), meta)
-            state = setup.attach_neighbors(state)  # as a resumed run does
+            state = setup.attach_neighbors(state)  # rebuilt from the checkpointed state, as a resumed run does
         if log_every is not None and (step % every < md.trajectory_every or step == md.steps):
             rate = _ns_per_day(md.timestep_fs, timed_steps, timed_seconds)
             log.info("step %d/%d  T = %.1f K  E_pot = %.6f eV/atom  %s ns/day", step, md.steps,
