@@ -46,6 +46,10 @@ class MDState:
         step: () int, steps taken.
         key: (2,) uint32 raw PRNG key of the next step.
         noise: state of the random-force source (``()`` for NVE and white noise).
+        neighbors: the potential's neighbour list (a
+            :class:`thermoflow.potentials.neighbors.NeighborList`) when the integrator was made
+            with ``neighbor_update_fn``, else ``()``. Not part of a checkpoint: drivers rebuild
+            it from the positions.
     """
 
     positions: jax.Array
@@ -58,6 +62,7 @@ class MDState:
     step: jax.Array
     key: jax.Array
     noise: Any
+    neighbors: Any = ()
 
     def replace(self, **changes) -> "MDState":
         return dataclasses.replace(self, **changes)
@@ -123,21 +128,32 @@ def has_virial(energy_fn: EnergyFn, positions: jax.Array, cell: jax.Array) -> bo
     return True
 
 
-def _make_init(energy_fn: EnergyFn, cell, noise: NoiseSource | None, with_virial: bool):
-    def init_fn(key: jax.Array, positions: jax.Array, velocities: jax.Array) -> MDState:
-        energy, force, w = energy_forces_virial(energy_fn, positions, cell, with_virial)
+def _evaluate(energy_fn, neighbor_update_fn, positions, cell, neighbors, with_virial: bool):
+    """Energy, forces, virial and the neighbour list (updated first, when there is one)."""
+    if neighbor_update_fn is None:
+        return (*energy_forces_virial(energy_fn, positions, cell, with_virial), neighbors)
+    neighbors = neighbor_update_fn(neighbors, positions, cell)
+    energy, force, w = energy_forces_virial(lambda x, h: energy_fn(x, h, neighbors), positions, cell, with_virial)
+    return energy, force, w, neighbors
+
+
+def _make_init(energy_fn: EnergyFn, cell, noise: NoiseSource | None, with_virial: bool, neighbor_update_fn=None):
+    def init_fn(key: jax.Array, positions: jax.Array, velocities: jax.Array, neighbors: Any = ()) -> MDState:
+        energy, force, w, neighbors = _evaluate(energy_fn, neighbor_update_fn, positions, jnp.asarray(cell, positions.dtype),
+                                                neighbors, with_virial)
         key, noise_key = jax.random.split(key)
         return MDState(
             positions=positions, velocities=velocities, cell=jnp.asarray(cell, positions.dtype), forces=force, virial=w,
             potential_energy=energy,
             bath_energy=jnp.zeros((), positions.dtype), step=jnp.zeros((), jnp.int64), key=key,
-            noise=() if noise is None else noise.init(noise_key),
+            noise=() if noise is None else noise.init(noise_key), neighbors=neighbors,
         )
 
     return jax.jit(init_fn)  # eager, the potential's gradient costs seconds of op-by-op dispatch
 
 
-def make_nve(energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_fs: float, with_virial: bool = True):
+def make_nve(energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_fs: float, with_virial: bool = True,
+             neighbor_update_fn: Callable | None = None):
     """Velocity Verlet (microcanonical).
 
     Args:
@@ -147,9 +163,14 @@ def make_nve(energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_f
         timestep_fs: timestep, fs.
         with_virial: compute the virial (pressure) with the forces; False for a potential without
             cell derivatives (:func:`has_virial`).
+        neighbor_update_fn: ``update(neighbors, positions, cell) -> neighbors`` of a neighbour
+            list (:class:`thermoflow.potentials.neighbors.NeighborListFns` ``.update``): then
+            ``energy_fn(positions, cell, neighbors) -> eV`` takes the list, which ``state.neighbors``
+            carries and each force evaluation first updates (rebuilt when stale); pass the first
+            list to ``init_fn``. None: ``energy_fn(positions, cell)``.
 
     Returns:
-        ``(init_fn, step_fn)``: ``init_fn(key, positions, velocities) -> MDState`` and
+        ``(init_fn, step_fn)``: ``init_fn(key, positions, velocities[, neighbors]) -> MDState`` and
         ``step_fn(state) -> state``.
 
     Raises:
@@ -166,11 +187,12 @@ def make_nve(energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_f
     def step_fn(state: MDState) -> MDState:
         v = state.velocities + 0.5 * dt * state.forces * inv_m
         x = state.positions + dt * v
-        energy, force, w = energy_forces_virial(energy_fn, x, cell, with_virial)
+        energy, force, w, neighbors = _evaluate(energy_fn, neighbor_update_fn, x, state.cell, state.neighbors, with_virial)
         v = v + 0.5 * dt * force * inv_m
-        return state.replace(positions=x, velocities=v, forces=force, virial=w, potential_energy=energy, step=state.step + 1)
+        return state.replace(positions=x, velocities=v, forces=force, virial=w, potential_energy=energy, step=state.step + 1,
+                             neighbors=neighbors)
 
-    return _make_init(energy_fn, cell, None, with_virial), step_fn
+    return _make_init(energy_fn, cell, None, with_virial, neighbor_update_fn), step_fn
 
 
 def ou_coefficient(timestep_fs: float, friction_per_ps: float) -> float:
@@ -181,6 +203,7 @@ def ou_coefficient(timestep_fs: float, friction_per_ps: float) -> float:
 def make_langevin(
     energy_fn: EnergyFn, cell: jax.Array, masses: jax.Array, timestep_fs: float, friction_per_ps: float,
     noise: NoiseSource, zero_net_force: bool = True, barostat: Barostat | None = None, with_virial: bool = True,
+    neighbor_update_fn: Callable | None = None,
 ):
     """Langevin dynamics, BAOAB splitting, with the random force of ``noise`` (and optionally a barostat).
 
@@ -202,6 +225,7 @@ def make_langevin(
         barostat: stochastic cell rescaling (:func:`thermoflow.md.barostat.make_stochastic_cell_rescaling`),
             or None for a fixed cell.
         with_virial: as :func:`make_nve` (a barostat needs it).
+        neighbor_update_fn: as :func:`make_nve`.
         zero_net_force: remove the total random impulse (each atom's share in proportion to its
             mass), so the centre of mass is not heated; use False for a potential that is not
             translation invariant (an Einstein crystal, a single oscillator).
@@ -243,12 +267,12 @@ def make_langevin(
         noise_state = noise.observe(noise_state, v, kicks)
         bath = state.bath_energy + work + kinetic_energy(v_new, masses) - kinetic_energy(v, masses)
         x = x + 0.5 * dt * v_new  # A
-        energy, force, w = energy_forces_virial(energy_fn, x, h, with_virial)
+        energy, force, w, neighbors = _evaluate(energy_fn, neighbor_update_fn, x, h, state.neighbors, with_virial)
         v_new = v_new + 0.5 * dt * force * inv_m  # B
         return MDState(positions=x, velocities=v_new, cell=h, forces=force, virial=w, potential_energy=energy,
-                       bath_energy=bath, step=state.step + 1, key=key, noise=noise_state)
+                       bath_energy=bath, step=state.step + 1, key=key, noise=noise_state, neighbors=neighbors)
 
-    return _make_init(energy_fn, cell, noise, with_virial), step_fn
+    return _make_init(energy_fn, cell, noise, with_virial, neighbor_update_fn), step_fn
 
 
 class BlockObservables(NamedTuple):

@@ -84,6 +84,7 @@ import numpy as np
 from thermoflow.potentials.deepmd_neighbors import (  # the adapter's image and neighbour-list helpers
     compact_neighbor_list,
     descriptor_parts,
+    fixed_atom_types,
     image_shifts,
     images_per_direction,
     interplanar_spacings,
@@ -309,18 +310,7 @@ def make_deepmd_energy_fn(
             "neighbor_list='sorted'"
         )
 
-    if type_map_symbols is None:
-        if len(type_map) != 1:
-            raise ValueError(
-                f"the model has {len(type_map)} atom types {type_map}; pass type_map_symbols "
-                "(one chemical symbol per atom)"
-            )
-        fixed_types = None
-    else:
-        unknown = sorted(set(type_map_symbols) - set(type_map))
-        if unknown:
-            raise ValueError(f"symbols {unknown} are not in the model's type map {type_map}")
-        fixed_types = np.array([type_map.index(s) for s in type_map_symbols], dtype=np.int64)
+    fixed_types = fixed_atom_types(type_map, type_map_symbols)
 
     def check_cell(cell: Any) -> None:
         """Raise ValueError if ``cell`` (3, 3), Angstrom, is too small for the image set."""

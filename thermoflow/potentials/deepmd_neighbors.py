@@ -20,6 +20,25 @@ def descriptor_parts(model: Any) -> list:
     return list(getattr(descriptor, "descrpt_list", [descriptor]))
 
 
+def fixed_atom_types(type_map: Sequence[str], type_map_symbols: Sequence[str] | None) -> np.ndarray | None:
+    """The model's type index of every atom, (n_atoms,) int64, or None (single-type model, any count).
+
+    Raises:
+        ValueError: symbols not in the type map, or None for a model with several types.
+    """
+    if type_map_symbols is None:
+        if len(type_map) != 1:
+            raise ValueError(
+                f"the model has {len(type_map)} atom types {list(type_map)}; pass type_map_symbols "
+                "(one chemical symbol per atom)"
+            )
+        return None
+    unknown = sorted(set(type_map_symbols) - set(type_map))
+    if unknown:
+        raise ValueError(f"symbols {unknown} are not in the model's type map {list(type_map)}")
+    return np.array([list(type_map).index(s) for s in type_map_symbols], dtype=np.int64)
+
+
 def interplanar_spacings(cell: Any) -> np.ndarray:
     """Distances between neighbouring lattice planes of a cell.
 
@@ -80,7 +99,7 @@ def neighbor_levels(model: Any) -> tuple[list[float], list[tuple[int, list[int]]
     return rcuts, checks
 
 
-def compact_neighbor_list(distances, extended_types, rcuts, checks, sel, ntypes):
+def compact_neighbor_list(distances, extended_types, rcuts, checks, sel, ntypes, columns=None):
     """Fixed-size neighbour list without sorting (a counting sort by cutoff shell).
 
     Within the section of each neighbour type (``sel[t]`` slots, as deepmd-kit lays it out),
@@ -90,12 +109,16 @@ def compact_neighbor_list(distances, extended_types, rcuts, checks, sel, ntypes)
     deepmd-kit's distance-sorted list whenever no count exceeds its ``sel``.
 
     Args:
-        distances: (n_atoms, n_extended) distances, Angstrom, self pairs set to +inf.
-        extended_types: (n_extended,) atom types of the extended atoms.
+        distances: (n_atoms, n_extended) distances, Angstrom, self pairs set to +inf; or
+            (n_atoms, n_candidates) distances to each atom's own candidates (with ``columns``).
+        extended_types: (n_extended,) atom types of the extended atoms, or (n_atoms,
+            n_candidates) types of each atom's candidates.
         rcuts: ascending distinct cutoffs, Angstrom.
         checks: ``(level, sel per type)`` for each (sub-)descriptor.
         sel: model-level slots per type.
         ntypes: number of atom types.
+        columns: None (candidate k of every atom is extended atom k), or (n_atoms, n_candidates)
+            the extended-atom index of each atom's candidate (a neighbour list's ghost atoms).
 
     Returns:
         ``(nlist, overflow)``: (n_atoms, sum(sel)) int neighbour indices (-1 = empty) and a
@@ -110,7 +133,7 @@ def compact_neighbor_list(distances, extended_types, rcuts, checks, sel, ntypes)
     overflow = jnp.zeros((), dtype=bool)
     offset = 0
     for t in range(ntypes):
-        of_type = (extended_types == t)[None, :]
+        of_type = extended_types == t if extended_types.ndim == 2 else (extended_types == t)[None, :]
         filled = jnp.zeros((n_atoms,), dtype=jnp.int32)
         for level in range(len(rcuts)):
             member = of_type & (shell == level)
@@ -125,7 +148,9 @@ def compact_neighbor_list(distances, extended_types, rcuts, checks, sel, ntypes)
         overflow = overflow | jnp.any(filled > sel[t])
         offset += sel[t]
     rows = jnp.broadcast_to(jnp.arange(n_atoms)[:, None], slot.shape)
-    columns = jnp.broadcast_to(jnp.arange(n_extended)[None, :], slot.shape)
+    if columns is None:
+        columns = jnp.arange(n_extended)[None, :]
+    columns = jnp.broadcast_to(columns, slot.shape)
     nlist = jnp.full((n_atoms, n_slots + 1), -1, dtype=jnp.int64)
     nlist = nlist.at[rows, slot].set(columns.astype(jnp.int64))
     return nlist[:, :n_slots], overflow

@@ -13,7 +13,13 @@ from ase import Atoms
 from thermoflow.phonons.modes import HarmonicModes, compute_harmonic_modes, modes_from_hessian
 from thermoflow.potentials.base import EnergyFn
 from thermoflow.potentials.harmonic import make_einstein_energy_fn, make_harmonic_energy_fn
-from thermoflow.potentials.pair import make_lennard_jones_energy_fn, make_morse_energy_fn
+from thermoflow.potentials.pair import (
+    lennard_jones_pair_fn,
+    make_lennard_jones_energy_fn,
+    make_morse_energy_fn,
+    make_pair_energy_fn_neighbors,
+    morse_pair_fn,
+)
 from thermoflow.potentials.plugin import make_plugin_energy_fn
 from thermoflow.structures.build import build_from_wyckoff, build_lattice, check_distances, closest_pair, make_supercell, read_structure, scale_to_volume
 from thermoflow.workflows.config import RunConfig, StructureConfig, resolve_path
@@ -74,6 +80,31 @@ def build_potential(config: RunConfig, atoms: Atoms, base: Path) -> EnergyFn:
         calculator = load_calculator_factory(pot.calculator)(**pot.options)
         return make_ase_energy_fn(calculator, atoms.get_chemical_symbols())
     raise ValueError(f"unknown potential kind {pot.kind!r}")  # unreachable after validation
+
+
+def build_neighbor_energy(config: RunConfig, atoms: Atoms, base: Path, skin_A: float):
+    """The neighbour-list energy ``energy_fn(positions, cell, neighbors) -> eV`` and its cutoff
+    (Angstrom) of the potential section (pair potentials, DeePMD), or None for potentials without one.
+
+    Raises:
+        FileNotFoundError: a missing DeePMD model file.
+        NotImplementedError: a DeePMD model whose descriptor has no neighbour-list evaluation.
+    """
+    pot = config.potential
+    if pot.kind == "lennard_jones":
+        return make_pair_energy_fn_neighbors(lennard_jones_pair_fn(pot.epsilon_eV, pot.sigma_A), pot.cutoff_A, skin_A), pot.cutoff_A
+    if pot.kind == "morse":
+        return make_pair_energy_fn_neighbors(morse_pair_fn(pot.depth_eV, pot.alpha_per_A, pot.r0_A), pot.cutoff_A, skin_A), pot.cutoff_A
+    if pot.kind == "deepmd":
+        from thermoflow.potentials.deepmd_listed import make_deepmd_energy_fn_neighbors
+
+        path = resolve_path(base, pot.model)
+        if not path.is_file():
+            raise FileNotFoundError(f"potential.model not found: {path} (set it in the config or with --set potential.model=PATH)")
+        listed = make_deepmd_energy_fn_neighbors(path, skin_A=skin_A, type_map_symbols=atoms.get_chemical_symbols(),
+                                                 compress=pot.compress, min_distance_A=pot.compress_min_distance_A)
+        return listed.energy_fn, listed.cutoff_A
+    return None
 
 
 #: force below which a relaxation of the reference positions has converged, eV/Angstrom

@@ -15,6 +15,9 @@ from pydantic import Field, model_validator
 from thermoflow.workflows.config import PotentialConfig, StateConfig, StructureConfig, StrictModel, load_config
 
 
+#: md.neighbor_list = "auto" uses cell lists from this many atoms on (dense pair sums below)
+NEIGHBOR_LIST_MIN_ATOMS = 500
+
 #: largest change of gamma_r / gamma per segment and unit relative deviation (A_gamma x segment duration):
 #: the linearised adaptation converges for < 2 and averages the noisy one-segment spectra only well below 1
 MAX_ADAPTATION_PER_SEGMENT = 0.5
@@ -70,6 +73,16 @@ class MDConfig(StrictModel):
     thermo_every: int = Field(1, ge=1, description="steps between rows of thermo.csv")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (a multiple of md.trajectory_every)")
     averaging_fraction: float = Field(0.5, gt=0, le=1, description="final fraction of the run averaged for results.json (the rest is equilibration)")
+    neighbor_list: Literal["auto", "dense", "cell_list"] = Field(
+        "auto", description="neighbours of lennard_jones / morse / deepmd potentials: dense (all pairs over fixed periodic "
+        "images, O(N^2)), cell_list (cell-list neighbour lists with a skin, O(N), the same energies to round-off; deepmd: "
+        "se_e2_a / se_e2_r / se_e3 descriptors), or auto: cell_list from "
+        f"{NEIGHBOR_LIST_MIN_ATOMS} atoms on where it applies. Other potentials always run dense",
+    )
+    neighbor_skin_A: float = Field(
+        1.0, gt=0, description="cell_list: skin of the neighbour lists, Angstrom (the list holds pairs within cutoff + skin "
+        "and is rebuilt when an atom has moved skin/2, or the cell changed as much)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -110,6 +123,10 @@ class MDConfig(StrictModel):
     def cutoff_THz(self) -> float:
         """The QTB cutoff, THz (half the Nyquist frequency when unset)."""
         return self.qtb_cutoff_THz if self.qtb_cutoff_THz is not None else 250.0 / self.timestep_fs
+
+
+#: potential kinds whose energy has a neighbour-list evaluation (md.neighbor_list)
+NEIGHBOR_LIST_KINDS = ("lennard_jones", "morse", "deepmd")
 
 
 class FixedCellRunConfig(StrictModel):
@@ -153,6 +170,15 @@ class MDRunConfig(FixedCellRunConfig):
 
     def _constant_pressure(self) -> bool:
         return self.md.ensemble == "npt"
+
+    @model_validator(mode="after")
+    def _neighbor_list_applies(self):
+        if self.md.neighbor_list == "cell_list" and self.potential.kind not in NEIGHBOR_LIST_KINDS:
+            raise ValueError(
+                f"md.neighbor_list = 'cell_list' is implemented for the potential kinds {list(NEIGHBOR_LIST_KINDS)}, not "
+                f"potential.kind = {self.potential.kind!r}: use md.neighbor_list = 'auto' or 'dense'"
+            )
+        return self
 
 
 def load_md_config(path: str | Path, overrides: list[str] | None = None) -> tuple[MDRunConfig, Path]:

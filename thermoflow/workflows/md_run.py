@@ -15,6 +15,13 @@ Run directory layout::
 A resumed run (``resume=True``) truncates thermo.csv and trajectory.extxyz to the checkpoint and
 continues from the saved state; on CPU it reproduces the uninterrupted run bit for bit (the same
 compiled block of steps runs on the same state).
+
+Neighbour lists (``md.neighbor_list``): the state carries a cell-list list that each force
+evaluation first updates (rebuilt inside the jitted block when stale, :mod:`thermoflow.potentials.neighbors`),
+so the trajectory equals the dense one to round-off. A block whose list overflowed its static
+capacities (NaN energies) runs again from its start with larger ones. The list is not
+checkpointed, its capacities are (metadata): at every checkpoint the run rebuilds it from the
+checkpointed state, as a resumed run does, so resuming stays bit for bit.
 """
 
 from __future__ import annotations
@@ -39,11 +46,13 @@ from thermoflow.io.checkpoint import load_latest_checkpoint, save_checkpoint
 from thermoflow.md import integrators
 from thermoflow.md.barostat import Barostat, is_lower_triangular, make_stochastic_cell_rescaling, static_bulk_modulus_GPa
 from thermoflow.md.qtb import deviation_spectrum, make_qtb_noise
+from thermoflow.potentials.neighbors import allocate_neighbor_list, make_neighbor_list
+from thermoflow.potentials.pair import with_fresh_neighbors
 from thermoflow.structures.build import closest_pair
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
-from thermoflow.workflows.build import build_potential, build_structure
+from thermoflow.workflows.build import build_neighbor_energy, build_potential, build_structure
 from thermoflow.workflows.config import ConfigError
-from thermoflow.workflows.md_config import MDRunConfig
+from thermoflow.workflows.md_config import NEIGHBOR_LIST_MIN_ATOMS, MDRunConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +79,6 @@ class MDSetup:
             self.atoms.set_cell(standard, scale_atoms=True)  # a rotation: same lengths, angles and scaled positions
             log.info("md.barostat = 'triclinic': the cell is rotated into the standard lower-triangular form (a along x, "
                      "b in the xy plane); positions, trajectory and forces are in that frame")
-        self.energy_fn = build_potential(config, self.atoms, base)
         self.symbols = list(dict.fromkeys(self.atoms.get_chemical_symbols()))
         self.species = np.array([self.symbols.index(s) for s in self.atoms.get_chemical_symbols()])
         self.masses = jnp.asarray(self.atoms.get_masses())
@@ -78,28 +86,104 @@ class MDSetup:
         self.n_atoms = len(self.atoms)
         self.n_dof = 3 * self.n_atoms - (3 if md.zero_net_force else 0)
         self.kT = KB_EV_PER_K * config.state.temperature_K
-        _check_finite(self.energy_fn, self.atoms)
         positions = jnp.asarray(self.atoms.get_positions())
-        with_virial = integrators.has_virial(self.energy_fn, positions, self.cell)
+        self.neighbor_energy_fn, self.neighbor_fns, self.cutoff_A = None, None, None
+        neighbor = None
+        if md.neighbor_list == "cell_list" or (md.neighbor_list == "auto" and self.n_atoms >= NEIGHBOR_LIST_MIN_ATOMS):
+            try:
+                neighbor = build_neighbor_energy(config, self.atoms, base, md.neighbor_skin_A)
+            except NotImplementedError as err:
+                if md.neighbor_list == "cell_list":
+                    raise ValueError(f"md.neighbor_list = 'cell_list': {err}; set md.neighbor_list = 'dense'") from err
+                log.info("dense neighbours: %s", err)
+        if neighbor is None:
+            self.energy_fn = build_potential(config, self.atoms, base)
+        else:
+            self.neighbor_energy_fn, self.cutoff_A = neighbor
+            self.neighbor_fns = allocate_neighbor_list(positions, self.cell, self.cutoff_A, md.neighbor_skin_A)
+            # the set-up (finite check, bulk modulus) evaluates the contract energy on a fresh list: the dense sum may not fit
+            self.energy_fn = with_fresh_neighbors(self.neighbor_energy_fn, self.neighbor_fns)
+            log.info("cell-list neighbour lists: cutoff %g + skin %g A, %s cells, %d neighbours and %d atoms per cell reserved",
+                     self.cutoff_A, md.neighbor_skin_A, self.neighbor_fns.n_cells, self.neighbor_fns.max_neighbors,
+                     self.neighbor_fns.max_atoms_per_cell)
+        _check_finite(self.energy_fn, self.atoms)
+        self.with_virial = integrators.has_virial(self.energy_fn, positions, self.cell)
         self.barostat, self.compressibility_per_GPa = None, None
         if md.ensemble == "npt":
-            self.barostat = self._make_barostat(positions, with_virial)
-        if md.ensemble == "nve":
-            self.init_fn, step_fn = integrators.make_nve(self.energy_fn, self.cell, self.masses, md.timestep_fs, with_virial=with_virial)
-        else:
+            self.barostat = self._make_barostat(positions, self.with_virial)
+        self.noise = None
+        if md.ensemble != "nve":
             if md.thermostat == "langevin":
-                noise = integrators.make_white_noise(self.kT)
+                self.noise = integrators.make_white_noise(self.kT)
             else:
-                noise = make_qtb_noise(
+                self.noise = make_qtb_noise(
                     self.kT, md.timestep_fs, md.friction_per_ps, self.masses, self.species, cutoff_THz=md.cutoff_THz,
                     filter_length=md.qtb_filter_length, adaptive=md.thermostat == "adqtb",
                     adaptation_rate_per_ps=md.adqtb_rate_per_ps, kernel_oversampling=md.qtb_kernel_oversampling,
                 )
-            self.init_fn, step_fn = integrators.make_langevin(
-                self.energy_fn, self.cell, self.masses, md.timestep_fs, md.friction_per_ps, noise, zero_net_force=md.zero_net_force,
-                barostat=self.barostat, with_virial=with_virial,
+        self._compiled: dict = {}
+        self.init_fn, self.block_fn, self.build_fn = self._integrator(self.neighbor_fns)
+
+    def _integrator(self, neighbor_fns):
+        """``(init_fn, block_fn, build_fn)`` for one neighbour-list allocation (None: dense), cached
+        per static capacities so that an allocation seen before reuses its compiled block."""
+        key = None if neighbor_fns is None else neighbor_fns[3:]
+        if key in self._compiled:
+            return self._compiled[key]
+        md = self.config.md
+        energy_fn, update, build = self.energy_fn, None, None
+        if neighbor_fns is not None:
+            energy_fn, update, build = self.neighbor_energy_fn, neighbor_fns.update, jax.jit(neighbor_fns.build)
+        if md.ensemble == "nve":
+            init_fn, step_fn = integrators.make_nve(energy_fn, self.cell, self.masses, md.timestep_fs, with_virial=self.with_virial,
+                                                    neighbor_update_fn=update)
+        else:
+            init_fn, step_fn = integrators.make_langevin(
+                energy_fn, self.cell, self.masses, md.timestep_fs, md.friction_per_ps, self.noise, zero_net_force=md.zero_net_force,
+                barostat=self.barostat, with_virial=self.with_virial, neighbor_update_fn=update,
             )
-        self.block_fn = integrators.make_block_fn(step_fn, md.trajectory_every, self.masses)
+        self._compiled[key] = init_fn, integrators.make_block_fn(step_fn, md.trajectory_every, self.masses), build
+        return self._compiled[key]
+
+    def fresh_neighbors(self, positions: jax.Array, cell: jax.Array, grow: bool = False):
+        """A list built at ``positions`` and ``cell`` with the current capacities, grown (x1.5, the
+        block functions switched) with ``grow`` and for as long as it overflows. Dense runs: ``()``."""
+        if self.neighbor_fns is None:
+            return ()
+        while True:
+            if grow:
+                self._use(allocate_neighbor_list(positions, cell, self.cutoff_A, self.config.md.neighbor_skin_A,
+                                                 previous=self.neighbor_fns))
+            neighbors = self.build_fn(positions, cell)
+            if not bool(neighbors.overflow):
+                return neighbors
+            grow = True
+
+    def _use(self, neighbor_fns) -> None:
+        self.neighbor_fns = neighbor_fns
+        self.init_fn, self.block_fn, self.build_fn = self._integrator(neighbor_fns)
+
+    def attach_neighbors(self, state: integrators.MDState, grow: bool = False, capacity: dict | None = None) -> integrators.MDState:
+        """``state`` with a :meth:`fresh_neighbors` list, in the capacities ``capacity`` if given
+        (:meth:`capacity` of a checkpoint). Dense runs: ``state`` unchanged."""
+        if self.neighbor_fns is None:
+            return state
+        if grow:
+            log.info("neighbour list overflow after step %d: the block runs again with larger capacities", int(state.step))
+        if capacity is not None:
+            self._use(make_neighbor_list(self.cutoff_A, self.config.md.neighbor_skin_A,
+                                         **{k: tuple(v) if isinstance(v, list) else v for k, v in capacity.items()}))
+        return state.replace(neighbors=self.fresh_neighbors(state.positions, state.cell, grow))
+
+    def capacity(self) -> dict | None:
+        """The static shapes of the neighbour-list allocation (checkpoint metadata); None for dense runs."""
+        fns = self.neighbor_fns
+        return None if fns is None else {"max_neighbors": fns.max_neighbors, "max_atoms_per_cell": fns.max_atoms_per_cell,
+                                         "n_cells": list(fns.n_cells), "search": list(fns.search)}
+
+    def overflowed(self, state: integrators.MDState) -> bool:
+        """Whether the state's neighbour list ran out of capacity (always False for dense runs)."""
+        return self.neighbor_fns is not None and bool(state.neighbors.overflow)
 
     def _make_barostat(self, positions, with_virial: bool) -> Barostat:
         md = self.config.md
@@ -123,11 +207,13 @@ class MDSetup:
         """The state at step 0: the structure's positions, Maxwell-Boltzmann velocities at T (seeded)."""
         key, velocity_key = jax.random.split(jax.random.PRNGKey(self.config.seed))
         velocities = integrators.maxwell_boltzmann_velocities(velocity_key, self.masses, self.kT, remove_drift=self.config.md.zero_net_force)
-        return self.init_fn(key, jnp.asarray(self.atoms.get_positions()), velocities)
+        positions = jnp.asarray(self.atoms.get_positions())
+        neighbors = self.fresh_neighbors(positions, self.cell)  # allocated for this structure
+        return self.init_fn(key, positions, velocities, neighbors)
 
 
 def _check_finite(energy_fn, atoms: Atoms) -> None:
-    energy = float(energy_fn(jnp.asarray(atoms.get_positions()), jnp.asarray(atoms.cell.array)))
+    energy = float(jax.jit(energy_fn)(jnp.asarray(atoms.get_positions()), jnp.asarray(atoms.cell.array)))
     if not np.isfinite(energy):
         d, i, j = closest_pair(atoms)
         raise ValueError(f"the potential energy is not finite at the initial structure (closest atoms {i} and {j} are {d:.3f} A apart)")
@@ -227,7 +313,8 @@ def run_md(
     setup = MDSetup(config, base)
     state = setup.initial_state()
     if resume:
-        state, meta, _, used = load_latest_checkpoint(ckpt, state)
+        state, meta, _, used = load_latest_checkpoint(ckpt, state.replace(neighbors=()))
+        state = setup.attach_neighbors(state, capacity=meta.get("neighbor_capacity"))
         for path, size in ((thermo_path, meta["thermo_bytes"]), (traj_path, meta["trajectory_bytes"])):
             os.truncate(path, size)
         log.info("resumed from %s at step %d", used.name, int(state.step))
@@ -242,7 +329,11 @@ def run_md(
     step = start_step
     while step < md.steps and (stop_after is None or step - start_step < stop_after):
         t0 = time.perf_counter()
-        state, obs = setup.block_fn(state)
+        new_state, obs = setup.block_fn(state)
+        if setup.overflowed(new_state):
+            state = setup.attach_neighbors(state, grow=True)
+            continue
+        state = new_state
         pot, kin = np.asarray(obs.potential_energy), np.asarray(obs.kinetic_energy)
         if step > start_step:  # the first block includes compilation
             timed_steps, timed_seconds = timed_steps + md.trajectory_every, timed_seconds + time.perf_counter() - t0
@@ -257,8 +348,10 @@ def run_md(
         step += md.trajectory_every
         _append(traj_path, _frame(setup, state))
         if step % md.checkpoint_every == 0 or step == md.steps:
-            meta = {"step": step, "thermo_bytes": thermo_path.stat().st_size, "trajectory_bytes": traj_path.stat().st_size}
-            save_checkpoint(ckpt, state, meta)
+            meta = {"step": step, "thermo_bytes": thermo_path.stat().st_size, "trajectory_bytes": traj_path.stat().st_size,
+                    "neighbor_capacity": setup.capacity()}
+            save_checkpoint(ckpt, state.replace(neighbors=()), meta)
+            state = setup.attach_neighbors(state)  # rebuilt from the checkpointed state, as a resumed run does
         if log_every is not None and (step % every < md.trajectory_every or step == md.steps):
             rate = _ns_per_day(md.timestep_fs, timed_steps, timed_seconds)
             log.info("step %d/%d  T = %.1f K  E_pot = %.6f eV/atom  %s ns/day", step, md.steps,
@@ -327,24 +420,6 @@ def _write_deviation(out_dir: Path, spectra: dict, symbols: list[str], friction_
     buffer = io.StringIO()
     np.savetxt(buffer, rows, delimiter=",", header=",".join(header), comments="", fmt="%.8g")
     atomic_write_text(out_dir / "fdt_deviation.csv", buffer.getvalue())
+    from thermoflow.workflows.plots import plot_fdt_deviation  # matplotlib only when needed
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
-    for i, s in enumerate(symbols):
-        ax1.plot(freq, spectra["relative_deviation"][i], lw=0.8, label=s)
-        ax2.plot(freq, spectra["gamma_ratio"][i] * friction_per_ps, lw=0.8, label=s)
-    ax1.axhline(0.0, color="k", lw=0.5)
-    ax1.set_ylabel("relative FDT deviation\n(I - (gamma_r/gamma) D) / D")
-    ax2.axhline(friction_per_ps, color="k", lw=0.5)
-    ax2.set_xlim(0.0, 1.1 * cutoff_THz)
-    ax1.set_title("QTB fluctuation-dissipation deviation (running mean over segments)")
-    ax2.set_ylabel("gamma_r (1/ps)")
-    ax2.set_xlabel("frequency (THz)")
-    ax1.legend(title="species")
-    fig.tight_layout()
-    fig.savefig(out_dir / "fdt_deviation.png", dpi=120)
-    plt.close(fig)
+    plot_fdt_deviation(out_dir / "fdt_deviation.png", spectra, symbols, friction_per_ps, cutoff_THz)

@@ -196,3 +196,24 @@ def plot_ti_integrand(path: Path, lambdas: np.ndarray, du_dlambda_meV: np.ndarra
     ax.axhline(integral_meV, color="C1", ls="--", lw=0.8)
     ax.set_xlim(0.0, 1.0)
     _finish(fig, ax, path, "lambda", "<U - U_ref>_lambda (meV/atom)")
+
+
+def plot_fdt_deviation(path: Path, spectra: dict, symbols: list[str], friction_per_ps: float, cutoff_THz: float) -> None:
+    """QTB fluctuation-dissipation deviation and gamma_r per species against frequency (``spectra`` of
+    :func:`thermoflow.md.qtb.deviation_spectrum`)."""
+    freq = spectra["frequency_THz"]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
+    for i, s in enumerate(symbols):
+        ax1.plot(freq, spectra["relative_deviation"][i], lw=0.8, label=s)
+        ax2.plot(freq, spectra["gamma_ratio"][i] * friction_per_ps, lw=0.8, label=s)
+    ax1.axhline(0.0, color="k", lw=0.5)
+    ax1.set_ylabel("relative FDT deviation\n(I - (gamma_r/gamma) D) / D")
+    ax2.axhline(friction_per_ps, color="k", lw=0.5)
+    ax2.set_xlim(0.0, 1.1 * cutoff_THz)
+    ax1.set_title("QTB fluctuation-dissipation deviation (running mean over segments)")
+    ax2.set_ylabel("gamma_r (1/ps)")
+    ax2.set_xlabel("frequency (THz)")
+    ax1.legend(title="species")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
