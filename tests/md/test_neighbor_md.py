@@ -111,6 +111,7 @@ def test_md_run_with_cell_lists_matches_the_dense_run_across_an_overflow(tmp_pat
     np.testing.assert_allclose(listed["potential_energy_eV_per_atom"], dense["potential_energy_eV_per_atom"], rtol=1e-12)
 
 
+@pytest.mark.slow  # ~25 s; dense-path resume and the cell-list trajectory tests stay in the default run
 def test_md_run_with_cell_lists_resumes_bit_for_bit(tmp_path):
     """An interrupted + resumed cell-list run (npt: the cell changes too) reproduces the
     uninterrupted one bit for bit: lists are rebuilt from the checkpointed positions in both."""

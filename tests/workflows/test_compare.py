@@ -104,10 +104,15 @@ def test_two_einstein_phases_cross_where_the_analytic_free_energies_do(tmp_path,
         # round-off gradients, 8 steps change S by up to ~4e-5 relative
         np.testing.assert_allclose(entry["entropy_kB_per_atom"], truncated, rtol=1e-4)
         np.testing.assert_allclose(entry["harmonic_entropy_kB_per_atom"], [harmonic_thermodynamics(np.full(3, w), KB_EV_PER_K * t).entropy_kB for t in TEMPERATURES], rtol=1e-12)
-        # -T (S - S_harm): only the level truncation here
-        expected = -KB_EV_PER_K * np.array(TEMPERATURES) * (np.array(entry["entropy_kB_per_atom"]) - entry["harmonic_entropy_kB_per_atom"]) * 1e3
+        # -T (S - S_harm): only the level truncation here, plus the Adam drift of S above (rtol 1e-4 of
+        # S ~ 1 k_B at 150 K is ~1e-3 meV/atom; measured 1.05e-3 on one machine, < 1e-3 on another)
+        temps = np.array(TEMPERATURES)
+        expected = -KB_EV_PER_K * temps * (np.array(entry["entropy_kB_per_atom"]) - entry["harmonic_entropy_kB_per_atom"]) * 1e3
         np.testing.assert_allclose(entry["anharmonic_entropy_term_meV_per_atom"], expected, rtol=1e-9)
-        assert np.all(np.abs(expected) < 1e-3)
+        truncation = -KB_EV_PER_K * temps * (np.array(truncated) - entry["harmonic_entropy_kB_per_atom"]) * 1e3
+        drift = KB_EV_PER_K * temps * 1e-4 * np.abs(truncated) * 1e3  # the rtol of the entropy check above
+        assert np.all(np.abs(expected - truncation) <= drift + 1e-9)
+        assert np.all(np.abs(expected) < 1e-2)
     # a second invocation reads the finished points back instead of rerunning them
     caplog.set_level(logging.INFO)
     again = run_compare(path, tmp_path / "out")
