@@ -90,13 +90,29 @@ def run(
     overrides: list[str] = _SET_OPT,
     progress: bool = typer.Option(True, help="show progress: a bar on a terminal, otherwise a log line every --log-every steps"),
     log_every: int = typer.Option(0, "--log-every", min=0, help="steps between progress lines when not on a terminal (0: about 20 lines per run)"),
+    coordinator: Optional[str] = typer.Option(None, "--coordinator", help="multi-process run: host:port of process 0 (else from the environment)"),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", min=1, help="multi-process run: number of processes"),
+    process_id: Optional[int] = typer.Option(None, "--process-id", min=0, help="multi-process run: index of this process"),
 ) -> None:
-    """Optimise the NCT variational free energy (NVT) and write a run directory."""
+    """Optimise the NCT variational free energy (NVT, or NPT with state.pressure_GPa) and write a run directory.
+
+    Several processes (hosts, or one per GPU) run one job when `parallel.distributed = true` or the
+    multi-process options are given: launch the same command in each (srun, mpirun), all with the
+    same --out on a shared file system; process 0 writes the run directory.
+    """
     _setup_logging()
     cfg, base = _load(config, overrides)
     if resume and out is None:
         console.print("[red]error:[/] --resume needs --out DIR (the run directory to continue)")
         raise typer.Exit(2)
+    if cfg.parallel.distributed or coordinator or num_processes or process_id is not None:
+        if out is None:
+            console.print("[red]error:[/] a multi-process run needs --out DIR (the same directory for every process)")
+            raise typer.Exit(2)
+        from thermoflow.parallel import initialize_distributed
+
+        with _user_errors():
+            initialize_distributed(coordinator, num_processes, process_id)
     out = out or _default_out(config, "nct")
     from thermoflow.workflows.nct_run import jax_device_summary, run_nct
 

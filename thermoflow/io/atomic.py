@@ -1,10 +1,14 @@
 """Atomic file writes: a temporary file in the same directory, then ``os.replace``, so a reader
-(or a run killed mid-write) sees the old file or the new one, never a partial one."""
+(or a run killed mid-write) sees the old file or the new one, never a partial one. In a
+multi-process run only process 0 writes (:func:`thermoflow.parallel.is_writer`); the others'
+writes are no-ops."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from thermoflow.parallel import is_writer
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -13,6 +17,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     Raises:
         OSError: if the write fails (the temporary file is removed, ``path`` is untouched).
     """
+    if not is_writer():
+        return
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:

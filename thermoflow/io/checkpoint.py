@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from thermoflow.parallel import is_writer
+
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint could be read, or a checkpoint could not be written."""
@@ -38,7 +40,11 @@ def save_checkpoint(path: str | Path, tree: Any, metadata: dict, arrays: dict[st
     Raises:
         CheckpointError: if the write fails (e.g. the disk is full); the existing checkpoints
             are left untouched and the partial file is removed.
+
+    In a multi-process run only process 0 writes (:func:`thermoflow.parallel.is_writer`).
     """
+    if not is_writer():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     leaves = jax.tree_util.tree_leaves(tree)

@@ -59,11 +59,13 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from thermoflow.nct.occupations import OccupationModel, baseline_weights, conditional_mean_levels, free_energy_surrogate, make_occupations
 from thermoflow.nct.flow import Flow
 from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_jet_kinetic_energy, make_kinetic_energy, make_kinetic_stress
 from thermoflow.nct.wavefunction import make_log_psi, make_sampler
+from thermoflow.parallel import check_batch_divisible, constrain_batch, map_over_batch, n_devices
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.potentials.base import EnergyFn, virial
 
@@ -93,6 +95,7 @@ class FreeEnergyModel:
             configuration of mode coordinates s: R0 + B s (B = ``modes.displacement_matrix()``),
             positions and cell scaled by 1 + the isotropic strain of an NPT model.
         occupations: the occupation model (its parameters are ``params[occupations.param_name]``).
+        mesh: the device mesh the batch is split over (None: one device).
     """
 
     init: Callable
@@ -107,6 +110,7 @@ class FreeEnergyModel:
     n_levels: int
     configuration: Callable | None = None
     occupations: OccupationModel | None = None
+    mesh: Mesh | None = None
 
 
 def robust_clip(x: jax.Array, width: float) -> jax.Array:
@@ -133,6 +137,7 @@ def make_free_energy_model(
     strain_samples: int | None = None,
     occupations: str = "product",
     occupation_hidden: int = 64,
+    mesh: Mesh | None = None,
 ) -> FreeEnergyModel:
     """Build the NCT free-energy loss for a crystal (see module docstring).
 
@@ -183,10 +188,16 @@ def make_free_energy_model(
             the modes' levels, estimators in the module docstring); both start at the harmonic
             Boltzmann occupations of the basis (:func:`thermoflow.nct.occupations.make_occupations`).
         occupation_hidden: hidden units of the autoregressive network.
+        mesh: split the batch over the devices of this one-axis mesh
+            (:func:`thermoflow.parallel.make_batch_mesh`): each device evaluates the local
+            energies and stresses of its share of the samples (``chunk_size`` at a time),
+            parameters are replicated, means and gradients are reduced across devices. The
+            samples are drawn from the global key first, so the estimates do not depend on the
+            number of devices beyond round-off. None: one device.
 
     Raises:
-        ValueError: for batch_size < 2, a chunk_size < 1, a flow of the wrong dimension, or an
-            unknown occupation model.
+        ValueError: for batch_size < 2, a chunk_size < 1, a flow of the wrong dimension, an
+            unknown occupation model, or a batch that does not split evenly over the mesh.
     """
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2 (the baseline needs two samples)")
@@ -194,6 +205,7 @@ def make_free_energy_model(
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     if flow.dim != modes.n_modes:
         raise ValueError(f"flow dimension {flow.dim} != number of modes {modes.n_modes}")
+    check_batch_divisible(batch_size, mesh)
     eps = jnp.asarray(modes.phonon_energies_eV)
     r0 = jnp.asarray(modes.reference_positions)
     cell = jnp.asarray(modes.cell)
@@ -244,15 +256,23 @@ def make_free_energy_model(
 
     kinetic_tensor = make_kinetic_stress(flow, n_levels, modes.modes, modes.omega, modes.masses)
 
-    def tensors(flow_params, scale, levels, s):
+    def tensors(shared, levels, s, key):
+        flow_params, scale = shared
         pi = kinetic_tensor(flow_params, levels, s) / scale**2
         return pi, virial(energy_fn, positions(s, scale), cell * scale)
 
     def batched(fn, params, levels, s, keys):
-        """``fn(params, levels, s, key)`` over a batch, in chunks of ``chunk_size``."""
-        if chunk_size is None or chunk_size >= levels.shape[0]:
-            return jax.vmap(fn, in_axes=(None, 0, 0, 0))(params, levels, s, keys)
-        return jax.lax.map(lambda x: fn(params, *x), (levels, s, keys), batch_size=chunk_size)
+        """``fn(params, levels, s, key)`` over a batch: split over the mesh's devices, then in
+        chunks of ``chunk_size`` on each. ``params`` (any pytree) is shared by all samples."""
+
+        def on_device(params, levels, s, keys):
+            if chunk_size is None or chunk_size >= levels.shape[0]:
+                return jax.vmap(fn, in_axes=(None, 0, 0, 0))(params, levels, s, keys)
+            return jax.lax.map(lambda x: fn(params, *x), (levels, s, keys), batch_size=chunk_size)
+
+        if levels.shape[0] % n_devices(mesh):  # an uneven batch (post-processing) stays on one device
+            return on_device(params, levels, s, keys)
+        return map_over_batch(on_device, mesh)(params, levels, s, keys)
 
     def batched_local_energy(params, levels, s, keys):
         return batched(local_energy, params, levels, s, keys)
@@ -267,7 +287,7 @@ def make_free_energy_model(
             params = {**params, "flow": jax.lax.stop_gradient(params["flow"])}
         k_sample, k_kin = jax.random.split(key)
         levels, s = sample(jax.lax.stop_gradient(params), k_sample, batch_size)
-        s = jax.lax.stop_gradient(s)
+        levels, s = constrain_batch((levels, jax.lax.stop_gradient(s)), mesh)
         frozen_params = jax.lax.stop_gradient(params)
         keys = jax.random.split(k_kin, batch_size)
         kin, pot = batched(local_energy, frozen_params, levels, s, keys)
@@ -313,7 +333,7 @@ def make_free_energy_model(
         strained_volume = volume * scale**3
         kinetic_cv = jnp.mean(kin - excitation) + h0  # kinetic energy with the whole control variate
         if stress:
-            pi, w = batched(lambda fp, lv, x, _: tensors(fp, scale, lv, x), frozen_params["flow"], levels, s, keys)
+            pi, w = batched(tensors, (frozen_params["flow"], scale), levels, s, keys)
             pi, w = jnp.mean(pi, axis=0), jnp.mean(w, axis=0)
             metrics["kinetic_stress"] = -pi / strained_volume
             metrics["stress"] = -(pi + w) / strained_volume
@@ -348,5 +368,6 @@ def make_free_energy_model(
         kT_eV=kT_eV,
         n_levels=n_levels,
         occupations=occ,
+        mesh=mesh,
         configuration=lambda params, s: (positions(s, scale_of(params)), cell * scale_of(params)),
     )

@@ -297,6 +297,20 @@ class NCTConfig(StrictModel):
         return self
 
 
+class ParallelConfig(StrictModel):
+    """Devices the batch of samples is split over (data parallelism, :mod:`thermoflow.parallel`)."""
+
+    devices: Literal["all"] | Annotated[int, Field(ge=1)] = Field(
+        "all", description="'all' local devices (GPUs, or the one CPU device) or their number N; the batch size must be a "
+        "multiple of it. Results do not depend on it beyond round-off, so a run may resume on another device count",
+    )
+    distributed: bool = Field(
+        False, description="join a multi-process run (several hosts, or a process per GPU) through jax.distributed: the "
+        "coordinator, process count and index come from the launcher's environment (Slurm, Open MPI, JAX_COORDINATOR_ADDRESS) "
+        "or from `thermoflow run --coordinator --num-processes --process-id`; 'all' devices are then those of every process",
+    )
+
+
 class RunConfig(StrictModel):
     """A complete thermoflow run."""
 
@@ -305,6 +319,7 @@ class RunConfig(StrictModel):
     structure: StructureConfig
     potential: PotentialConfig
     nct: NCTConfig
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig, description="devices the batch is split over")
 
     @model_validator(mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.nct import occupations
 from thermoflow.nct.train import evaluate, train
+from thermoflow.parallel import is_writer, n_devices
 from thermoflow.units import GPA_PER_EV_PER_A3, MEV_PER_EV
 from thermoflow.workflows import plots
 from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
@@ -139,12 +140,14 @@ def _config_toml(config: RunConfig) -> str:
 
 def _same_config(resolved: Path, config: RunConfig) -> bool:
     """Whether a run directory's config.resolved.toml describes ``config``: compared as validated
-    configs, so a field added to thermoflow since (with its default) does not block a resume."""
+    configs, so a field added to thermoflow since (with its default) does not block a resume. The
+    device count may differ (results agree to round-off across device counts)."""
     try:
         stored = validate_config(read_config_dict(resolved)[0])
     except ConfigError:
         return False
-    return stored.model_dump(mode="json") == config.model_dump(mode="json")
+    exclude = {"parallel"}
+    return stored.model_dump(mode="json", exclude=exclude) == config.model_dump(mode="json", exclude=exclude)
 
 
 def run_nct(
@@ -301,14 +304,16 @@ def run_nct(
         "averaging_window_steps": int(sel.sum()),
         "blocking_block_size": trace["free_energy"].block_size,
         "seconds_per_step": result.seconds_per_step,
+        "devices": n_devices(setup.mesh),
         "evaluation_seconds": eval_seconds,
         "wall_seconds": time.perf_counter() - t_start,
         "n_rollbacks": result.n_rollbacks,
         "notes": "per-atom values divide totals by n_atoms; the 3 uniform translations are not quantised (a known finite-size term)",
     }
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    plots.plot_run_free_energy(out_dir)  # from the metrics.csv written at the final checkpoint
-    plots.plot_occupations(out_dir / "occupations.png", basis.phonon_energies_eV * MEV_PER_EV, mean_level, probs_h @ levels)
+    if is_writer():  # process 0 of a multi-process run
+        plots.plot_run_free_energy(out_dir)  # from the metrics.csv written at the final checkpoint
+        plots.plot_occupations(out_dir / "occupations.png", basis.phonon_energies_eV * MEV_PER_EV, mean_level, probs_h @ levels)
     return results
 
 

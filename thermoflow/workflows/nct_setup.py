@@ -16,18 +16,20 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from jax.sharding import Mesh
 
 from thermoflow.io.atomic import atomic_write_bytes
 from thermoflow.nct.flow import Flow, make_realnvp
 from thermoflow.nct.loss import make_free_energy_model
 from thermoflow.nct.quadratic import dimensionless_cubic_map, make_quadratic_flow, mode_orderings, perturbative_parameters
 from thermoflow.nct.train import make_optimizer
+from thermoflow.parallel import check_batch_divisible, make_batch_mesh, n_devices
 from thermoflow.phonons.cubic import cubic_force_constants
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K, MEV_PER_EV
 from thermoflow.workflows.build import build_modes
-from thermoflow.workflows.config import RunConfig
+from thermoflow.workflows.config import ConfigError, RunConfig
 from thermoflow.workflows.phonon_run import gaussian_from_config, harmonic_results, load_gaussian_basis
 
 log = logging.getLogger(__name__)
@@ -98,15 +100,18 @@ class NCTSetup:
     flow: Flow
     optimizer: object
     truncation_eV_per_atom: float
+    mesh: Mesh | None = None
 
     def build_model(self, stress: bool = False):
-        """The free-energy model of the run (``stress``: with the pressure/stress estimators)."""
+        """The free-energy model of the run (``stress``: with the pressure/stress estimators),
+        its batch split over the devices of ``[parallel]``."""
         nc = self.config.nct
         return make_free_energy_model(
             self.energy_fn, self.basis, self.flow, kT_eV=self.kT_eV, n_levels=nc.n_levels, batch_size=nc.batch_size,
             laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
             chunk_size=nc.chunk_size, stress=stress, pressure_eV_per_A3=self.pressure_eV_per_A3,
             strain_samples=nc.strain_samples, occupations=nc.occupations, occupation_hidden=nc.occupation_hidden,
+            mesh=self.mesh,
         )
 
     @property
@@ -123,6 +128,13 @@ def prepare_nct(config: RunConfig, base: Path, out_dir: Path, resume: bool) -> N
     post-processing step) works in exactly the same basis."""
     nc = config.nct
     kT = KB_EV_PER_K * config.state.temperature_K
+    try:
+        mesh = make_batch_mesh(config.parallel.devices)
+        check_batch_divisible(nc.batch_size, mesh, "nct.batch_size")
+    except ValueError as err:
+        raise ConfigError(f"parallel.devices: {err}") from None
+    if mesh is not None:
+        log.info("the batch of %d samples is split over %d devices (%s)", nc.batch_size, n_devices(mesh), mesh.devices.flat[0].platform)
     atoms, energy_fn, modes = build_modes(config, base)
     n_atoms = len(atoms)
     if modes.imaginary.any():
@@ -168,5 +180,5 @@ def prepare_nct(config: RunConfig, base: Path, out_dir: Path, resume: bool) -> N
     return NCTSetup(
         config=config, atoms=atoms, energy_fn=energy_fn, modes=modes, basis=basis, kT_eV=kT,
         harmonic=harmonic, gaussian=gaussian, cubic=cubic, flow=flow, optimizer=optimizer,
-        truncation_eV_per_atom=truncation,
+        truncation_eV_per_atom=truncation, mesh=mesh,
     )
