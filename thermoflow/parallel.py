@@ -101,6 +101,25 @@ def constrain_batch(x: Any, mesh: Mesh | None) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, sharding), x)
 
 
+def map_samples(fn: Callable, xs: Any, *, chunk_size: int | None, mesh: Mesh | None = None) -> Any:
+    """``fn`` over the leading (sample) axis of ``xs`` (an array or pytree): split over the mesh's
+    devices, then ``chunk_size`` samples at a time on each (``jax.lax.map`` over chunks, ``vmap``
+    within one; None: all at once). A sample count that does not split evenly stays on one
+    device. ``fn`` may close over constants but not over traced values (use
+    :func:`map_over_batch` with shared arguments for those).
+    """
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+
+    def on_device(xs):
+        if chunk_size is None or chunk_size >= jax.tree_util.tree_leaves(xs)[0].shape[0]:
+            return jax.vmap(fn)(xs)
+        return jax.lax.map(fn, xs, batch_size=chunk_size)
+
+    if mesh is None or n % n_devices(mesh):
+        return on_device(xs)
+    return map_over_batch(on_device, mesh, n_shared=0)(xs)
+
+
 def map_over_batch(fn: Callable, mesh: Mesh | None, n_shared: int = 1) -> Callable:
     """``fn(*shared, *batched)`` run on each device's share of the batch.
 

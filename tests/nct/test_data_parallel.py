@@ -81,10 +81,16 @@ TINY = [
     "structure.supercell=[1, 1, 1]", "nct.steps=6", "nct.batch_size=16", "nct.checkpoint_every=2", "nct.n_levels=3",
     "nct.reference.kind='harmonic'", "nct.flow.cubic_samples=32", "nct.eval_batches=2", "nct.chunk_size=4",
 ]
+#: the self-consistent Gaussian and the perturbative quadratic flow's cubic force constants too
+WITH_REFERENCES = TINY[:5] + [
+    "nct.reference.kind='scha'", "nct.reference.n_samples=64", "nct.reference.iterations=3", "nct.reference.eval_samples=64",
+    "nct.flow.kind='quadratic'", "nct.flow.init='perturbative'",
+] + TINY[6:]
 
 
 def test_run_on_two_devices_and_resume_on_one(tmp_path):
-    """A run on 2 devices equals a run interrupted on 1 device and resumed on 2, step by step."""
+    """A run on 2 devices (self-consistent Gaussian, cubic force constants and training split
+    over them) equals a run started on 1 device, interrupted and resumed on 2, step by step."""
     result = _run_with_two_devices(f"""
         import csv, json
         from thermoflow.workflows.config import load_config
@@ -95,7 +101,7 @@ def test_run_on_two_devices_and_resume_on_one(tmp_path):
                 return [float(r["free_energy_eV_per_atom"]) for r in csv.DictReader(fh)]
 
         from pathlib import Path
-        tiny = {TINY!r}
+        tiny = {WITH_REFERENCES!r}
         two, base = load_config(None, tiny + ["parallel.devices=2"])
         one, _ = load_config(None, tiny + ["parallel.devices=1"])
         full = run_nct(two, base, Path("two"), progress=False)

@@ -41,6 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import Mesh
+
+from thermoflow.parallel import map_samples
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.potentials.base import EnergyFn
@@ -168,6 +171,7 @@ def optimise_gaussian(
     seed: int = 0,
     chunk_size: int | None = 64,
     initial_curvature: np.ndarray | None = None,
+    mesh: Mesh | None = None,
 ) -> GaussianReference:
     """Optimise the Gaussian density matrix of ``energy_fn`` (see module docstring).
 
@@ -186,6 +190,8 @@ def optimise_gaussian(
         initial_curvature: (n_modes, n_modes) starting Phi in the reference's mode coordinates,
             eV/(amu A^2) (default diag(omega^2) of the reference); e.g. a neighbouring
             temperature's Gaussian, :func:`curvature_in_basis` (a warm start: fewer iterations).
+        mesh: split the samples' forces over this device mesh (:mod:`thermoflow.parallel`;
+            None: one device). The result does not depend on it beyond round-off.
 
     Returns:
         The :class:`GaussianReference`.
@@ -213,9 +219,7 @@ def optimise_gaussian(
 
     @jax.jit
     def evaluate(q):
-        if chunk_size is None or chunk_size >= q.shape[0]:
-            return jax.vmap(value_and_grad)(q)
-        return jax.lax.map(value_and_grad, q, batch_size=chunk_size)
+        return map_samples(value_and_grad, q, chunk_size=chunk_size, mesh=mesh)
 
     def check_stable(w2):
         if w2[0] <= 0:

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 _GAUSSIAN_SCALARS = ("free_energy_eV", "free_energy_stderr_eV", "energy_eV", "energy_stderr_eV", "entropy_kB")
 
 
-def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: float, path: Path, resume: bool, base: Path) -> dict:
+def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: float, path: Path, resume: bool, base: Path,
+                        mesh: Mesh | None) -> dict:
     """The self-consistent Gaussian of the run: computed once, stored in the run directory and
     read back on resume (so a resumed run trains in exactly the same basis)."""
     if resume and path.is_file():
@@ -45,7 +46,7 @@ def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: 
             scalars = {k: float(data[k]) for k in _GAUSSIAN_SCALARS}
         log.info("self-consistent Gaussian read from %s", path)
         return {"modes": load_gaussian_basis(path, modes), **scalars}
-    g = gaussian_from_config(config, energy_fn, modes, kT, base)
+    g = gaussian_from_config(config, energy_fn, modes, kT, base, mesh=mesh)
     out = {"modes": g.modes, **{k: getattr(g, k) for k in _GAUSSIAN_SCALARS}}
     buffer = io.BytesIO()
     np.savez(buffer, omega=g.modes.omega, modes=g.modes.modes, **{k: np.asarray(out[k]) for k in _GAUSSIAN_SCALARS})
@@ -53,14 +54,15 @@ def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: 
     return out
 
 
-def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, path: Path, resume: bool) -> dict:
+def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, path: Path, resume: bool, mesh: Mesh | None) -> dict:
     """Gaussian-averaged cubic force constants of the basis and the bubble F3: computed once,
     stored in the run directory and read back on resume."""
     if resume and path.is_file():
         with np.load(path) as data:
             log.info("cubic force constants read from %s", path)
             return {k: (data[k] if k == "phi3" else float(data[k])) for k in data.files}
-    c = cubic_force_constants(energy_fn, basis, kT, n_samples=config.nct.flow.cubic_samples, seed=config.seed, chunk_size=config.nct.chunk_size)
+    c = cubic_force_constants(energy_fn, basis, kT, n_samples=config.nct.flow.cubic_samples, seed=config.seed,
+                              chunk_size=config.nct.chunk_size, mesh=mesh)
     out = {"phi3": c.phi3, "bubble_free_energy_eV": c.bubble_free_energy_eV, "bubble_free_energy_stderr_eV": c.bubble_free_energy_stderr_eV}
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in out.items()})
@@ -68,7 +70,8 @@ def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: flo
     return out
 
 
-def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, out_dir: Path, resume: bool) -> tuple[Flow, dict | None]:
+def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, out_dir: Path, resume: bool,
+                mesh: Mesh | None = None) -> tuple[Flow, dict | None]:
     """The configured flow; a perturbative quadratic flow starts from first-order perturbation
     theory in the Gaussian-averaged cubic force constants (returned too, else None)."""
     fc = config.nct.flow
@@ -77,7 +80,7 @@ def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, o
     flow = make_quadratic_flow(basis.n_modes, fc.pairs, linear=fc.linear, seed=config.seed)
     if fc.init == "identity" or config.nct.freeze_flow:
         return flow, None
-    cubic = _cubic_reference(config, energy_fn, basis, kT, out_dir / "cubic_force_constants.npz", resume)
+    cubic = _cubic_reference(config, energy_fn, basis, kT, out_dir / "cubic_force_constants.npz", resume, mesh)
     k_map = dimensionless_cubic_map(cubic["phi3"], basis.omega)
     init = perturbative_parameters(mode_orderings(basis.n_modes, fc.pairs, config.seed), k_map, linear=fc.linear)
     cubic["dropped_fraction"] = init.dropped_fraction
@@ -144,7 +147,7 @@ def prepare_nct(config: RunConfig, base: Path, out_dir: Path, resume: bool) -> N
     gaussian = None
     basis = modes
     if nc.reference.kind == "scha":
-        gaussian = _gaussian_reference(config, energy_fn, modes, kT, out_dir / "gaussian_reference.npz", resume, base)
+        gaussian = _gaussian_reference(config, energy_fn, modes, kT, out_dir / "gaussian_reference.npz", resume, base, mesh)
         basis = gaussian["modes"]
         log.info(
             "self-consistent Gaussian: F = %.4f +- %.4f meV/atom (harmonic %s); phonon energies %.2f-%.2f meV (harmonic %.2f-%.2f)",
@@ -162,7 +165,7 @@ def prepare_nct(config: RunConfig, base: Path, out_dir: Path, resume: bool) -> N
             "raise nct.n_levels for results converged in the basis",
             nc.n_levels, truncation * MEV_PER_EV, config.state.temperature_K,
         )
-    flow, cubic = _build_flow(config, energy_fn, basis, kT, out_dir, resume)
+    flow, cubic = _build_flow(config, energy_fn, basis, kT, out_dir, resume, mesh)
     if cubic is not None:
         log.info(
             "cubic force constants (Gaussian average, %d samples): bubble F3 = %.4f +- %.4f meV/atom; "

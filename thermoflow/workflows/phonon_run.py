@@ -92,9 +92,10 @@ def load_gaussian_basis(path: Path, reference: HarmonicModes) -> HarmonicModes:
     return dataclasses.replace(reference, omega=omega, modes=vectors, imaginary=np.zeros(len(omega), dtype=bool))
 
 
-def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_eV: float, base: Path) -> GaussianReference:
+def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_eV: float, base: Path, mesh=None) -> GaussianReference:
     """:func:`optimise_gaussian` with the settings of ``[nct.reference]`` and the run's seed;
-    ``nct.reference.start`` (relative to ``base``) gives a stored Gaussian to start from."""
+    ``nct.reference.start`` (relative to ``base``) gives a stored Gaussian to start from; the
+    samples are split over the devices of ``mesh`` (None: one device)."""
     ref = config.nct.reference
     start = None
     if ref.start is not None:
@@ -106,7 +107,7 @@ def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_
     return optimise_gaussian(
         energy_fn, modes, kT_eV, n_samples=ref.n_samples, n_iterations=ref.iterations, mixing=ref.mixing,
         averaging_fraction=ref.averaging_fraction, n_eval_samples=ref.eval_samples, seed=config.seed,
-        chunk_size=config.nct.chunk_size, initial_curvature=start,
+        chunk_size=config.nct.chunk_size, initial_curvature=start, mesh=mesh,
     )
 
 
