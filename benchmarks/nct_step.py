@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import thermoflow  # noqa: F401  (float64)
 from thermoflow.nct.flow import make_realnvp
 from thermoflow.nct.loss import make_free_energy_model
-from thermoflow.nct.train import make_optimizer, make_train_step
+from thermoflow.nct.train import TrainState, make_optimizer, make_train_step
 from thermoflow.phonons import compute_harmonic_modes
 from thermoflow.potentials.deepmd import make_deepmd_energy_fn
 from thermoflow.structures import make_supercell, read_structure, scale_to_volume
@@ -120,10 +120,11 @@ def bench(model_path: Path, repeat: int, batch: int, repeats: int, temperature_K
     rows["kinetic energy"] = timed(kinetic, levels, s, keys, repeats=repeats)
     rows["loss + gradient (all above)"] = timed(grad, params, key, repeats=repeats)
     rows["optimizer update"] = timed(update, g, opt_state, params, repeats=repeats)
-    rows["train step"] = timed(step, params, opt_state, key, jnp.asarray(1.0), repeats=repeats)
+    state = TrainState(params, opt_state, jnp.asarray(0, dtype=jnp.int32), key, jnp.asarray(1.0))
+    rows["train step"] = timed(step, state, repeats=repeats)
     single = jax.jit(energy_fn)
     rows["DP energy, 1 config"] = timed(single, jnp.asarray(atoms.get_positions()), cell, repeats=max(repeats, 10))
-    memory = {"train step": xla_temp_gb(step, params, opt_state, key, jnp.asarray(1.0))}
+    memory = {"train step": xla_temp_gb(step, state)}
     return {"n_atoms": n, "n_modes": modes.n_modes, "hessian_s": hessian_s, "rows": rows, "peak_rss_GB": peak_rss_gb(), "memory": memory}
 
 

@@ -1,9 +1,10 @@
 """NCT training driver: optimiser, jitted step, loop with checkpoints, resume and NaN rollback.
 
-The step is one jitted function (sampling, local energies, gradient, optimiser update); the
-host only reads back a handful of scalars per step. The random key of step t is
-``fold_in(PRNGKey(seed), t)``, so a run resumed from a checkpoint replays exactly the steps an
-uninterrupted run would have taken.
+The state of a run is one pytree, :class:`TrainState` (parameters, optimiser state, step,
+random key, learning-rate scale); the step is one jitted function of it (sampling, local
+energies, gradient, optimiser update), and the host only reads back a handful of scalars per
+step. The random key of step t is ``fold_in(key, t)``, so a run resumed from a checkpoint replays
+exactly the steps an uninterrupted run would have taken.
 """
 
 from __future__ import annotations
@@ -31,6 +32,41 @@ SCHEDULES = ("constant", "cosine", "exponential")
 
 class NonFiniteError(RuntimeError):
     """Training produced non-finite values repeatedly, even after rollbacks."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything a training step reads and writes, as one pytree.
+
+    Attributes:
+        params: model parameters (``model.init``).
+        opt_state: optax state.
+        step: index of the next step (int scalar).
+        key: the run's base key; step t samples with ``fold_in(key, t)``.
+        lr_scale: multiplies the optimiser's updates (halved by each rollback; float scalar).
+    """
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+    lr_scale: jax.Array
+
+    @classmethod
+    def create(cls, model: FreeEnergyModel, optimizer: optax.GradientTransformation, seed: int) -> "TrainState":
+        """The state before step 0: ``model.init`` parameters from the seed's first subkey."""
+        init_key, base_key = jax.random.split(jax.random.PRNGKey(seed))
+        params = model.init(init_key)
+        return cls(params, optimizer.init(params), _step_array(0), base_key, _scale_array(1.0))
+
+
+def _step_array(step: int) -> jax.Array:
+    return jnp.asarray(step, dtype=jnp.int32)
+
+
+def _scale_array(scale: float) -> jax.Array:
+    return jnp.asarray(scale, dtype=jnp.result_type(float))
 
 
 def make_optimizer(
@@ -99,23 +135,23 @@ def make_optimizer(
 
 
 def make_train_step(model: FreeEnergyModel, optimizer: optax.GradientTransformation) -> Callable:
-    """Jitted ``step(params, opt_state, key, lr_scale) -> (params, opt_state, metrics, finite)``.
+    """Jitted ``step(state) -> (new_state, metrics, finite)`` on a :class:`TrainState`.
 
-    ``metrics`` are the batch estimates at the parameters *before* the update; ``finite`` is
-    False if the free energy or any new parameter is NaN/inf. ``lr_scale`` multiplies the
-    update (reduced after a rollback).
+    ``metrics`` are the batch estimates at the parameters *before* the update (samples drawn
+    with ``fold_in(state.key, state.step)``); ``finite`` is False if the free energy or any new
+    parameter is NaN/inf. The update is multiplied by ``state.lr_scale``.
     """
 
     @jax.jit
-    def step(params, opt_state, key, lr_scale):
-        grads, metrics = jax.grad(model.loss, has_aux=True)(params, key)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        updates = jax.tree_util.tree_map(lambda u: lr_scale * u, updates)
-        new_params = optax.apply_updates(params, updates)
+    def step(state: TrainState):
+        grads, metrics = jax.grad(model.loss, has_aux=True)(state.params, jax.random.fold_in(state.key, state.step))
+        updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+        updates = jax.tree_util.tree_map(lambda u: state.lr_scale * u, updates)
+        new_params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(metrics["free_energy"])
         for leaf in jax.tree_util.tree_leaves(new_params):
             finite = finite & jnp.all(jnp.isfinite(leaf))
-        return new_params, new_opt_state, metrics, finite
+        return dataclasses.replace(state, params=new_params, opt_state=new_opt_state, step=state.step + 1), metrics, finite
 
     return step
 
@@ -196,13 +232,11 @@ def train(
         NonFiniteError: more than ``max_rollbacks`` non-finite steps.
     """
     step_fn = make_train_step(model, optimizer)
-    init_key, base_key = jax.random.split(jax.random.PRNGKey(seed))
-    params = model.init(init_key)
-    opt_state = optimizer.init(params)
-    start, lr_scale, n_rollbacks = 0, 1.0, 0
+    state = TrainState.create(model, optimizer, seed)
+    n_rollbacks = 0
     history: dict[str, list] = {}
     if resume:
-        tree, meta, arrays, read = load_latest_checkpoint(checkpoint_path, {"params": params, "opt_state": opt_state})
+        tree, meta, arrays, read = load_latest_checkpoint(checkpoint_path, {"params": state.params, "opt_state": state.opt_state})
         if Path(read) != Path(checkpoint_path):
             log.warning("checkpoint %s is damaged or unreadable: resuming from the previous one, %s", checkpoint_path, read)
         version = meta.get("flow_parametrisation", 1)
@@ -212,24 +246,28 @@ def train(
                 f"this thermoflow uses version {PARAMETRISATION_VERSION} (thermoflow/nct/flow.py), in which the "
                 "same arrays describe another flow. Start the run afresh (without --resume) in a new directory."
             )
-        params, opt_state = tree["params"], tree["opt_state"]
-        start, lr_scale, n_rollbacks = meta["next_step"], meta["lr_scale"], meta["n_rollbacks"]
+        state = dataclasses.replace(
+            state, params=tree["params"], opt_state=tree["opt_state"],
+            step=_step_array(meta["next_step"]), lr_scale=_scale_array(meta["lr_scale"]),
+        )
+        n_rollbacks = meta["n_rollbacks"]
         history = {k: list(v) for k, v in arrays.items()}
-        log.info("resumed from %s at step %d", checkpoint_path, start)
+        log.info("resumed from %s at step %d", checkpoint_path, meta["next_step"])
+    start = int(state.step)
     # A checkpointed state is only known to be good once the step that starts from it has
     # evaluated to finite values: `pending` is the latest checkpoint, `good` the latest verified
-    # one, where a rollback goes.
-    good = pending = (params, opt_state, start, {k: list(v) for k, v in history.items()})
+    # one, where a rollback goes (each with the metric history up to it).
+    good = pending = (state, {k: list(v) for k, v in history.items()})
 
-    def write_checkpoint(state):
-        p, o, next_step, hist = state
+    def write_checkpoint(checkpoint):
+        s, hist = checkpoint
         if checkpoint_path is not None:
             save_checkpoint(
                 checkpoint_path,
-                {"params": p, "opt_state": o},
+                {"params": s.params, "opt_state": s.opt_state},
                 {
-                    "next_step": next_step,
-                    "lr_scale": lr_scale,
+                    "next_step": int(s.step),
+                    "lr_scale": float(s.lr_scale),
                     "n_rollbacks": n_rollbacks,
                     "seed": seed,
                     "flow_parametrisation": PARAMETRISATION_VERSION,
@@ -244,9 +282,7 @@ def train(
     last = min(steps, stop_after) if stop_after is not None else steps
     while t < last:
         t0 = time.perf_counter()
-        new_params, new_opt_state, metrics, finite = step_fn(
-            params, opt_state, jax.random.fold_in(base_key, t), jnp.asarray(lr_scale)
-        )
+        new_state, metrics, finite = step_fn(state)
         metrics = {k: float(v) for k, v in metrics.items()}
         elapsed = time.perf_counter() - t0
         if not bool(finite):
@@ -258,19 +294,21 @@ def train(
                     "clip_width / grad_clip_norm, or check the potential for unphysical regions."
                 )
             bad_step = t
-            lr_scale *= 0.5
+            good = (dataclasses.replace(good[0], lr_scale=good[0].lr_scale * 0.5), good[1])
             pending = good
-            params, opt_state, t, hist = good
+            state, hist = good
+            t = int(state.step)
             history = {k: list(v) for k, v in hist.items()}
             write_checkpoint(good)  # a resume must not restart from the bad state either
             log.warning(
                 "non-finite values at step %d: rolled back to step %d, learning rate x%.3g",
-                bad_step, t, lr_scale,
+                bad_step, t, float(state.lr_scale),
             )
             continue
-        if pending[2] == t:
+        if int(pending[0].step) == t:
             good = pending
-        params, opt_state = new_params, new_opt_state
+        lr_scale = float(state.lr_scale)
+        state = new_state
         if t > start:  # the first step includes compilation
             t_total += elapsed
             n_timed += 1
@@ -281,11 +319,11 @@ def train(
             on_step(row)
         t += 1
         if t % checkpoint_every == 0 or t == last:
-            pending = (params, opt_state, t, {k: list(v) for k, v in history.items()})
+            pending = (state, {k: list(v) for k, v in history.items()})
             write_checkpoint(pending)
     return TrainResult(
-        params=params,
-        opt_state=opt_state,
+        params=state.params,
+        opt_state=state.opt_state,
         history={k: np.asarray(v) for k, v in history.items()},
         seconds_per_step=t_total / max(n_timed, 1),
         n_rollbacks=n_rollbacks,
