@@ -139,13 +139,25 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path, caplo
     assert resumed["free_energy_eV_per_atom"] == full["free_energy_eV_per_atom"]
 
 
-def test_progress_lines_when_not_on_a_terminal(tmp_path, caplog):
-    cfg, base = load_config(None, TINY)
+def test_progress_lines_and_per_step_stress(tmp_path, caplog):
+    """Off a terminal: a progress line every --log-every steps. nct.training_stress: metrics.csv
+    holds the stress tensor of every step, whose -trace/3 estimates the same pressure as the
+    virial column (same samples; the kinetic parts are two estimators of one expectation)."""
+    cfg, base = load_config(None, TINY + ["nct.training_stress=true", "nct.steps=12"])
     with caplog.at_level("INFO"):
-        run_nct(cfg, base, tmp_path / "lines", progress=False, log_every=2)
+        run_nct(cfg, base, tmp_path / "lines", progress=False, log_every=4)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
-    assert [line.split()[1] for line in lines] == ["2/6", "4/6", "6/6"]
+    assert [line.split()[1] for line in lines] == ["4/12", "8/12", "12/12"]
     assert all("meV/atom" in line and "s/step" in line and "left" in line for line in lines)
+    with open(tmp_path / "lines" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12
+    stress = np.array([[float(r[f"stress_{c}_GPa"]) for c in ("xx", "yy", "zz", "yz", "xz", "xy")] for r in rows])
+    pressure = np.array([float(r["pressure_GPa"]) for r in rows])
+    assert np.isfinite(stress).all() and np.abs(pressure).max() > 0
+    difference = -stress[:, :3].mean(axis=1) - pressure
+    assert abs(difference.mean()) < 5 * difference.std(ddof=1) / np.sqrt(len(rows)) + 1e-6
+    assert np.abs(difference).max() < 0.2 * np.abs(pressure).max()  # an error in units or sign would not be
 
 
 def test_imaginary_modes_leave_the_harmonic_free_energy_undefined(tmp_path):

@@ -156,6 +156,25 @@ def make_train_step(model: FreeEnergyModel, optimizer: optax.GradientTransformat
     return step
 
 
+#: Voigt order of the six independent components of a symmetric 3x3 tensor
+VOIGT_COMPONENTS = ("xx", "yy", "zz", "yz", "xz", "xy")
+_VOIGT_INDICES = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+def host_row(metrics: dict[str, Any]) -> dict[str, float]:
+    """A step's metrics as host floats; the symmetric 3x3 ``"stress"`` becomes ``"stress_xx"``,
+    ..., ``"stress_xy"`` (Voigt order); other tensor metrics (the kinetic stress) are left out
+    of the per-step row."""
+    row = {}
+    for k, v in metrics.items():
+        v = np.asarray(v)
+        if v.ndim == 0:
+            row[k] = float(v)
+        elif k == "stress":
+            row.update({f"stress_{c}": float(v[i, j]) for c, (i, j) in zip(VOIGT_COMPONENTS, _VOIGT_INDICES)})
+    return row
+
+
 #: folded into the seed's key for evaluation batches, so they never reuse a training step's key
 _EVALUATION_STREAM = 1_000_003
 
@@ -283,7 +302,7 @@ def train(
     while t < last:
         t0 = time.perf_counter()
         new_state, metrics, finite = step_fn(state)
-        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics = host_row(metrics)
         elapsed = time.perf_counter() - t0
         if not bool(finite):
             n_rollbacks += 1

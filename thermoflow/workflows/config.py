@@ -273,6 +273,11 @@ class NCTConfig(StrictModel):
     max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back and halves the learning rate)")
     flow: FlowConfig = Field(default_factory=FlowConfig, description="flow architecture")
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig, description="harmonic basis: Hessian modes or self-consistent Gaussian")
+    training_stress: bool = Field(
+        False, description="also estimate the stress tensor and the virial pressure at every training step (metrics.csv "
+        "columns stress_xx_GPa ... and pressure_GPa); costs one ln|Psi| gradient and one virial per sample, 1.8x (LJ) to "
+        "4.8x (Deep Potential) a step. The final evaluation always estimates them",
+    )
     eval_batches: int = Field(16, ge=0, description="batches of fresh exact samples at the final parameters for the reported F, E (0: report the training-trace average; else >= 2)")
     strain_learning_rate: float = Field(
         1e-3, gt=0, description="NPT: peak Adam learning rate of the isotropic strain (about the largest strain change per step)",

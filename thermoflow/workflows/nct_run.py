@@ -27,7 +27,7 @@ import tomli_w
 from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.nct import occupations
-from thermoflow.nct.train import evaluate, train
+from thermoflow.nct.train import VOIGT_COMPONENTS, evaluate, train
 from thermoflow.parallel import is_writer, n_devices
 from thermoflow.units import GPA_PER_EV_PER_A3, MEV_PER_EV
 from thermoflow.workflows import plots
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 RUN_INFO = "run_info.json"
 
 #: metrics.csv: (metric key, column with its unit, conversion of the total metric); a column is
-#: written when its metric is in the history (NPT runs add the Gibbs free energy, volume, pressure)
+#: written when its metric is in the history (NPT runs add the Gibbs free energy, volume, pressure;
+#: nct.training_stress the pressure and the six stress components)
 _METRIC_COLUMNS = (
     ("step", "step", lambda v, n: int(v)),
     ("free_energy", "free_energy_eV_per_atom", lambda v, n: v / n),
@@ -52,6 +53,7 @@ _METRIC_COLUMNS = (
     ("gibbs_free_energy", "gibbs_free_energy_eV_per_atom", lambda v, n: v / n),
     ("volume", "volume_A3_per_atom", lambda v, n: v / n),
     ("pressure", "pressure_GPa", lambda v, n: v * GPA_PER_EV_PER_A3),
+    *((f"stress_{c}", f"stress_{c}_GPa", lambda v, n: v * GPA_PER_EV_PER_A3) for c in VOIGT_COMPONENTS),
     ("local_energy_variance", "local_energy_variance_eV2", lambda v, n: v),
     ("lr_scale", "lr_scale", lambda v, n: v),
     ("seconds", "seconds", lambda v, n: v),
@@ -196,7 +198,7 @@ def run_nct(
     f_harm = harmonic["harmonic_free_energy_eV_per_atom"]
     truncation = setup.truncation_eV_per_atom
     build_model = setup.build_model
-    model = build_model()
+    model = build_model(stress=nc.training_stress)
     metrics_path = out_dir / "metrics.csv"
 
     bar = None
