@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 import jax
 import jax.numpy as jnp
@@ -261,6 +262,7 @@ def cubic_force_constants(
     per_group = n_samples // n_groups
     key = jax.random.PRNGKey(seed)
     groups = []
+    t_start = time.perf_counter()
     for i in range(n_groups):
         xi = np.asarray(antithetic_normals(jax.random.fold_in(key, i), per_group, dim))
         h = np.asarray(hessians(jnp.asarray(xi * sigma)))
@@ -268,6 +270,7 @@ def cubic_force_constants(
             raise ValueError("the potential's Hessian is not finite on samples of the Gaussian (atoms too close?)")
         estimate = _symmetrise(np.einsum("sab,sc->abc", h, xi / sigma) / per_group)
         groups.append(symmetrise_cubic(estimate, modes, operations) if symmetrise else estimate)
+        log.info("cubic force constants: group %d/%d (%d Hessians) done, %.0f s", i + 1, n_groups, per_group, time.perf_counter() - t_start)
     groups = np.asarray(groups)
     weights = bubble_weights(modes.omega, kT_eV)
     total = groups.sum(axis=0)

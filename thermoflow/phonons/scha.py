@@ -35,12 +35,13 @@ A. B. Juditsky, SIAM J. Control Optim. 30, 838 (1992), doi:10.1137/0330046 (iter
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.sharding import Mesh
 
 from thermoflow.parallel import map_samples
@@ -48,6 +49,8 @@ from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.potentials.base import EnergyFn
 from thermoflow.units import HBAR_EV
+
+log = logging.getLogger(__name__)
 
 
 class GaussianInstabilityError(ValueError):
@@ -261,6 +264,7 @@ def optimise_gaussian(
     estimates: list[np.ndarray] = []
     n_keep = max(1, int(round(averaging_fraction * n_iterations)))
     history: dict[str, list] = {"free_energy_eV": [], "residual": []}
+    t_start = time.perf_counter()
     for it in range(n_iterations):
         omega, vec, sigma = gaussian(phi)
         xi, q, v, g = sample(jax.random.fold_in(base_key, it), omega, vec, sigma, n_samples, True)
@@ -271,6 +275,10 @@ def optimise_gaussian(
         f_batch = harm.free_energy_eV + np.mean(v - 0.5 * np.einsum("bi,ij,bj->b", q, phi, q))
         history["free_energy_eV"].append(f_batch)
         history["residual"].append(np.linalg.norm(curvature - phi) / np.linalg.norm(phi))
+        log.info(
+            "self-consistent Gaussian, iteration %d/%d: F = %.6f eV (batch estimate), curvature residual %.3g, %.0f s",
+            it + 1, n_iterations, f_batch, history["residual"][-1], time.perf_counter() - t_start,
+        )
         phi = _damped_update(phi, curvature, mixing)
         if it >= n_iterations - n_keep:
             kept.append(phi)
