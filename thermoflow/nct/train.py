@@ -1,4 +1,5 @@
-"""NCT training driver: optimiser, jitted step, loop with checkpoints, resume and NaN rollback.
+"""NCT training: optimiser, the jitted step, and the loop of the shared driver
+(:mod:`thermoflow.optimize`: checkpoints, resume, NaN rollback).
 
 The state of a run is one pytree, :class:`TrainState` (parameters, optimiser state, step,
 random key, learning-rate scale); the step is one jitted function of it (sampling, local
@@ -10,8 +11,6 @@ exactly the steps an uninterrupted run would have taken.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,16 +21,12 @@ import optax
 
 from thermoflow.nct.flow import PARAMETRISATION_VERSION
 from thermoflow.nct.loss import FreeEnergyModel
-from thermoflow.io.checkpoint import load_latest_checkpoint, save_checkpoint
+from thermoflow.optimize import NonFiniteError, optimise
 
-log = logging.getLogger(__name__)
+__all__ = ["NonFiniteError", "TrainResult", "TrainState", "evaluate", "host_row", "make_optimizer", "make_train_step", "train"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced non-finite values repeatedly, even after rollbacks."""
 
 
 @jax.tree_util.register_dataclass
@@ -225,7 +220,8 @@ def train(
     on_checkpoint: Callable[[dict[str, list]], None] | None = None,
     stop_after: int | None = None,
 ) -> TrainResult:
-    """Optimise the NCT free energy for ``steps`` steps.
+    """Optimise the NCT free energy for ``steps`` steps with the shared driver
+    (:func:`thermoflow.optimize.optimise`: checkpoints, exact resume, rollback of non-finite steps).
 
     Args:
         model: the free-energy model.
@@ -250,14 +246,12 @@ def train(
         ValueError: ``resume`` from a checkpoint of another flow parametrisation version.
         NonFiniteError: more than ``max_rollbacks`` non-finite steps.
     """
-    step_fn = make_train_step(model, optimizer)
-    state = TrainState.create(model, optimizer, seed)
-    n_rollbacks = 0
-    history: dict[str, list] = {}
-    if resume:
-        tree, meta, arrays, read = load_latest_checkpoint(checkpoint_path, {"params": state.params, "opt_state": state.opt_state})
-        if Path(read) != Path(checkpoint_path):
-            log.warning("checkpoint %s is damaged or unreadable: resuming from the previous one, %s", checkpoint_path, read)
+
+    def to_checkpoint(state: TrainState) -> tuple[dict, dict]:
+        # the on-disk layout of every thermoflow version so far: run directories stay resumable
+        return {"params": state.params, "opt_state": state.opt_state}, {"seed": seed, "flow_parametrisation": PARAMETRISATION_VERSION}
+
+    def from_checkpoint(state: TrainState, tree: dict, meta: dict) -> TrainState:
         version = meta.get("flow_parametrisation", 1)
         if version != PARAMETRISATION_VERSION:
             raise ValueError(
@@ -265,85 +259,19 @@ def train(
                 f"this thermoflow uses version {PARAMETRISATION_VERSION} (thermoflow/nct/flow.py), in which the "
                 "same arrays describe another flow. Start the run afresh (without --resume) in a new directory."
             )
-        state = dataclasses.replace(
-            state, params=tree["params"], opt_state=tree["opt_state"],
-            step=_step_array(meta["next_step"]), lr_scale=_scale_array(meta["lr_scale"]),
-        )
-        n_rollbacks = meta["n_rollbacks"]
-        history = {k: list(v) for k, v in arrays.items()}
-        log.info("resumed from %s at step %d", checkpoint_path, meta["next_step"])
-    start = int(state.step)
-    # A checkpointed state is only known to be good once the step that starts from it has
-    # evaluated to finite values: `pending` is the latest checkpoint, `good` the latest verified
-    # one, where a rollback goes (each with the metric history up to it).
-    good = pending = (state, {k: list(v) for k, v in history.items()})
+        return dataclasses.replace(state, params=tree["params"], opt_state=tree["opt_state"])
 
-    def write_checkpoint(checkpoint):
-        s, hist = checkpoint
-        if checkpoint_path is not None:
-            save_checkpoint(
-                checkpoint_path,
-                {"params": s.params, "opt_state": s.opt_state},
-                {
-                    "next_step": int(s.step),
-                    "lr_scale": float(s.lr_scale),
-                    "n_rollbacks": n_rollbacks,
-                    "seed": seed,
-                    "flow_parametrisation": PARAMETRISATION_VERSION,
-                },
-                {k: np.asarray(v) for k, v in hist.items()},
-            )
-        if on_checkpoint is not None:
-            on_checkpoint(hist)
-
-    t_total, n_timed = 0.0, 0
-    t = start
-    last = min(steps, stop_after) if stop_after is not None else steps
-    while t < last:
-        t0 = time.perf_counter()
-        new_state, metrics, finite = step_fn(state)
-        metrics = host_row(metrics)
-        elapsed = time.perf_counter() - t0
-        if not bool(finite):
-            n_rollbacks += 1
-            if n_rollbacks > max_rollbacks:
-                raise NonFiniteError(
-                    f"non-finite free energy or parameters at step {t}, after {max_rollbacks} "
-                    "rollbacks with halved learning rates. Lower the learning rate, raise "
-                    "clip_width / grad_clip_norm, or check the potential for unphysical regions."
-                )
-            bad_step = t
-            good = (dataclasses.replace(good[0], lr_scale=good[0].lr_scale * 0.5), good[1])
-            pending = good
-            state, hist = good
-            t = int(state.step)
-            history = {k: list(v) for k, v in hist.items()}
-            write_checkpoint(good)  # a resume must not restart from the bad state either
-            log.warning(
-                "non-finite values at step %d: rolled back to step %d, learning rate x%.3g",
-                bad_step, t, float(state.lr_scale),
-            )
-            continue
-        if int(pending[0].step) == t:
-            good = pending
-        lr_scale = float(state.lr_scale)
-        state = new_state
-        if t > start:  # the first step includes compilation
-            t_total += elapsed
-            n_timed += 1
-        row = {"step": t, **metrics, "lr_scale": lr_scale, "seconds": elapsed}
-        for k, v in row.items():
-            history.setdefault(k, []).append(v)
-        if on_step is not None:
-            on_step(row)
-        t += 1
-        if t % checkpoint_every == 0 or t == last:
-            pending = (state, {k: list(v) for k, v in history.items()})
-            write_checkpoint(pending)
+    result = optimise(
+        make_train_step(model, optimizer), TrainState.create(model, optimizer, seed), steps=steps,
+        checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume,
+        max_rollbacks=max_rollbacks, on_step=on_step, on_checkpoint=on_checkpoint, stop_after=stop_after,
+        to_checkpoint=to_checkpoint, from_checkpoint=from_checkpoint, host_row=host_row,
+        advice="lower the learning rate, raise clip_width / grad_clip_norm, or check the potential for unphysical regions",
+    )
     return TrainResult(
-        params=state.params,
-        opt_state=state.opt_state,
-        history={k: np.asarray(v) for k, v in history.items()},
-        seconds_per_step=t_total / max(n_timed, 1),
-        n_rollbacks=n_rollbacks,
+        params=result.state.params,
+        opt_state=result.state.opt_state,
+        history=result.history,
+        seconds_per_step=result.seconds_per_step,
+        n_rollbacks=result.n_rollbacks,
     )

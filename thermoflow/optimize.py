@@ -1,0 +1,180 @@
+"""The optimisation driver every engine shares: a jitted step on one state pytree, checkpoints,
+exact resume and rollback of non-finite steps.
+
+An engine supplies ``step_fn(state) -> (new_state, metrics, finite)``, jitted, on a state
+pytree (a frozen dataclass registered with ``jax.tree_util.register_dataclass``) that has two
+fields the driver reads and writes: ``step`` (index of the next step; the step's randomness must
+come from it, e.g. ``fold_in(key, step)``, so a resumed run replays exactly the steps of an
+uninterrupted one) and ``lr_scale`` (multiplies the updates; halved by each rollback). The driver
+loops on the host, reads back a handful of scalars per step, keeps the metric history, writes
+atomic checkpoints every ``checkpoint_every`` steps, and on a non-finite step returns to the last
+checkpoint known to be good with half the learning rate. NCT training (:mod:`thermoflow.nct.train`)
+uses it; variational Monte Carlo is meant to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from thermoflow.io.checkpoint import load_latest_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """Optimisation produced non-finite values repeatedly, even after rollbacks."""
+
+
+@dataclasses.dataclass
+class OptimisationResult:
+    """Final state, the per-step metrics (dict of equal-length arrays), timing and rollbacks."""
+
+    state: Any
+    history: dict[str, np.ndarray]
+    seconds_per_step: float
+    n_rollbacks: int
+
+
+def _whole_state(state) -> tuple[Any, dict]:
+    return state, {}
+
+
+def _restore_whole_state(template, tree, meta):
+    return tree
+
+
+def scalar_row(metrics: dict[str, Any]) -> dict[str, float]:
+    """A step's scalar metrics as host floats (tensor metrics are left out)."""
+    return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+
+
+def optimise(
+    step_fn: Callable,
+    state: Any,
+    *,
+    steps: int,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    max_rollbacks: int = 3,
+    on_step: Callable[[dict], None] | None = None,
+    on_checkpoint: Callable[[dict[str, list]], None] | None = None,
+    stop_after: int | None = None,
+    to_checkpoint: Callable[[Any], tuple[Any, dict]] = _whole_state,
+    from_checkpoint: Callable[[Any, Any, dict], Any] = _restore_whole_state,
+    host_row: Callable[[dict], dict[str, float]] = scalar_row,
+    advice: str = "lower the learning rate",
+) -> OptimisationResult:
+    """Run ``step_fn`` from ``state`` (or from the checkpoint) until ``state.step == steps``.
+
+    Args:
+        step_fn: jitted ``state -> (new_state, metrics, finite)``; ``metrics`` describe the
+            state before the update, ``finite`` is False when anything came out NaN/inf.
+        state: the initial state (also the template a checkpoint is read into).
+        steps: total number of steps of the run.
+        checkpoint_path: where to write the checkpoint (None: no checkpoints).
+        checkpoint_every: steps between checkpoints (also the rollback granularity).
+        resume: continue from ``checkpoint_path``.
+        max_rollbacks: non-finite steps tolerated; each rolls back to the last good checkpoint
+            and halves ``lr_scale``.
+        on_step: called with each step's row (host floats, plus ``step``, ``lr_scale``, ``seconds``).
+        on_checkpoint: called with the metric history (rows up to the checkpoint) after each
+            checkpoint and after a rollback.
+        stop_after: stop (after checkpointing) once this step count is reached; simulates an
+            interruption.
+        to_checkpoint: ``state -> (tree, metadata)`` written to the checkpoint (default: the
+            whole state, no metadata); ``step``, ``lr_scale`` and ``n_rollbacks`` are added to
+            the metadata.
+        from_checkpoint: ``(template state, tree, metadata) -> state`` (default: the tree);
+            may raise ValueError for an incompatible checkpoint. ``step`` and ``lr_scale`` are
+            restored from the metadata afterwards.
+        host_row: ``metrics -> {name: float}`` for the history.
+        advice: what the user should try, quoted in the :class:`NonFiniteError`.
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint.
+        CheckpointError: ``resume`` with no readable checkpoint (newest and previous), or a
+            checkpoint that cannot be written (disk full).
+        NonFiniteError: more than ``max_rollbacks`` non-finite steps.
+    """
+    n_rollbacks = 0
+    history: dict[str, list] = {}
+    if resume:
+        template, _ = to_checkpoint(state)
+        tree, meta, arrays, read = load_latest_checkpoint(checkpoint_path, template)
+        if Path(read) != Path(checkpoint_path):
+            log.warning("checkpoint %s is damaged or unreadable: resuming from the previous one, %s", checkpoint_path, read)
+        state = from_checkpoint(state, tree, meta)
+        state = dataclasses.replace(
+            state, step=np.asarray(meta["next_step"], dtype=np.asarray(state.step).dtype),
+            lr_scale=np.asarray(meta["lr_scale"], dtype=np.asarray(state.lr_scale).dtype),
+        )
+        n_rollbacks = meta["n_rollbacks"]
+        history = {k: list(v) for k, v in arrays.items()}
+        log.info("resumed from %s at step %d", checkpoint_path, meta["next_step"])
+    start = int(state.step)
+    # A checkpointed state is only known to be good once the step that starts from it has
+    # evaluated to finite values: `pending` is the latest checkpoint, `good` the latest verified
+    # one, where a rollback goes (each with the metric history up to it).
+    good = pending = (state, {k: list(v) for k, v in history.items()})
+
+    def write_checkpoint(checkpoint):
+        s, hist = checkpoint
+        if checkpoint_path is not None:
+            tree, meta = to_checkpoint(s)
+            meta = {**meta, "next_step": int(s.step), "lr_scale": float(s.lr_scale), "n_rollbacks": n_rollbacks}
+            save_checkpoint(checkpoint_path, tree, meta, {k: np.asarray(v) for k, v in hist.items()})
+        if on_checkpoint is not None:
+            on_checkpoint(hist)
+
+    t_total, n_timed = 0.0, 0
+    t = start
+    last = min(steps, stop_after) if stop_after is not None else steps
+    while t < last:
+        t0 = time.perf_counter()
+        new_state, metrics, finite = step_fn(state)
+        metrics = host_row(metrics)
+        elapsed = time.perf_counter() - t0
+        if not bool(finite):
+            n_rollbacks += 1
+            if n_rollbacks > max_rollbacks:
+                raise NonFiniteError(
+                    f"non-finite values at step {t}, after {max_rollbacks} rollbacks with halved learning rates: {advice}"
+                )
+            bad_step = t
+            good = (dataclasses.replace(good[0], lr_scale=good[0].lr_scale * 0.5), good[1])
+            pending = good
+            state, hist = good
+            t = int(state.step)
+            history = {k: list(v) for k, v in hist.items()}
+            write_checkpoint(good)  # a resume must not restart from the bad state either
+            log.warning("non-finite values at step %d: rolled back to step %d, learning rate x%.3g", bad_step, t, float(state.lr_scale))
+            continue
+        if int(pending[0].step) == t:
+            good = pending
+        lr_scale = float(state.lr_scale)
+        state = new_state
+        if t > start:  # the first step includes compilation
+            t_total += elapsed
+            n_timed += 1
+        row = {"step": t, **metrics, "lr_scale": lr_scale, "seconds": elapsed}
+        for k, v in row.items():
+            history.setdefault(k, []).append(v)
+        if on_step is not None:
+            on_step(row)
+        t += 1
+        if t % checkpoint_every == 0 or t == last:
+            pending = (state, {k: list(v) for k, v in history.items()})
+            write_checkpoint(pending)
+    return OptimisationResult(
+        state=state,
+        history={k: np.asarray(v) for k, v in history.items()},
+        seconds_per_step=t_total / max(n_timed, 1),
+        n_rollbacks=n_rollbacks,
+    )
