@@ -226,18 +226,9 @@ def train(
     Args:
         model: the free-energy model.
         optimizer: optax optimiser.
-        steps: total number of steps of the run.
         seed: integer seed (parameters and all sampling).
-        checkpoint_path: where to write the checkpoint (None: no checkpoints).
-        checkpoint_every: steps between checkpoints (also the rollback granularity).
-        resume: continue from ``checkpoint_path``.
-        max_rollbacks: non-finite steps tolerated; each rolls back to the last checkpoint and
-            halves the learning rate.
-        on_step: called with each step's metric row (host floats).
-        on_checkpoint: called with the metric history (rows up to the checkpoint) after each
-            checkpoint and after a rollback.
-        stop_after: stop (after checkpointing) once this step count is reached; used to
-            simulate an interruption.
+        steps, checkpoint_path, checkpoint_every, resume, max_rollbacks, on_step, on_checkpoint,
+        stop_after: as in :func:`thermoflow.optimize.optimise`.
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint.
