@@ -106,7 +106,8 @@ def map_samples(fn: Callable, xs: Any, *, chunk_size: int | None, mesh: Mesh | N
     devices, then ``chunk_size`` samples at a time on each (``jax.lax.map`` over chunks, ``vmap``
     within one; None: all at once). A sample count that does not split evenly stays on one
     device. ``fn`` may close over constants but not over traced values (use
-    :func:`map_over_batch` with shared arguments for those).
+    :func:`map_over_batch` with shared arguments for those). The result is replicated on every
+    device (gathered), so the host of every process can read it.
     """
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
 
@@ -117,7 +118,9 @@ def map_samples(fn: Callable, xs: Any, *, chunk_size: int | None, mesh: Mesh | N
 
     if mesh is None or n % n_devices(mesh):
         return on_device(xs)
-    return map_over_batch(on_device, mesh, n_shared=0)(xs)
+    out = map_over_batch(on_device, mesh, n_shared=0)(xs)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, replicated), out)
 
 
 def map_over_batch(fn: Callable, mesh: Mesh | None, n_shared: int = 1) -> Callable:

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+import pytest
 
 from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.electrons import mcmc
@@ -84,6 +85,7 @@ def test_complex_min_sr_equals_the_dense_real_solve():
         np.testing.assert_allclose(np.asarray(direction), dense, atol=1e-10)
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); run with -m slow
 def test_twisted_slater_jastrow_optimises_with_zero_mean_imaginary_energy():
     """6 electrons at r_s = 2 and a twist, the complex Slater-Jastrow wavefunction: 16 minSR steps (64
     walkers) with complex log-derivatives take the energy of the last 6 steps below the exact twisted HF

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.electrons import mcmc
@@ -27,6 +28,7 @@ def test_min_sr_equals_the_dense_sr_solve():
         np.testing.assert_allclose(np.asarray(min_sr_direction(jnp.asarray(o), jnp.asarray(e), damping)), dense, atol=1e-10)
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); run with -m slow
 def test_sr_optimises_the_jastrow_of_the_electron_gas():
     """14 electrons at r_s = 2: 12 minSR steps (64 walkers) take the Slater-Jastrow energy well below
     Hartree-Fock (the same wavefunction reaches -0.07 Ha with Adam in 40 steps)."""

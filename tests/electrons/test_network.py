@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from thermoflow.electrons import mcmc
 from thermoflow.electrons.ewald import make_ewald_sum
@@ -63,6 +64,7 @@ def test_initial_network_is_the_slater_jastrow_wavefunction():
     assert float(s_net) == float(s_ref) and abs(float(l_net) - float(l_ref)) < 1e-12
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); run with -m slow
 def test_vmc_with_protons_lowers_the_energy():
     """14 electrons and 14 protons (a random configuration at r_s = 1.5): 30 Adam steps on all network
     parameters lower the mean local energy (the first five steps' mean minus the last five's > 5 x

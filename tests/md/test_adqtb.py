@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from md_oscillators import CUTOFF_THZ, DT_FS, FRICTION, KT, MASS, N_OSC, einstein_run, quantum_energy_per_dof
 from thermoflow.analysis.statistics import blocking_stderr
@@ -85,6 +86,7 @@ def _neon_deviation(adaptive, harmonic=False, n_warmup=20, n_snapshots=10, lengt
     return np.mean(deviations, axis=0)[band], float(np.mean(energies))
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); run with -m slow
 def test_adqtb_removes_the_zero_point_energy_leakage_of_an_lj_crystal():
     """On anharmonic LJ neon at 20 K the plain QTB violates the FDT (zero-point-energy leakage
     between its phonons): its rms relative deviation is well above the noise floor of the estimator,

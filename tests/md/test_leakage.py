@@ -216,6 +216,7 @@ def test_exact_reference_is_converged_and_nearly_harmonic():
     assert not np.allclose(small, uncoupled, rtol=1e-6)  # but it is coupled
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); run with -m slow
 def test_qtb_leaks_zero_point_energy_from_stiff_to_soft_mode():
     """Plain QTB, 50 ps after 10 ps of equilibration: the soft mode x is more than 10 % (and 4 sigma) above its
     exact energy and more than 8 % above the QTB's own value for the uncoupled oscillators (+2 %); the

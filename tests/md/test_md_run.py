@@ -68,6 +68,7 @@ def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path):
     assert full["temperature_mean_K"] > 20.0  # zero-point motion: the kinetic temperature exceeds the bath's
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); run with -m slow
 def test_npt_run_resumes_across_cell_changes_and_reports_pressure_and_volume(tmp_path):
     """Isotropic NPT (classical Langevin, fcc neon at 0.1 GPa, compressibility from the static bulk
     modulus): the cell changes, a run killed after its checkpoint resumes bit for bit (cell included),

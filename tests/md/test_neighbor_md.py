@@ -22,6 +22,7 @@ from thermoflow.workflows.md_config import MDRunConfig
 EPS, SIGMA, CUTOFF, SKIN = 0.0104, 3.40, 6.0, 0.3  # argon; a thin skin, so that lists are rebuilt within a few blocks
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); run with -m slow
 def test_langevin_with_neighbor_lists_follows_the_dense_trajectory():
     """108-atom LJ argon at 120 K, 4 blocks of 10 steps of 5 fs: positions, velocities and energies
     with lists (rebuilt inside the blocks) equal the dense run's to 1e-10 (measured: 3e-13 A)."""

@@ -51,8 +51,8 @@ def test_loss_metrics_and_gradients_do_not_depend_on_the_device_count(tmp_path):
         modes = planar_modes(np.sqrt([1.0, 1.5]))
         flow = make_realnvp(2, 2, 6)
         mesh = make_batch_mesh("all")
-        cases = {"plain": {}, "chunked": {"chunk_size": 5}, "stress": {"stress": True, "chunk_size": 3},
-                 "npt": {"pressure_eV_per_A3": 1e-3, "strain_samples": 5}, "autoregressive": {"occupations": "autoregressive"}}
+        cases = {"chunked": {"chunk_size": 5}, "npt_stress": {"pressure_eV_per_A3": 1e-3, "stress": True, "chunk_size": 3},
+                 "npt_subset": {"pressure_eV_per_A3": 1e-3, "strain_samples": 5}, "autoregressive": {"occupations": "autoregressive"}}
         out = {"devices": int(mesh.devices.size)}
         for name, extra in cases.items():
             kw = dict(kT_eV=0.03, n_levels=3, batch_size=22, laplacian="folx", **extra)
@@ -74,7 +74,7 @@ def test_loss_metrics_and_gradients_do_not_depend_on_the_device_count(tmp_path):
         assert d_metrics < 1e-12, name
         assert d_grad < 1e-12 * max(grad_scale, 1.0), name
         assert grad_scale > 0 and free_energy != 0, name
-    assert "stress" in result["stress"][4] and "gibbs_free_energy" in result["npt"][4]
+    assert "stress" in result["npt_stress"][4] and "gibbs_free_energy" in result["npt_subset"][4]
 
 
 TINY = [
@@ -88,6 +88,7 @@ WITH_REFERENCES = TINY[:5] + [
 ] + TINY[6:]
 
 
+@pytest.mark.slow  # default-budget trim: ~2 min in a subprocess
 def test_run_on_two_devices_and_resume_on_one(tmp_path):
     """A run on 2 devices (self-consistent Gaussian, cubic force constants and training split
     over them) equals a run started on 1 device, interrupted and resumed on 2, step by step."""
@@ -138,15 +139,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # default-budget trim: two processes, ~2 min
 def test_two_processes_give_the_one_process_run(tmp_path):
-    """`thermoflow run` in two processes (jax.distributed, one CPU device each, gloo collectives):
-    the training trace and F equal a one-process run's, and only process 0 writes files."""
-    reference_cfg, base = load_config(None, TINY)
+    """`thermoflow run` in two processes (jax.distributed, one CPU device each, gloo collectives;
+    self-consistent Gaussian, cubic force constants and training split over them): the training
+    trace and F equal a one-process run's, and only process 0 writes files."""
+    reference_cfg, base = load_config(None, WITH_REFERENCES)
     reference = run_nct(reference_cfg, base, tmp_path / "one", progress=False)
     port = _free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    sets = [arg for override in TINY for arg in ("--set", override)]
+    sets = [arg for override in WITH_REFERENCES for arg in ("--set", override)]
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", "from thermoflow.cli.main import app; app()", "run", "--out", str(tmp_path / f"p{i}"),
@@ -157,7 +160,7 @@ def test_two_processes_give_the_one_process_run(tmp_path):
     ]
     outputs = [p.communicate(timeout=900) for p in procs]
     for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
+        assert p.returncode == 0, (out + err)[-3000:]
     results = json.loads((tmp_path / "p0" / "results.json").read_text())
     assert results["devices"] == 2
     assert abs(results["free_energy_eV_per_atom"] - reference["free_energy_eV_per_atom"]) <= 1e-10 * abs(reference["free_energy_eV_per_atom"])

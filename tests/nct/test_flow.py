@@ -25,7 +25,7 @@ def test_identity_at_init(linear):
 
 
 @pytest.mark.parametrize("dim", [2, 3, 7])
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])  # eager variants: default-budget trim
 @pytest.mark.parametrize("n_layers, linear", [(4, False), (4, True), (0, True)])
 def test_round_trip_and_log_det(dim, jit, n_layers, linear):
     flow = make_realnvp(dim, n_layers, 16, linear=linear)

@@ -24,7 +24,7 @@ def harmonic_neon():
     return crystals.harmonic_neon()
 
 
-@pytest.mark.parametrize("laplacian", ["folx", "exact", "hutchinson"])
+@pytest.mark.parametrize("laplacian", ["folx", pytest.param("exact", marks=pytest.mark.slow), pytest.param("hutchinson", marks=pytest.mark.slow)])
 def test_local_energy_is_exact_eigenvalue(harmonic_neon, laplacian):
     """For every state n and sample s, E_loc = V0 + sum hbar omega (n + 1/2): zero variance."""
     energy_fn, modes = harmonic_neon

@@ -34,6 +34,7 @@ def _train_and_evaluate(energy_fn, basis, flow, steps, lr):
     return result, f.mean(), f.std(ddof=1) / np.sqrt(len(f))
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); run with -m slow
 def test_gaussian_reference_then_nct_reaches_the_exact_free_energy(mismatched):
     """The pipeline of a run (Gaussian step, then NCT training on its basis): exact within
     0.01 meV/atom, and training does not move it away from the exact state."""
@@ -46,6 +47,7 @@ def test_gaussian_reference_then_nct_reaches_the_exact_free_energy(mismatched):
     assert abs(result.history["free_energy"][0] - f_k) / n * MEV_PER_EV < 1e-6  # exact from step 0
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); run with -m slow
 def test_linear_layer_corrects_a_wrong_basis(mismatched):
     """Without the Gaussian step, a flow of one linear layer (mode mixing and scaling) trained
     from the wrong basis recovers most of the error (measured: 0.134 -> 0.016 meV/atom in 600

@@ -125,6 +125,7 @@ def test_ase_calculator_kind_gives_the_same_phonons_as_native_potential(tmp_path
     np.testing.assert_allclose(m_ase.energy0_eV, m_native.energy0_eV, rtol=1e-10)
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02); the resume itself is tested by the test above
 def test_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path, caplog):
     cfg, base = load_config(None, TINY)
     full = run_nct(cfg, base, tmp_path / "full", progress=False)
