@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import scipy.optimize
 
 import crystals
@@ -62,6 +63,7 @@ def test_strain_gradient_and_pressure_are_the_exact_derivative_of_the_free_energ
     assert np.isclose(p_npt, p_nvt, rtol=1e-10)
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02): the exact estimator-derivative test stays
 def test_pressure_equals_minus_the_volume_derivative_of_the_self_consistent_free_energy():
     """Compressed fcc neon at 20 K: the virial pressure of the self-consistent Gaussian state (NCT
     estimator, harmonic states of its basis with thermal occupations) against -dF_G/dV from

@@ -177,6 +177,7 @@ def test_imaginary_modes_leave_the_harmonic_free_energy_undefined(tmp_path):
     assert json.loads((tmp_path / "ph" / "phonons.json").read_text())["harmonic_free_energy_eV_per_atom"] is None
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-02): NPT physics stays in tests/nct/test_npt.py
 def test_npt_run_reports_gibbs_free_energy_and_resumes_exactly(tmp_path):
     """[state] pressure_GPa: the strain is trained with the state, checkpointed with it, and the
     run reports G = F + P V, the volume and the cell."""
