@@ -21,7 +21,7 @@ import optax
 
 from thermoflow.nct.flow import PARAMETRISATION_VERSION
 from thermoflow.nct.loss import FreeEnergyModel
-from thermoflow.optimize import NonFiniteError, optimise
+from thermoflow.optimize import NonFiniteError, optimise, scalar_row
 
 __all__ = ["NonFiniteError", "TrainResult", "TrainState", "evaluate", "host_row", "make_optimizer", "make_train_step", "train"]
 
@@ -160,13 +160,10 @@ def host_row(metrics: dict[str, Any]) -> dict[str, float]:
     """A step's metrics as host floats; the symmetric 3x3 ``"stress"`` becomes ``"stress_xx"``,
     ..., ``"stress_xy"`` (Voigt order); other tensor metrics (the kinetic stress) are left out
     of the per-step row."""
-    row = {}
-    for k, v in metrics.items():
-        v = np.asarray(v)
-        if v.ndim == 0:
-            row[k] = float(v)
-        elif k == "stress":
-            row.update({f"stress_{c}": float(v[i, j]) for c, (i, j) in zip(VOIGT_COMPONENTS, _VOIGT_INDICES)})
+    row = scalar_row(metrics)
+    if "stress" in metrics:
+        stress = np.asarray(metrics["stress"])
+        row.update({f"stress_{c}": float(stress[i, j]) for c, (i, j) in zip(VOIGT_COMPONENTS, _VOIGT_INDICES)})
     return row
 
 
