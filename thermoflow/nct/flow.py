@@ -96,7 +96,8 @@ def coupling_masks(dim: int, n_layers: int, seed: int = 0) -> np.ndarray:
     return np.stack(masks)
 
 
-def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: float = 2.0, linear: bool = False) -> Flow:
+def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: float = 2.0, linear: bool = False,
+                 network_dtype: Any = None) -> Flow:
     """RealNVP flow of ``dim`` coordinates (identity at initialisation).
 
     Args:
@@ -108,6 +109,14 @@ def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: f
             mode mixing and scaling, i.e. any change of the harmonic reference's polarisation
             vectors and frequencies, which coupling layers can only approximate. Its log-det
             and inverse come from one LU factorisation per parameter set (not per sample).
+        network_dtype: precision of the conditioner MLPs (``jnp.float32`` for GPUs; None: that of
+            the input). Mixed precision: the parameters stay float64 (the optimiser updates them
+            in float64) and are rounded with the masked input on entry to each conditioner; its
+            outputs (log scale, log tail, shift) return to the input's precision, so the coupling
+            transform, the log-Jacobian, the kinetic energy and all accumulations stay float64.
+            Derivatives through the conditioner (the kinetic energy's Laplacian, the gradients)
+            carry float32 round-off. The bias this puts in F is measured in
+            ``benchmarks/flow_precision.py`` (docs/benchmarks.md).
 
     Raises:
         ValueError: if ``dim < 2`` or ``n_layers < 0``, or no layer at all.
@@ -142,9 +151,13 @@ def make_realnvp(dim: int, n_layers: int = 4, hidden: int = 64, max_log_scale: f
         return layers
 
     def conditioner(layer, x_masked):
-        h = jnp.tanh(x_masked @ layer["w1"] + layer["b1"])
+        if network_dtype is not None and network_dtype != x_masked.dtype:
+            layer = jax.tree.map(lambda a: a.astype(network_dtype), layer)
+            h = jnp.tanh(x_masked.astype(network_dtype) @ layer["w1"] + layer["b1"])
+        else:
+            h = jnp.tanh(x_masked @ layer["w1"] + layer["b1"])
         h = jnp.tanh(h @ layer["w2"] + layer["b2"])
-        out = h @ layer["w3"] / h.shape[-1] + layer["b3"]  # 1/fan-in output multiplier, see module docstring
+        out = (h @ layer["w3"] / h.shape[-1] + layer["b3"]).astype(x_masked.dtype)  # 1/fan-in output multiplier, see module docstring
         bounded = max_log_scale * jnp.tanh(out[: 2 * dim] / max_log_scale)
         return bounded[:dim], bounded[dim:], out[2 * dim :]  # log scale a, log tail d, shift b
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import time
 from pathlib import Path
 
 import jax
@@ -10,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
-from thermoflow.phonons.modes import HarmonicModes, compute_harmonic_modes, modes_from_hessian
-from thermoflow.potentials.base import EnergyFn
+from thermoflow.io.atomic import atomic_write_bytes
+from thermoflow.phonons.modes import HarmonicModes, modes_from_hessian
+from thermoflow.potentials.base import EnergyFn, hessian
 from thermoflow.potentials.harmonic import make_einstein_energy_fn, make_harmonic_energy_fn
 from thermoflow.potentials.pair import (
     lennard_jones_pair_fn,
@@ -22,7 +26,7 @@ from thermoflow.potentials.pair import (
 )
 from thermoflow.potentials.plugin import make_plugin_energy_fn
 from thermoflow.structures.build import build_from_wyckoff, build_lattice, check_distances, closest_pair, make_supercell, read_structure, scale_to_volume
-from thermoflow.workflows.config import RunConfig, StructureConfig, resolve_path
+from thermoflow.workflows.config import ConfigError, RunConfig, StructureConfig, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -146,27 +150,78 @@ def relax_positions(energy_fn: EnergyFn, atoms: Atoms, *, fmax_eV_per_A: float =
     return relaxed
 
 
-def build_modes(config: RunConfig, base: Path) -> tuple[Atoms, EnergyFn, HarmonicModes]:
-    """Structure (relaxed at fixed cell with ``structure.relax_positions``), potential and harmonic modes of a run."""
+def build_modes(config: RunConfig, base: Path, cache_dir: Path | None = None) -> tuple[Atoms, EnergyFn, HarmonicModes]:
+    """Structure (relaxed at fixed cell with ``structure.relax_positions``), potential and harmonic
+    modes of a run; the Hessian is read from / stored in ``cache_dir`` (the run directory) when given."""
     atoms = build_structure(config.structure, base)
     energy_fn = build_potential(config, atoms, base)
     check_reference_energy(energy_fn, atoms, warn=not config.structure.relax_positions)
     if config.structure.relax_positions:
         atoms = relax_positions(energy_fn, atoms)
-    modes = harmonic_modes(config, energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    cache = None if cache_dir is None or not config.harmonic.cache else Path(cache_dir) / HESSIAN_CACHE
+    modes = harmonic_modes(config, energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses(), atoms.numbers, cache=cache)
     return atoms, energy_fn, modes
 
 
-def harmonic_modes(config: RunConfig, energy_fn: EnergyFn, positions: np.ndarray, cell: np.ndarray, masses: np.ndarray) -> HarmonicModes:
-    """Harmonic modes of the run's potential at ``positions`` (N, 3) A in ``cell`` (3, 3) A: Hessian
-    by autodiff, or by central differences of forces for an ASE calculator (a host callback has
-    no second derivative)."""
-    if config.potential.kind == "ase":
-        from thermoflow.potentials.ase_bridge import finite_difference_hessian
+#: the harmonic reference's Hessian in a run directory
+HESSIAN_CACHE = "harmonic_hessian.npz"
 
-        h = finite_difference_hessian(energy_fn, positions, cell, displacement=config.potential.hessian_displacement_A)
-        return modes_from_hessian(h, masses, positions, cell, float(energy_fn(positions, cell)))
-    return compute_harmonic_modes(energy_fn, positions, cell, masses)
+
+def harmonic_modes(config: RunConfig, energy_fn: EnergyFn, positions: np.ndarray, cell: np.ndarray, masses: np.ndarray,
+                   numbers: np.ndarray | None = None, cache: Path | None = None) -> HarmonicModes:
+    """Harmonic modes of the run's potential at ``positions`` (N, 3) A in ``cell`` (3, 3) A.
+
+    The Hessian is taken as ``[harmonic] hessian`` says (autodiff; phonopy's symmetry-reduced
+    displacements, which need the atomic ``numbers``; central differences of every coordinate, the
+    only choice besides phonopy for an ASE calculator, whose host callback has no second
+    derivative). With ``cache`` (a .npz path) a stored Hessian of the same potential, method,
+    positions, cell and masses is reused, and a new one is stored there.
+    """
+    hc = config.harmonic
+    method = hc.hessian
+    if method == "auto":
+        method = "finite_difference" if config.potential.kind == "ase" else "autodiff"
+    elif method == "autodiff" and config.potential.kind == "ase":
+        raise ConfigError("harmonic.hessian = 'autodiff' cannot differentiate an ASE calculator twice: use 'phonopy' or 'finite_difference'")
+    key = json.dumps({"potential": config.potential.model_dump(mode="json"), "hessian": method, "displacement_A": hc.displacement_A}, sort_keys=True)
+    h = _read_hessian_cache(cache, key, positions, cell, masses)
+    if h is None:
+        start = time.perf_counter()
+        if method == "autodiff":
+            h = np.asarray(hessian(energy_fn, jnp.asarray(positions, dtype=jnp.float64), jnp.asarray(cell, dtype=jnp.float64)))
+        elif method == "phonopy":
+            from thermoflow.phonons.finite_displacement import phonopy_hessian
+
+            if numbers is None:
+                raise ValueError("harmonic.hessian = 'phonopy' needs the atomic numbers")
+            h = phonopy_hessian(energy_fn, positions, cell, numbers, displacement_A=hc.displacement_A or 1e-3).hessian
+        else:
+            from thermoflow.potentials.ase_bridge import finite_difference_hessian
+
+            delta = hc.displacement_A or getattr(config.potential, "hessian_displacement_A", 0.01)
+            h = finite_difference_hessian(energy_fn, positions, cell, displacement=delta)
+        log.info("harmonic Hessian (%s, %d atoms) in %.1f s", method, len(masses), time.perf_counter() - start)
+        if cache is not None:
+            buffer = io.BytesIO()
+            np.savez(buffer, hessian=h, positions=positions, cell=cell, masses=masses, key=np.array(key))
+            atomic_write_bytes(cache, buffer.getvalue())
+    e0 = float(energy_fn(jnp.asarray(positions, dtype=jnp.float64), jnp.asarray(cell, dtype=jnp.float64)))
+    return modes_from_hessian(h, masses, positions, cell, e0)
+
+
+def _read_hessian_cache(cache: Path | None, key: str, positions, cell, masses) -> np.ndarray | None:
+    """The cached Hessian if ``cache`` holds one for exactly this potential, method and structure, else None."""
+    if cache is None or not cache.is_file():
+        return None
+    with np.load(cache) as stored:
+        same = (str(stored["key"]) == key and stored["positions"].shape == np.shape(positions)
+                and np.allclose(stored["positions"], positions, rtol=0, atol=1e-10)
+                and np.allclose(stored["cell"], cell, rtol=0, atol=1e-10) and np.array_equal(stored["masses"], masses))
+        if same:
+            log.info("harmonic Hessian read from %s", cache)
+            return np.array(stored["hessian"])
+    log.info("%s is for another potential or structure: recomputing the Hessian", cache)
+    return None
 
 
 #: residual force above which the reference structure is reported as not stationary, eV/Angstrom

@@ -7,24 +7,17 @@ field by its dotted path with the reason.
 
 from __future__ import annotations
 
-import math
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from ase.data import chemical_symbols
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from thermoflow.nct.hamiltonian import LAPLACIAN_METHODS
 from thermoflow.structures.build import LATTICES
-
-
-class StrictModel(BaseModel):
-    """Base of every config section: unknown fields rejected, frozen, no inf/nan."""
-
-    # inf / nan are never meaningful inputs (a learning rate of inf passed validation before)
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+from thermoflow.workflows.config_sections import HarmonicReferenceConfig, PotentialConfig, StrictModel
 
 
 class StructureConfig(StrictModel):
@@ -85,96 +78,6 @@ class StructureConfig(StrictModel):
         return self
 
 
-class LennardJonesConfig(StrictModel):
-    """Lennard-Jones pair potential, shifted to zero at the cutoff."""
-
-    kind: Literal["lennard_jones"]
-    epsilon_eV: float = Field(gt=0, description="well depth epsilon, eV")
-    sigma_A: float = Field(gt=0, description="length scale sigma, Angstrom")
-    cutoff_A: float = Field(gt=0, description="cutoff radius, Angstrom (may exceed half the cell)")
-
-
-class MorseConfig(StrictModel):
-    """Morse pair potential, shifted to zero at the cutoff."""
-
-    kind: Literal["morse"]
-    depth_eV: float = Field(gt=0, description="well depth D, eV")
-    alpha_per_A: float = Field(gt=0, description="inverse width a, 1/Angstrom")
-    r0_A: float = Field(gt=0, description="equilibrium distance r0, Angstrom")
-    cutoff_A: float = Field(gt=0, description="cutoff radius, Angstrom")
-
-
-class HarmonicConfig(StrictModel):
-    """Harmonic potential about the structure's positions."""
-
-    kind: Literal["harmonic"]
-    force_constants_file: str | None = Field(None, description=".npy file of (3N, 3N) force constants, eV/Angstrom^2")
-    einstein_spring_eV_per_A2: float | None = Field(None, gt=0, description="Einstein crystal spring constant instead, eV/Angstrom^2")
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.force_constants_file is None) == (self.einstein_spring_eV_per_A2 is None):
-            raise ValueError("give exactly one of force_constants_file or einstein_spring_eV_per_A2")
-        return self
-
-
-def _finite_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Reject inf / nan anywhere inside a plug-in's keyword arguments (nested lists and tables too)."""
-
-    def walk(value, where):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"options.{where} is {value}: only finite numbers are meaningful")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{where}.{key}" if where else str(key))
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                walk(item, f"{where}[{i}]")
-
-    walk(options, "")
-    return options
-
-
-class PythonPotentialConfig(StrictModel):
-    """A user's own JAX potential: ``target(**options) -> energy_fn(positions, cell)``."""
-
-    kind: Literal["python"]
-    target: str = Field(description="'package.module:factory' returning energy_fn(positions, cell) -> eV")
-    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
-
-    _check_options = field_validator("options")(_finite_options)
-
-
-class DeepmdConfig(StrictModel):
-    """A deepmd-kit 3.x Deep Potential model (needs ``pip install "thermoflow[deepmd]"``)."""
-
-    kind: Literal["deepmd"]
-    model: str = Field(description="deepmd-kit .dp model file; relative to the config file")
-    skin_A: float = Field(0.5, ge=0, description="margin added to the model cutoff when choosing periodic images, Angstrom")
-    compress: bool = Field(
-        False, description="tabulate the se_e2_a / se_e3 embedding networks (energies ~2x faster, ~1e-12 eV/atom from the "
-        "network; derivatives still from the network): thermoflow/potentials/deepmd_compress.py",
-    )
-    compress_min_distance_A: float = Field(1.2, gt=0, description="compress: closest pair the tables cover, Angstrom (closer: NaN energy)")
-
-
-class AseCalculatorConfig(StrictModel):
-    """Any ASE calculator through a host callback (forces from the calculator; no autodiff Hessian)."""
-
-    kind: Literal["ase"]
-    calculator: str = Field(description="'package.module:factory' returning an ASE calculator")
-    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
-    hessian_displacement_A: float = Field(0.01, gt=0, description="displacement for the finite-difference Hessian of the harmonic reference, Angstrom")
-
-    _check_options = field_validator("options")(_finite_options)
-
-
-PotentialConfig = Annotated[
-    Union[LennardJonesConfig, MorseConfig, HarmonicConfig, PythonPotentialConfig, DeepmdConfig, AseCalculatorConfig],
-    Field(discriminator="kind"),
-]
-
-
 class FlowConfig(StrictModel):
     """The flow of the NCT states: RealNVP couplings, or the quadratic (cubic-anharmonic) flow."""
 
@@ -187,6 +90,10 @@ class FlowConfig(StrictModel):
     hidden: int = Field(64, ge=1, description="realnvp: width of the conditioner hidden layers")
     max_log_scale: float = Field(2.0, gt=0, description="realnvp: bound on |log scale| per coupling layer")
     linear: bool = Field(False, description="learnable linear layer (mode mixing and scaling, identity at start) before the other layers")
+    network_precision: Literal["float64", "float32"] = Field(
+        "float64", description="realnvp: precision of the conditioner networks (float32 for GPUs; parameters, coupling maps, "
+        "energies and accumulations stay float64; measured bias in docs/benchmarks.md)",
+    )
     pairs: int = Field(2, ge=1, description="quadratic: pairs of mode orderings (two layers each)")
     init: Literal["perturbative", "identity"] = Field(
         "perturbative", description="quadratic: start from the first-order perturbative map (needs cubic force constants) or the identity"
@@ -200,6 +107,8 @@ class FlowConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cubic_groups(self):
+        if self.network_precision != "float64" and self.kind != "realnvp":
+            raise ValueError("nct.flow.network_precision applies to the realnvp networks only (kind = 'realnvp')")
         if self.cubic_samples % 16:
             raise ValueError(f"nct.flow.cubic_samples must be a multiple of 16 (8 groups of antithetic pairs), got {self.cubic_samples}")
         return self
@@ -324,6 +233,7 @@ class RunConfig(StrictModel):
     structure: StructureConfig
     potential: PotentialConfig
     nct: NCTConfig
+    harmonic: HarmonicReferenceConfig = Field(default_factory=HarmonicReferenceConfig, description="how the harmonic reference's Hessian is computed")
     parallel: ParallelConfig = Field(default_factory=ParallelConfig, description="devices the batch is split over")
 
     @model_validator(mode="before")

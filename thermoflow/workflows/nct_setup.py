@@ -15,6 +15,7 @@ import io
 import logging
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -76,7 +77,8 @@ def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, o
     theory in the Gaussian-averaged cubic force constants (returned too, else None)."""
     fc = config.nct.flow
     if fc.kind == "realnvp":
-        return make_realnvp(basis.n_modes, fc.n_layers, fc.hidden, fc.max_log_scale, linear=fc.linear), None
+        network_dtype = jnp.float32 if fc.network_precision == "float32" else None
+        return make_realnvp(basis.n_modes, fc.n_layers, fc.hidden, fc.max_log_scale, linear=fc.linear, network_dtype=network_dtype), None
     flow = make_quadratic_flow(basis.n_modes, fc.pairs, linear=fc.linear, seed=config.seed)
     if fc.init == "identity" or config.nct.freeze_flow:
         return flow, None
@@ -138,7 +140,7 @@ def prepare_nct(config: RunConfig, base: Path, out_dir: Path, resume: bool) -> N
         raise ConfigError(f"parallel.devices: {err}") from None
     if mesh is not None:
         log.info("the batch of %d samples is split over %d devices (%s)", nc.batch_size, n_devices(mesh), mesh.devices.flat[0].platform)
-    atoms, energy_fn, modes = build_modes(config, base)
+    atoms, energy_fn, modes = build_modes(config, base, cache_dir=out_dir)
     n_atoms = len(atoms)
     if modes.imaginary.any():
         log.warning("%d imaginary harmonic mode(s): the basis uses |omega|; the flow must correct them", int(modes.imaginary.sum()))

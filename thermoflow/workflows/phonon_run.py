@@ -53,7 +53,7 @@ def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
     """Write ``phonons.json`` and ``frequencies.csv`` (THz, meV; imaginary modes flagged) to ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atoms, _, modes = build_modes(config, base)
+    atoms, _, modes = build_modes(config, base, cache_dir=out_dir)
     n = len(atoms)
     kT = KB_EV_PER_K * config.state.temperature_K
     freq_thz = _write_frequencies(out_dir / "frequencies.csv", modes)
@@ -121,7 +121,7 @@ def run_scha(config: RunConfig, base: Path, out_dir: Path) -> dict:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atoms, energy_fn, modes = build_modes(config, base)
+    atoms, energy_fn, modes = build_modes(config, base, cache_dir=out_dir)
     n = len(atoms)
     kT = KB_EV_PER_K * config.state.temperature_K
     t0 = time.perf_counter()

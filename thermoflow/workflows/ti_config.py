@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from thermoflow.workflows.config import StrictModel
+from thermoflow.workflows.config import HarmonicReferenceConfig, StrictModel
 from thermoflow.workflows.md_config import FixedCellRunConfig
 
 
@@ -52,3 +52,4 @@ class TIRunConfig(FixedCellRunConfig):
     _npt_task: ClassVar[str] = "thermodynamic integration"
 
     ti: TIConfig = Field(default_factory=TIConfig, description="thermodynamic integration settings")
+    harmonic: HarmonicReferenceConfig = Field(default_factory=HarmonicReferenceConfig, description="how the harmonic reference's Hessian is computed")

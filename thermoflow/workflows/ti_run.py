@@ -35,7 +35,7 @@ from thermoflow.md.integrators import maxwell_boltzmann_velocities
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import KB_EV_PER_K
 from thermoflow.workflows.build import build_modes
-from thermoflow.workflows.md_run import start_run_dir
+from thermoflow.workflows.run_dir import start_run_dir
 from thermoflow.workflows.ti_config import TIRunConfig
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def run_ti(config: TIRunConfig, base: Path, out_dir: Path, *, resume: bool = Fal
     cfg = config.ti
     out_dir = Path(out_dir)
     start_run_dir(out_dir, config, base, resume, markers=("nodes", "ti.csv"))
-    atoms, energy_fn, modes = build_modes(config, base)
+    atoms, energy_fn, modes = build_modes(config, base, cache_dir=out_dir)
     kT = KB_EV_PER_K * config.state.temperature_K
     if cfg.reference == "harmonic":
         reference = ti.make_harmonic_reference(modes)
