@@ -287,6 +287,27 @@ def ti(
 
 
 @app.command()
+def vmc(
+    config: Path = typer.Argument(..., help="VMC config: seed and the system, wavefunction and vmc sections"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/<config>-vmc-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    overrides: list[str] = _SET_OPT,
+    log_every: int = typer.Option(0, "--log-every", min=0, help="steps between progress lines (0: about 20 lines per run)"),
+) -> None:
+    """Electronic ground state by variational Monte Carlo: electrons + fixed protons (or jellium) in a periodic cell."""
+    _setup_logging()
+    from thermoflow.workflows.vmc_config import VMCRunConfig
+
+    cfg, base, out = _load_run(config, overrides, VMCRunConfig, out, resume, "vmc")
+    from thermoflow.workflows.vmc_run import run_vmc
+
+    with _user_errors():
+        res = run_vmc(cfg, base, out, resume=resume, log_every=log_every)
+    shown = {k: v for k, v in res.items() if not isinstance(v, list)}
+    _print_dict(f"VMC, {res.get('n_electrons', '?')} electrons, {res.get('n_protons', '?')} protons", shown, out)
+
+
+@app.command()
 def analyze(
     path: Path = typer.Argument(..., help="a thermoflow md run directory, or an extxyz trajectory"),
     out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: RUN_DIR/analysis, or <file stem>_analysis)"),

@@ -61,6 +61,26 @@ def min_sr_direction(log_derivatives: jax.Array, local_energies: jax.Array, damp
     return o.T @ jax.scipy.linalg.solve(kernel, e, assume_a="pos")
 
 
+def log_derivatives(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array) -> tuple[jax.Array, Callable]:
+    """d ln psi / d theta per walker, (N, P) over the flattened parameters (complex d ln|psi| + i d arg psi
+    for a complex wavefunction), and the function that unravels a (P,) vector into the ``params`` pytree.
+
+    Args:
+        log_psi: ``(params, electrons (n_e, 3), protons) -> (sign or phase, ln|psi|)``.
+        electrons: (N, n_e, 3) walkers, bohr.
+    """
+    flat, unravel = ravel_pytree(params)
+    if is_complex_wavefunction(log_psi, params, electrons[0], protons):
+        def parts(f, x):  # d ln psi = d ln|psi| + i d arg psi
+            sign, log_abs = log_psi(unravel(f), x, protons)
+            return jnp.stack([log_abs, jnp.angle(sign)])
+
+        jac = jax.vmap(jax.jacrev(parts), in_axes=(None, 0))(flat, electrons)  # (N, 2, P)
+        return jac[:, 0] + 1j * jac[:, 1], unravel
+    grads = jax.vmap(jax.grad(lambda f, x: log_psi(unravel(f), x, protons)[1]), in_axes=(None, 0))(flat, electrons)
+    return grads, unravel
+
+
 def make_sr_vmc_step(log_psi: Callable, local_energy: Callable, n_mcmc_steps: int, learning_rate: float, damping: float = 1e-3) -> Callable:
     """``step(params, walkers, protons, step_size) -> (params, walkers, VMCStats)``, jitted: a Metropolis
     block, the local energies and one minSR update ``params - learning_rate x direction`` (the
@@ -80,16 +100,8 @@ def make_sr_vmc_step(log_psi: Callable, local_energy: Callable, n_mcmc_steps: in
     @jax.jit
     def step(params, walkers: mcmc.WalkerState, protons, step_size):
         walkers, e_loc, acceptance = sample(params, walkers, protons, step_size)
-        flat, unravel = ravel_pytree(params)
-        if is_complex_wavefunction(log_psi, params, walkers.electrons[0], protons):
-            def parts(f, x):  # d ln psi = d ln|psi| + i d arg psi
-                sign, log_abs = log_psi(unravel(f), x, protons)
-                return jnp.stack([log_abs, jnp.angle(sign)])
-
-            jac = jax.vmap(jax.jacrev(parts), in_axes=(None, 0))(flat, walkers.electrons)  # (N, 2, P)
-            per_sample = jac[:, 0] + 1j * jac[:, 1]
-        else:
-            per_sample = jax.vmap(jax.grad(lambda f, x: log_psi(unravel(f), x, protons)[1]), in_axes=(None, 0))(flat, walkers.electrons)
+        per_sample, unravel = log_derivatives(log_psi, params, walkers.electrons, protons)
+        flat, _ = ravel_pytree(params)
         direction = min_sr_direction(per_sample, e_loc, damping)
         return unravel(flat - learning_rate * direction), walkers, vmc_stats(e_loc, acceptance)
 

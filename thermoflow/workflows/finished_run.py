@@ -18,7 +18,7 @@ import jax
 from thermoflow.io.checkpoint import load_latest_checkpoint
 from thermoflow.nct.loss import FreeEnergyModel
 from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
-from thermoflow.workflows.nct_run import RUN_INFO
+from thermoflow.workflows.run_dir import RUN_INFO
 from thermoflow.workflows.nct_setup import NCTSetup, prepare_nct
 
 log = logging.getLogger(__name__)

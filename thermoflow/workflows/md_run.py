@@ -36,7 +36,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tomli_w
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -51,7 +50,7 @@ from thermoflow.potentials.pair import with_fresh_neighbors
 from thermoflow.structures.build import closest_pair
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
 from thermoflow.workflows.build import build_neighbor_energy, build_potential, build_structure
-from thermoflow.workflows.config import ConfigError
+from thermoflow.workflows.run_dir import start_run_dir
 from thermoflow.workflows.md_config import NEIGHBOR_LIST_MIN_ATOMS, MDRunConfig
 
 log = logging.getLogger(__name__)
@@ -256,25 +255,6 @@ def _frame(setup: MDSetup, state: integrators.MDState) -> str:
 def _append(path: Path, text: str) -> None:
     with open(path, "a") as fh:
         fh.write(text)
-
-
-def start_run_dir(out_dir: Path, config, base: Path, resume: bool, markers: tuple[str, ...]) -> None:
-    """Create ``out_dir`` with ``config.resolved.toml`` and ``run_info.json`` (shared by the MD and TI runs).
-
-    Raises:
-        ConfigError: resuming where config.resolved.toml is missing or differs from ``config``, or
-            (not resuming) a directory that holds any of ``markers`` (relative paths) already.
-    """
-    resolved = out_dir / "config.resolved.toml"
-    text = tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
-    if resume:
-        if not resolved.is_file() or resolved.read_text() != text:
-            raise ConfigError(f"cannot resume in {out_dir}: its config.resolved.toml is missing or differs from this config")
-    elif any((out_dir / name).exists() for name in markers):
-        raise ConfigError(f"{out_dir} already holds a run; use --resume or another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(resolved, text)
-    atomic_write_text(out_dir / "run_info.json", json.dumps({"config_base_dir": str(Path(base).resolve())}, indent=2) + "\n")
 
 
 def run_md(

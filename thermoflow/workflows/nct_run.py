@@ -13,8 +13,7 @@ Run directory layout::
 
 from __future__ import annotations
 
-import csv
-import io
+import functools
 import json
 import logging
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import tomli_w
 
 from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.io.atomic import atomic_write_text
@@ -33,11 +31,9 @@ from thermoflow.units import GPA_PER_EV_PER_A3, MEV_PER_EV
 from thermoflow.workflows import plots
 from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
 from thermoflow.workflows.nct_setup import NCTSetup, prepare_nct
+from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv
 
 log = logging.getLogger(__name__)
-
-#: the run directory's record of where the config's relative file names point
-RUN_INFO = "run_info.json"
 
 #: metrics.csv: (metric key, column with its unit, conversion of the total metric); a column is
 #: written when its metric is in the history (NPT runs add the Gibbs free energy, volume, pressure;
@@ -61,13 +57,7 @@ _METRIC_COLUMNS = (
 
 
 def _write_metrics(path: Path, history: dict, n_atoms: int) -> None:
-    columns = [c for c in _METRIC_COLUMNS if c[0] in history]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow([name for _, name, _ in columns])
-    for i in range(len(history.get("step", []))):
-        writer.writerow([convert(history[key][i], n_atoms) for key, _, convert in columns])
-    atomic_write_text(path, buffer.getvalue())
+    write_metrics_csv(path, history, [(key, name, functools.partial(convert, n=n_atoms)) for key, name, convert in _METRIC_COLUMNS])
 
 
 def _mean_stderr(values: np.ndarray) -> tuple[float, float]:
@@ -136,10 +126,6 @@ def _npt_results(setup: NCTSetup, params: dict, final: dict, n_atoms: int) -> di
     }
 
 
-def _config_toml(config: RunConfig) -> str:
-    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
-
-
 def _same_config(resolved: Path, config: RunConfig) -> bool:
     """Whether a run directory's config.resolved.toml describes ``config``: compared as validated
     configs, so a field added to thermoflow since (with its default) does not block a resume. The
@@ -178,16 +164,7 @@ def run_nct(
     """
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoints" / "state.npz"
-    resolved = out_dir / "config.resolved.toml"
-    text = _config_toml(config)
-    if resume:
-        if not resolved.is_file() or not _same_config(resolved, config):
-            raise ConfigError(f"cannot resume in {out_dir}: its config.resolved.toml is missing or differs from this config")
-    elif ckpt.exists():
-        raise ConfigError(f"{out_dir} already holds a run (checkpoints/state.npz); use --resume or another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(resolved, text)
-    atomic_write_text(out_dir / RUN_INFO, json.dumps({"config_base_dir": str(Path(base).resolve())}, indent=2) + "\n")
+    start_run_dir(out_dir, config, base, resume, markers=("checkpoints/state.npz",), same_config=lambda path: _same_config(path, config))
 
     t_start = time.perf_counter()
     nc = config.nct

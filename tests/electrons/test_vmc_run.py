@@ -1,0 +1,96 @@
+"""The ``thermoflow vmc`` workflow: run directory, exact resume, results, config errors."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from thermoflow.cli.main import app
+from thermoflow.workflows.config import ConfigError, validate_config
+from thermoflow.workflows.vmc_config import VMCRunConfig
+from thermoflow.workflows.vmc_run import run_vmc
+
+JELLIUM = {
+    "seed": 0,
+    "system": {"rs_bohr": 2.0, "n_electrons": 14, "protons": "none"},
+    "wavefunction": {"kind": "slater_jastrow"},
+    "vmc": {"walkers": 64, "steps": 8, "mcmc_steps": 5, "equilibration_blocks": 10, "learning_rate": 0.02,
+            "eval_blocks": 8, "checkpoint_every": 2},
+}
+
+
+def _rows(path):
+    """metrics.csv without its wall-time column."""
+    with open(path) as fh:
+        rows = list(csv.reader(fh))
+    keep = [i for i, name in enumerate(rows[0]) if name != "seconds"]
+    return [[row[i] for i in keep] for row in rows]
+
+
+def test_vmc_run_resumes_exactly_and_reports_the_correlation_energy(tmp_path):
+    """A run interrupted after 4 steps and resumed equals the uninterrupted run row for row (walkers,
+    step size and optimiser state are in the checkpoint); the Slater-Jastrow energy of the 14-electron
+    gas lies below its Hartree-Fock energy (the Jastrow's correlation), the kinetic and potential parts
+    add up to it, and the Adam run lowers the local-energy variance."""
+    config = validate_config(JELLIUM, VMCRunConfig)
+    full = run_vmc(config, tmp_path, tmp_path / "full", log_every=None)
+    partial = run_vmc(config, tmp_path, tmp_path / "split", log_every=None, stop_after=4)
+    assert partial == {"completed": False, "steps_done": 4}
+    resumed = run_vmc(config, tmp_path, tmp_path / "split", resume=True, log_every=None)
+    assert _rows(tmp_path / "split" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")
+    for key in ("energy_Ha_per_electron", "pressure_GPa", "local_energy_variance_Ha2"):
+        assert resumed[key] == full[key]
+    stored = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert stored["completed"] and (tmp_path / "full" / "energy.png").is_file()
+    e, err = stored["energy_Ha_per_electron"], stored["energy_stderr_Ha_per_electron"]
+    print(f"E = {e:.5f} +- {err:.5f} Ha/electron, HF {stored['hartree_fock_Ha_per_electron']:.5f}, P = {stored['pressure_GPa']:.2f} GPa")
+    assert stored["hartree_fock_Ha_per_electron"] == pytest.approx(0.3225 / 14, rel=2e-3)  # the exact finite-system HF
+    assert e < stored["hartree_fock_Ha_per_electron"] - 5 * err
+    assert stored["kinetic_Ha_per_electron"] + stored["potential_Ha_per_electron"] == pytest.approx(e, abs=1e-12)
+    assert stored["energy_imaginary_Ha_per_electron"] == 0.0  # zero twist, closed shell: real wavefunction
+    rows = _rows(tmp_path / "full" / "metrics.csv")
+    assert rows[0][:3] == ["step", "energy_Ha_per_electron", "energy_imaginary_Ha_per_electron"]
+    variance = np.array([float(r[3]) for r in rows[1:]])
+    assert variance[-3:].mean() < variance[:3].mean()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_vmc(config, tmp_path, tmp_path / "full", log_every=None)
+
+
+def test_vmc_cli_on_hydrogen_with_the_network_and_minsr(tmp_path):
+    """Two protons on a bcc lattice at r_s = 1.25 with the periodic network and minSR, through the CLI:
+    energies per atom in eV and Hartree, a virial pressure, and a bound (negative) energy."""
+    path = tmp_path / "h2.toml"
+    path.write_text(
+        "[system]\nrs_bohr = 1.25\nn_electrons = 2\nprotons = 'bcc'\n"
+        "[wavefunction]\nkind = 'network'\nn_layers = 1\none_body = 8\ntwo_body = 4\n"
+        "[vmc]\nwalkers = 32\nsteps = 4\nmcmc_steps = 5\nequilibration_blocks = 10\noptimizer = 'minsr'\n"
+        "learning_rate = 0.02\neval_blocks = 4\n"
+    )
+    result = CliRunner().invoke(app, ["vmc", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["n_protons"] == 2 and res["optimizer"] == "minsr" and res["n_parameters"] > 100
+    assert res["energy_eV_per_atom"] == pytest.approx(res["energy_Ha_per_electron"] * 27.211386, rel=1e-6)
+    assert res["energy_Ha_per_electron"] < 0 and np.isfinite(res["pressure_GPa"])
+    bad = CliRunner().invoke(app, ["vmc", str(path), "--out", str(tmp_path / "x"), "--set", "system.n_electrons=3"])
+    assert bad.exit_code == 2 and "system.n_electrons" in bad.output
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_electrons": 15}, "must be even"),
+    ({"protons": "bcc"}, "holds 2, 16, 54"),
+    ({"protons": "file"}, "structure_file"),
+    ({"structure_file": "x.vasp"}, "structure_file"),
+])
+def test_vmc_config_errors_name_the_field(change, message):
+    data = {**JELLIUM, "system": {**JELLIUM["system"], **change}}
+    with pytest.raises(ConfigError, match=message):
+        validate_config(data, VMCRunConfig)
+
+
+def test_random_protons_that_cannot_fit_are_a_config_error(tmp_path):
+    data = {**JELLIUM, "system": {"rs_bohr": 1.0, "n_electrons": 14, "protons": "random", "min_proton_distance_bohr": 5.0}}
+    with pytest.raises(ConfigError, match="min_proton_distance_bohr"):
+        run_vmc(validate_config(data, VMCRunConfig), tmp_path, tmp_path / "run", log_every=None)

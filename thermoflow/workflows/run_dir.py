@@ -1,0 +1,63 @@
+"""The run-directory writer every workflow shares: the resolved config, where its relative file
+names point, and the per-step metrics table (units in the column names), all written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import tomli_w
+
+from thermoflow.io.atomic import atomic_write_text
+from thermoflow.workflows.config import ConfigError
+
+#: the run directory's record of where the config's relative file names point
+RUN_INFO = "run_info.json"
+
+#: a metrics.csv column: (history key, column header with its unit, conversion of the stored value)
+Column = tuple[str, str, Callable[[Any], Any]]
+
+
+def config_toml(config) -> str:
+    """The validated config as TOML, defaults filled in (what ``config.resolved.toml`` holds)."""
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+def start_run_dir(out_dir: Path, config, base: Path, resume: bool, markers: tuple[str, ...],
+                  same_config: Callable[[Path], bool] | None = None) -> None:
+    """Create ``out_dir`` with ``config.resolved.toml`` and ``run_info.json``.
+
+    ``same_config(resolved_path)`` decides whether a resumed directory's stored config is this one
+    (default: the same TOML text).
+
+    Raises:
+        ConfigError: resuming where config.resolved.toml is missing or differs from ``config``, or
+            (not resuming) a directory that holds any of ``markers`` (relative paths) already.
+    """
+    resolved = out_dir / "config.resolved.toml"
+    text = config_toml(config)
+    if resume:
+        same = (lambda path: path.read_text() == text) if same_config is None else same_config
+        if not resolved.is_file() or not same(resolved):
+            raise ConfigError(f"cannot resume in {out_dir}: its config.resolved.toml is missing or differs from this config")
+    elif any((out_dir / name).exists() for name in markers):
+        raise ConfigError(f"{out_dir} already holds a run; use --resume or another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(resolved, text)
+    atomic_write_text(out_dir / RUN_INFO, json.dumps({"config_base_dir": str(Path(base).resolve())}, indent=2) + "\n")
+
+
+def write_metrics_csv(path: Path, history: dict, columns: Sequence[Column]) -> None:
+    """``metrics.csv``: one row per step of ``history`` (equal-length sequences); a column is written
+    when its key is in the history."""
+    present = [c for c in columns if c[0] in history]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([header for _, header, _ in present])
+    for i in range(len(history.get("step", []))):
+        writer.writerow([convert(history[key][i]) for key, _, convert in present])
+    atomic_write_text(path, buffer.getvalue())

@@ -1,0 +1,269 @@
+"""The ``thermoflow vmc`` workflow: electrons + fixed protons (or jellium) -> ground-state energy and pressure.
+
+Config (:mod:`thermoflow.workflows.vmc_config`) -> cell of r_s, protons, occupied plane waves at the
+twist, trial wavefunction, Ewald local energy -> burn-in -> optimisation on the shared driver
+(:mod:`thermoflow.optimize`, engine :mod:`thermoflow.electrons.driver`) -> final evaluation at the
+trained parameters. Run directory::
+
+    config.resolved.toml, run_info.json
+    metrics.csv            one row per step: energy and variance of the walkers (Hartree), acceptance, step size
+    results.json           final evaluation: E, kinetic, potential (Hartree per electron; eV per atom), the
+                           virial pressure (GPa), the variance, blocking error bars; protons (bohr) and the k set
+    checkpoints/state.npz  parameters, optimiser state, walkers, step size, step (exact resume)
+    energy.png             the optimisation trace and the final estimate
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from thermoflow.analysis.statistics import blocking_stderr
+from thermoflow.electrons import driver
+from thermoflow.electrons.estimators import virial_pressure_GPa
+from thermoflow.electrons.ewald import make_ewald_sum
+from thermoflow.electrons.hamiltonian import make_local_energy
+from thermoflow.electrons.jastrow import make_slater_jastrow
+from thermoflow.electrons.network import make_periodic_network
+from thermoflow.electrons.plane_waves import cubic_cell_from_rs, hartree_fock_energy
+from thermoflow.electrons.twists import twisted_kvectors
+from thermoflow.io.atomic import atomic_write_text
+from thermoflow.optimize import optimise
+from thermoflow.parallel import is_writer
+from thermoflow.units import BOHR_A, EV_PER_HARTREE
+from thermoflow.workflows.config import ConfigError, resolve_path
+from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv
+from thermoflow.workflows.vmc_config import PROTON_LATTICES, VMCRunConfig
+
+log = logging.getLogger(__name__)
+
+_LATTICE_BASIS = {"sc": [[0, 0, 0]], "bcc": [[0, 0, 0], [0.5, 0.5, 0.5]],
+                  "fcc": [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]}
+
+#: metrics.csv columns: (history key, header, conversion of the cell total given the electron count)
+_METRIC_COLUMNS = (
+    ("step", "step", lambda v, n: int(v)),
+    ("energy", "energy_Ha_per_electron", lambda v, n: v / n),
+    ("energy_imaginary", "energy_imaginary_Ha_per_electron", lambda v, n: v / n),
+    ("variance", "local_energy_variance_Ha2", lambda v, n: v),
+    ("acceptance", "acceptance", lambda v, n: v),
+    ("step_size", "step_size_bohr", lambda v, n: v),
+    ("lr_scale", "lr_scale", lambda v, n: v),
+    ("seconds", "seconds", lambda v, n: v),
+)
+
+
+def proton_positions(config: VMCRunConfig, cell: np.ndarray, base: Path) -> np.ndarray:
+    """(n_p, 3) proton positions in ``cell``, bohr ((0, 3) for jellium).
+
+    Raises:
+        ConfigError: a structure file that is missing, non-cubic or holds another number of atoms, or
+            random protons that cannot keep ``min_proton_distance_bohr`` apart.
+    """
+    sc, n = config.system, config.system.n_electrons
+    length = cell[0, 0]
+    if sc.protons == "none":
+        return np.zeros((0, 3))
+    if sc.protons in PROTON_LATTICES:
+        m = round((n / PROTON_LATTICES[sc.protons]) ** (1 / 3))
+        grid = np.stack(np.meshgrid(*(np.arange(m),) * 3, indexing="ij"), axis=-1).reshape(-1, 1, 3)
+        frac = ((grid + np.asarray(_LATTICE_BASIS[sc.protons])[None]) / m).reshape(-1, 3)
+        return frac * length
+    if sc.protons == "file":
+        from ase.io import read
+
+        path = resolve_path(base, sc.structure_file)
+        if not path.is_file():
+            raise ConfigError(f"system.structure_file: {path} not found")
+        atoms = read(path)
+        lengths, angles = atoms.cell.cellpar()[:3], atoms.cell.cellpar()[3:]
+        if len(atoms) != n or not (np.allclose(lengths, lengths[0], rtol=1e-6) and np.allclose(angles, 90.0, atol=1e-6)):
+            raise ConfigError(f"system.structure_file: {path} must hold a cubic cell of system.n_electrons = {n} atoms "
+                              f"(has {len(atoms)} atoms, cell {np.round(atoms.cell.cellpar(), 4).tolist()})")
+        return atoms.get_scaled_positions() * length
+    rng = np.random.default_rng(config.seed)
+    positions = []
+    for _ in range(1000 * n):
+        trial = rng.uniform(size=3) * length
+        if all(np.linalg.norm((trial - p + length / 2) % length - length / 2) >= sc.min_proton_distance_bohr for p in positions):
+            positions.append(trial)
+            if len(positions) == n:
+                return np.asarray(positions)
+    raise ConfigError(f"system.min_proton_distance_bohr = {sc.min_proton_distance_bohr}: could not place {n} random protons "
+                      f"that far apart in the cell (L = {length:.3f} bohr); lower it")
+
+
+def build_system(config: VMCRunConfig, base: Path):
+    """``(cell (3, 3) bohr, protons (n_p, 3) bohr, k vectors (n/2, 3) 1/bohr, wavefunction, local_energy)``."""
+    n = config.system.n_electrons
+    cell = cubic_cell_from_rs(config.system.rs_bohr, n)
+    protons = proton_positions(config, cell, base)
+    try:
+        k = twisted_kvectors(cell, n // 2, np.asarray(config.wavefunction.twist), degeneracy="lowest_exchange")
+    except ValueError as err:
+        raise ConfigError(f"wavefunction.twist: {err}") from None
+    wf_cfg = config.wavefunction
+    if wf_cfg.kind == "network":
+        wavefunction = make_periodic_network(cell, k, k, n_layers=wf_cfg.n_layers, one_body=wf_cfg.one_body,
+                                             two_body=wf_cfg.two_body, seed=config.seed)
+    else:
+        wavefunction = make_slater_jastrow(cell, k, k)
+    local_energy = make_local_energy(wavefunction.log_psi, make_ewald_sum(cell, n + len(protons)), n)
+    return cell, protons, k, wavefunction, local_energy
+
+
+def _initial_electrons(key: jax.Array, protons: np.ndarray, cell: np.ndarray, n_walkers: int, n_electrons: int) -> jax.Array:
+    """Walkers (n_walkers, n_e, 3) bohr: electrons near the protons (unit Gaussian, each proton once per
+    spin channel in a random order) or uniform in the cell for jellium."""
+    if len(protons) == 0:
+        return jax.random.uniform(key, (n_walkers, n_electrons, 3)) @ jnp.asarray(cell)
+    k_perm, k_noise = jax.random.split(key)
+    order = jax.vmap(lambda k: jax.random.permutation(k, len(protons)))(jax.random.split(k_perm, n_walkers))
+    centres = jnp.asarray(protons)[order[:, np.arange(n_electrons) % len(protons)]]
+    return centres + jax.random.normal(k_noise, centres.shape)
+
+
+def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = False, log_every: int | None = 0,
+            stop_after: int | None = None) -> dict:
+    """Optimise the trial wavefunction and write the run directory (layout in the module docstring).
+
+    Args:
+        config: validated VMC run config.
+        base: directory relative file names in the config refer to.
+        out_dir: run directory (created).
+        resume: continue from ``out_dir/checkpoints/state.npz``; the config must be the same.
+        log_every: log a progress line every this many steps (0: about 20 per run; None: none).
+        stop_after: stop after this many steps (an interruption, for tests).
+
+    Returns:
+        The results dictionary also written to ``results.json`` (``{"completed": False, ...}`` when stopped early).
+
+    Raises:
+        ConfigError: an invalid system (module :func:`proton_positions`), resuming with another config, or a
+            directory that already holds a run.
+        FileNotFoundError: resuming without a checkpoint.
+        NonFiniteError: non-finite energies after ``vmc.max_rollbacks`` rollbacks.
+    """
+    out_dir = Path(out_dir)
+    vc, n = config.vmc, config.system.n_electrons
+    start_run_dir(out_dir, config, base, resume, markers=("checkpoints/state.npz",))
+    t_start = time.perf_counter()
+    cell, protons, kvectors, wavefunction, local_energy = build_system(config, base)
+    protons_j = jnp.asarray(protons)
+    params = wavefunction.init()
+    n_parameters = int(sum(np.size(x) for x in jax.tree.leaves(params)))
+    k_walkers, k_equilibrate, k_run = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    electrons = _initial_electrons(k_walkers, protons, cell, vc.walkers, n)
+    step_size = vc.initial_step_size_bohr
+    if not resume and vc.equilibration_blocks:
+        electrons, step_size, acceptance = driver.equilibrate(
+            wavefunction.log_psi, params, electrons, protons_j, k_equilibrate, step_size,
+            n_blocks=vc.equilibration_blocks, n_mcmc_steps=vc.mcmc_steps, target_acceptance=vc.target_acceptance)
+        log.info("burn-in: %d blocks of %d moves, step size %.3f bohr, acceptance %.2f", vc.equilibration_blocks, vc.mcmc_steps,
+                 step_size, acceptance)
+    step, transform = driver.make_train_step(
+        wavefunction.log_psi, local_energy, protons_j, optimizer=vc.optimizer, learning_rate=vc.learning_rate,
+        n_mcmc_steps=vc.mcmc_steps, damping=vc.damping, clip_width=vc.clip_width, target_acceptance=vc.target_acceptance)
+    state = driver.initial_state(params, transform, electrons, k_run, step_size)
+    log.info("VMC: %d electrons, %d protons, r_s = %g bohr (L = %.4f bohr), %s wavefunction with %d parameters, %s, %d walkers",
+             n, len(protons), config.system.rs_bohr, cell[0, 0], config.wavefunction.kind, n_parameters, vc.optimizer, vc.walkers)
+
+    metrics_csv = out_dir / "metrics.csv"
+    columns = [(key, name, functools.partial(convert, n=n)) for key, name, convert in _METRIC_COLUMNS]
+    every = max(1, vc.steps // 20) if log_every == 0 else log_every
+
+    def on_step(row):
+        if every and (row["step"] + 1) % every == 0:
+            log.info("step %d/%d: E = %.5f Ha/electron, variance %.4f Ha^2, acceptance %.2f, %.2f s/step", row["step"] + 1,
+                     vc.steps, row["energy"] / n, row["variance"], row["acceptance"], row["seconds"])
+
+    result = optimise(
+        step, state, steps=vc.steps, checkpoint_path=out_dir / "checkpoints" / "state.npz", checkpoint_every=vc.checkpoint_every,
+        resume=resume, max_rollbacks=vc.max_rollbacks, on_step=on_step,
+        on_checkpoint=lambda hist: write_metrics_csv(metrics_csv, hist, columns), stop_after=stop_after,
+        advice="lower vmc.learning_rate or raise vmc.walkers",
+    )
+    hist = result.history
+    write_metrics_csv(metrics_csv, hist, columns)
+    if len(hist.get("step", [])) < vc.steps:
+        return {"completed": False, "steps_done": len(hist.get("step", []))}
+
+    final = result.state
+    results = {
+        "completed": True, "n_electrons": n, "n_protons": len(protons), "rs_bohr": config.system.rs_bohr,
+        "cell_length_bohr": float(cell[0, 0]), "volume_bohr3": float(abs(np.linalg.det(cell))),
+        "wavefunction": config.wavefunction.kind, "n_parameters": n_parameters, "optimizer": vc.optimizer,
+        "twist": list(config.wavefunction.twist), "steps": vc.steps, "walkers": vc.walkers,
+        "seconds_per_step": result.seconds_per_step, "n_rollbacks": result.n_rollbacks,
+        "protons_bohr": protons.tolist(), "kvectors_per_bohr": np.asarray(kvectors).tolist(),
+    }
+    if config.system.protons == "none":
+        hf = hartree_fock_energy(cell, kvectors, kvectors)
+        results["hartree_fock_Ha_per_electron"] = float(hf["total"]) / n
+    if vc.eval_blocks:
+        t_eval = time.perf_counter()
+        blocks = driver.evaluate(wavefunction.log_psi, local_energy, final.params, final.electrons, protons_j,
+                                 jax.random.fold_in(k_run, 2**31 - 1), float(final.step_size),
+                                 n_blocks=vc.eval_blocks, n_mcmc_steps=vc.mcmc_steps)
+        results.update(_evaluation_results(blocks, n, len(protons), float(abs(np.linalg.det(cell)))))
+        results["evaluation_seconds"] = time.perf_counter() - t_eval
+        results["estimate"] = (f"final evaluation at the trained parameters: {vc.eval_blocks} Metropolis blocks of "
+                               f"{vc.mcmc_steps} moves x {vc.walkers} walkers, blocking error bars over the blocks")
+    else:
+        tail = hist["energy"][len(hist["energy"]) // 2:] / n
+        est = blocking_stderr(tail)
+        results.update({"energy_Ha_per_electron": est.mean, "energy_stderr_Ha_per_electron": est.stderr,
+                        "estimate": f"second half of the optimisation trace ({len(tail)} steps, blocking error bars)"})
+    results["wall_seconds"] = time.perf_counter() - t_start
+    if is_writer():
+        atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        _plot_energy(out_dir / "energy.png", hist, n, results)
+    log.info("E = %.6f +- %.6f Ha/electron", results["energy_Ha_per_electron"], results["energy_stderr_Ha_per_electron"])
+    return results
+
+
+def _evaluation_results(blocks: dict[str, np.ndarray], n_electrons: int, n_protons: int, volume_bohr3: float) -> dict:
+    """Per-electron energies (Hartree, and eV per atom for hydrogen), the virial pressure (GPa), with blocking errors."""
+    out = {}
+    for key, name in (("total", "energy"), ("kinetic", "kinetic"), ("potential", "potential"), ("imaginary", "energy_imaginary")):
+        est = blocking_stderr(blocks[key] / n_electrons)
+        out[f"{name}_Ha_per_electron"], out[f"{name}_stderr_Ha_per_electron"] = est.mean, est.stderr
+    out["energy_Ry_per_electron"], out["energy_stderr_Ry_per_electron"] = 2 * out["energy_Ha_per_electron"], 2 * out["energy_stderr_Ha_per_electron"]
+    if n_protons:
+        per_atom = n_electrons / n_protons * EV_PER_HARTREE
+        out["energy_eV_per_atom"], out["energy_stderr_eV_per_atom"] = per_atom * out["energy_Ha_per_electron"], per_atom * out["energy_stderr_Ha_per_electron"]
+    pressure = blocking_stderr(virial_pressure_GPa(blocks["kinetic"], blocks["potential"], volume_bohr3))
+    out["pressure_GPa"], out["pressure_stderr_GPa"] = pressure.mean, pressure.stderr
+    out["pressure_note"] = ("virial (2T + V) / 3 Omega: exact for eigenstates, biased for an approximate wavefunction "
+                            "(thermoflow/electrons/estimators.py)")
+    out["local_energy_variance_Ha2"] = float(np.mean(blocks["variance"]))
+    out["acceptance"] = float(np.mean(blocks["acceptance"]))
+    out["volume_A3_per_electron"] = volume_bohr3 * BOHR_A**3 / n_electrons
+    return out
+
+
+def _plot_energy(path: Path, hist: dict, n_electrons: int, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(hist["step"], hist["energy"] / n_electrons, lw=0.8, label="walker mean per step")
+    e, err = results["energy_Ha_per_electron"], results["energy_stderr_Ha_per_electron"]
+    ax.axhspan(e - err, e + err, color="C1", alpha=0.4, label=f"final {e:.5f} +- {err:.5f}")
+    if "hartree_fock_Ha_per_electron" in results:
+        ax.axhline(results["hartree_fock_Ha_per_electron"], color="k", ls="--", lw=0.8, label="Hartree-Fock")
+    ax.set_xlabel("step")
+    ax.set_ylabel("energy (Ha / electron)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
