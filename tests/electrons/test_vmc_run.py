@@ -94,3 +94,27 @@ def test_random_protons_that_cannot_fit_are_a_config_error(tmp_path):
     data = {**JELLIUM, "system": {"rs_bohr": 1.0, "n_electrons": 14, "protons": "random", "min_proton_distance_bohr": 5.0}}
     with pytest.raises(ConfigError, match="min_proton_distance_bohr"):
         run_vmc(validate_config(data, VMCRunConfig), tmp_path, tmp_path / "run", log_every=None)
+
+
+def test_twist_grid_runs_one_directory_per_twist_and_averages_with_the_grid_weights(tmp_path):
+    """wavefunction.twist_grid = 2 (shifted 2x2x2 grid, reduced by t -> -t: 4 twists of weight 1/4): one run
+    per twist (complex wavefunctions), the reported energy and pressure are the weighted means of the twists'
+    with combined error bars, the Hartree-Fock reference is averaged the same way; a rerun reads them back."""
+    data = {"seed": 0, "system": {"rs_bohr": 2.0, "n_electrons": 2, "protons": "none"},
+            "wavefunction": {"kind": "slater_jastrow", "twist_grid": 2},
+            "vmc": {"walkers": 16, "steps": 2, "mcmc_steps": 3, "equilibration_blocks": 4, "eval_blocks": 4}}
+    config = validate_config(data, VMCRunConfig)
+    res = run_vmc(config, tmp_path, tmp_path / "tw", log_every=None)
+    per = [json.loads((tmp_path / "tw" / f"twist-{i:03d}" / "results.json").read_text()) for i in range(4)]
+    assert res["n_twists"] == 4 and np.allclose(res["twist_weights"], 0.25)
+    assert all(abs(np.asarray(p["twist"])).max() == 0.25 for p in per)
+    assert res["energy_Ha_per_electron"] == pytest.approx(np.mean([p["energy_Ha_per_electron"] for p in per]), abs=1e-14)
+    assert res["energy_stderr_Ha_per_electron"] == pytest.approx(
+        np.sqrt(np.sum([p["energy_stderr_Ha_per_electron"] ** 2 for p in per])) / 4, rel=1e-12)
+    assert res["pressure_GPa"] == pytest.approx(np.mean([p["pressure_GPa"] for p in per]), rel=1e-12)
+    assert res["hartree_fock_Ha_per_electron"] == pytest.approx(np.mean([p["hartree_fock_Ha_per_electron"] for p in per]), rel=1e-12)
+    assert len(_rows(tmp_path / "tw" / "twists.csv")) == 5
+    again = run_vmc(config, tmp_path, tmp_path / "tw", resume=True, log_every=None)
+    assert again == res
+    with pytest.raises(ConfigError, match="not both"):
+        validate_config({**data, "wavefunction": {"twist_grid": 2, "twist": [0.25, 0.0, 0.0]}}, VMCRunConfig)

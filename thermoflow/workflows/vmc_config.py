@@ -59,6 +59,16 @@ class WavefunctionConfig(StrictModel):
         (0.0, 0.0, 0.0), description="fractional twist t (k_s = t B): psi(r + L) = exp(i k_s . L) psi; both spins at +k_s; "
         "a degenerate Fermi level takes the occupation of lowest exchange energy",
     )
+    twist_grid: int | None = Field(
+        None, ge=1, description="twist-average over the shifted n x n x n Monkhorst-Pack grid, reduced by t -> -t: one run "
+        "per twist in twist-NNN/ subdirectories, averaged with the grid weights (replaces wavefunction.twist)",
+    )
+
+    @model_validator(mode="after")
+    def _one_twist_source(self):
+        if self.twist_grid is not None and any(self.twist):
+            raise ValueError("give wavefunction.twist or wavefunction.twist_grid, not both")
+        return self
 
 
 class VMCConfig(StrictModel):

@@ -11,6 +11,9 @@ trained parameters. Run directory::
                            virial pressure (GPa), the variance, blocking error bars; protons (bohr) and the k set
     checkpoints/state.npz  parameters, optimiser state, walkers, step size, step (exact resume)
     energy.png             the optimisation trace and the final estimate
+
+With ``wavefunction.twist_grid`` the directory holds one such run per twist (``twist-NNN/``), ``twists.csv``
+and the twist-averaged ``results.json`` (:func:`run_twist_average`).
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
         NonFiniteError: non-finite energies after ``vmc.max_rollbacks`` rollbacks.
     """
     out_dir = Path(out_dir)
+    if config.wavefunction.twist_grid is not None:
+        return run_twist_average(config, base, out_dir, resume=resume, log_every=log_every)
     vc, n = config.vmc, config.system.n_electrons
     start_run_dir(out_dir, config, base, resume, markers=("checkpoints/state.npz",))
     t_start = time.perf_counter()
@@ -226,6 +231,60 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
         atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
         _plot_energy(out_dir / "energy.png", hist, n, results)
     log.info("E = %.6f +- %.6f Ha/electron", results["energy_Ha_per_electron"], results["energy_stderr_Ha_per_electron"])
+    return results
+
+
+#: twist-averaged quantities of a twist-grid run: (results key, its standard-error key)
+_AVERAGED = (("energy_Ha_per_electron", "energy_stderr_Ha_per_electron"), ("kinetic_Ha_per_electron", "kinetic_stderr_Ha_per_electron"),
+             ("potential_Ha_per_electron", "potential_stderr_Ha_per_electron"), ("pressure_GPa", "pressure_stderr_GPa"),
+             ("energy_eV_per_atom", "energy_stderr_eV_per_atom"), ("hartree_fock_Ha_per_electron", None))
+
+
+def run_twist_average(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = False, log_every: int | None = 0) -> dict:
+    """One VMC run per twist of the reduced shifted Monkhorst-Pack grid (``twist-NNN/``, each an ordinary
+    run directory: finished twists are read back, interrupted ones resumed), then the weighted twist
+    averages with combined error bars (:func:`thermoflow.electrons.twists.twist_average`) in
+    ``results.json`` and a per-twist ``twists.csv``.
+
+    References: C. Lin, F. H. Zong and D. M. Ceperley, Phys. Rev. E 64, 016702 (2001), doi:10.1103/PhysRevE.64.016702.
+    """
+    from thermoflow.electrons.twists import monkhorst_pack_twists, twist_average
+
+    start_run_dir(out_dir, config, base, resume, markers=("twist-000",))
+    grid = monkhorst_pack_twists(config.wavefunction.twist_grid)
+    per_twist = []
+    for i, (twist, weight) in enumerate(zip(grid.twists, grid.weights)):
+        sub_config = config.model_copy(update={"wavefunction": config.wavefunction.model_copy(
+            update={"twist": tuple(float(t) for t in twist), "twist_grid": None})})
+        sub_dir = out_dir / f"twist-{i:03d}"
+        stored = sub_dir / "results.json"
+        if stored.is_file() and json.loads(stored.read_text()).get("completed"):
+            res = json.loads(stored.read_text())
+        else:
+            log.info("twist %d/%d: t = %s, weight %.4f", i + 1, len(grid.weights), np.round(twist, 4).tolist(), weight)
+            res = run_vmc(sub_config, base, sub_dir, resume=(sub_dir / "checkpoints" / "state.npz").is_file(), log_every=log_every)
+        per_twist.append(res)
+    results = {"completed": True, "twist_grid": config.wavefunction.twist_grid, "n_twists": len(grid.weights),
+               "twists": grid.twists.tolist(), "twist_weights": grid.weights.tolist()}
+    for key, err_key in _AVERAGED:
+        if all(key in r for r in per_twist):
+            values = np.array([r[key] for r in per_twist])
+            errors = np.array([r[err_key] for r in per_twist]) if err_key else None
+            average = twist_average(values, grid.weights, errors)
+            results[key] = average.mean
+            if err_key:
+                results[err_key] = average.stderr
+    for key in ("n_electrons", "n_protons", "rs_bohr", "wavefunction", "n_parameters", "optimizer"):
+        results[key] = per_twist[0][key]
+    if is_writer():
+        lines = ["twist_a,twist_b,twist_c,weight,energy_Ha_per_electron,energy_stderr_Ha_per_electron,pressure_GPa,pressure_stderr_GPa"]
+        for twist, weight, r in zip(grid.twists, grid.weights, per_twist):
+            lines.append(",".join(str(x) for x in (*twist, weight, r["energy_Ha_per_electron"], r["energy_stderr_Ha_per_electron"],
+                                                  r.get("pressure_GPa", ""), r.get("pressure_stderr_GPa", ""))))
+        atomic_write_text(out_dir / "twists.csv", "\n".join(lines) + "\n")
+        atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    log.info("twist average over %d twists: E = %.6f +- %.6f Ha/electron", len(grid.weights), results["energy_Ha_per_electron"],
+             results["energy_stderr_Ha_per_electron"])
     return results
 
 
