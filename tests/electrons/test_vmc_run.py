@@ -118,3 +118,20 @@ def test_twist_grid_runs_one_directory_per_twist_and_averages_with_the_grid_weig
     assert again == res
     with pytest.raises(ConfigError, match="not both"):
         validate_config({**data, "wavefunction": {"twist_grid": 2, "twist": [0.25, 0.0, 0.0]}}, VMCRunConfig)
+
+
+def test_chunked_local_energies_equal_the_batch(tmp_path):
+    """vmc.chunk_size: the same Metropolis block and local energies, 16 walkers at a time (memory only)."""
+    import jax
+
+    from thermoflow.electrons import mcmc
+    from thermoflow.electrons.vmc import make_sampler
+    from thermoflow.workflows.vmc_run import _initial_electrons, build_system
+
+    config = validate_config(JELLIUM, VMCRunConfig)
+    cell, protons, _, wf, local_energy = build_system(config, tmp_path)
+    params = wf.init()
+    walkers = mcmc.WalkerState(_initial_electrons(jax.random.PRNGKey(0), protons, cell, 48, 14), np.zeros(48), jax.random.PRNGKey(1))
+    results = [jax.jit(make_sampler(wf.log_psi, local_energy, 2, chunk))(params, walkers, protons, 0.3) for chunk in (None, 16)]
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(results[1][0].electrons, results[0][0].electrons)

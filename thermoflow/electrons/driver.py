@@ -32,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from thermoflow.electrons import mcmc
 from thermoflow.electrons.natural_gradient import log_derivatives, min_sr_direction
-from thermoflow.electrons.vmc import CLIP_WIDTH, energy_gradient, make_sampler
+from thermoflow.electrons.vmc import CLIP_WIDTH, energy_gradient, make_sampler, map_walkers
 
 OPTIMIZERS = ("adam", "minsr")
 
@@ -76,7 +76,7 @@ def initial_state(params, optimizer: optax.GradientTransformation | None, electr
 
 def make_train_step(log_psi: Callable, local_energy: Callable, protons: jax.Array, *, optimizer: str, learning_rate: float,
                     n_mcmc_steps: int, damping: float = 1e-3, clip_width: float | None = CLIP_WIDTH,
-                    target_acceptance: float = 0.5) -> tuple[Callable, optax.GradientTransformation | None]:
+                    target_acceptance: float = 0.5, chunk_size: int | None = None) -> tuple[Callable, optax.GradientTransformation | None]:
     """``(step(state) -> (state, metrics, finite), optax transformation or None)`` for :func:`thermoflow.optimize.optimise`.
 
     Args:
@@ -89,6 +89,7 @@ def make_train_step(log_psi: Callable, local_energy: Callable, protons: jax.Arra
         damping: minSR diagonal shift.
         clip_width: local-energy clipping of the Adam gradient (None: none).
         target_acceptance: the step size is tuned towards it.
+        chunk_size: local energies of this many walkers at a time (None: all at once).
 
     Metrics (Hartree units, cell totals): ``energy``, ``energy_imaginary``, ``variance``,
     ``acceptance``, ``step_size`` (bohr, before the step's update).
@@ -98,7 +99,7 @@ def make_train_step(log_psi: Callable, local_energy: Callable, protons: jax.Arra
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    sample = make_sampler(log_psi, local_energy, n_mcmc_steps)
+    sample = make_sampler(log_psi, local_energy, n_mcmc_steps, chunk_size)
     transform = optax.adam(learning_rate) if optimizer == "adam" else None
 
     def update(state: VMCState, electrons, e_loc):
@@ -143,7 +144,7 @@ def equilibrate(log_psi: Callable, params, electrons: jax.Array, protons: jax.Ar
 
 
 def evaluate(log_psi: Callable, local_energy: Callable, params, electrons: jax.Array, protons: jax.Array, key: jax.Array,
-             step_size: float, *, n_blocks: int, n_mcmc_steps: int) -> dict[str, np.ndarray]:
+             step_size: float, *, n_blocks: int, n_mcmc_steps: int, chunk_size: int | None = None) -> dict[str, np.ndarray]:
     """Walker means per Metropolis block at frozen ``params``: ``total``, ``kinetic`` (real parts),
     ``potential``, ``imaginary`` (Im E_loc), ``variance`` of E_loc, ``acceptance``; each (n_blocks,),
     Hartree per cell. Average with :func:`thermoflow.analysis.statistics.blocking_stderr`.
@@ -154,7 +155,7 @@ def evaluate(log_psi: Callable, local_energy: Callable, params, electrons: jax.A
     if n_blocks < 2:
         raise ValueError(f"an evaluation needs at least 2 blocks for an error bar, got {n_blocks}")
     block = mcmc.make_metropolis_block(log_psi, n_mcmc_steps)
-    parts = jax.jit(jax.vmap(lambda x: local_energy(params, x, protons)))
+    parts = jax.jit(lambda xs: map_walkers(lambda x: local_energy(params, x, protons), xs, chunk_size))
     state = mcmc.init_walkers(log_psi, params, electrons, protons, key)
     rows = []
     for _ in range(n_blocks):

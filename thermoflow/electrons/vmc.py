@@ -107,14 +107,25 @@ def energy_gradient(log_psi: Callable, params, electrons: jax.Array, protons: ja
     return jax.grad(surrogate)(params)
 
 
-def make_sampler(log_psi: Callable, local_energy: Callable, n_mcmc_steps: int) -> Callable:
+def map_walkers(fn: Callable, walkers: jax.Array, chunk_size: int | None):
+    """``fn`` over the leading (walker) axis: vmapped at once (``chunk_size`` None), or ``chunk_size``
+    walkers at a time (``jax.lax.map``; memory ~ chunk_size, the same result)."""
+    if chunk_size is None or chunk_size >= walkers.shape[0]:
+        return jax.vmap(fn)(walkers)
+    return jax.lax.map(fn, walkers, batch_size=chunk_size)
+
+
+def make_sampler(log_psi: Callable, local_energy: Callable, n_mcmc_steps: int, chunk_size: int | None = None) -> Callable:
     """``sample(params, walkers, protons, step_size) -> (walkers, local energies (n_walkers,) Hartree,
     acceptance)``: ln|psi| of the walkers re-evaluated at ``params`` (after a parameter update), a
-    Metropolis block, the local energies (complex for a complex wavefunction); traced inside the
+    Metropolis block, the local energies (complex for a complex wavefunction), ``chunk_size`` walkers
+    at a time (None: all at once; the forward Laplacian's memory grows with it); traced inside the
     optimisers' jitted steps.
     """
     block = mcmc.make_metropolis_block(log_psi, n_mcmc_steps)
-    energies = jax.vmap(lambda p, x, r: local_energy(p, x, r).total, in_axes=(None, 0, None))
+
+    def energies(p, xs, r):
+        return map_walkers(lambda x: local_energy(p, x, r).total, xs, chunk_size)
 
     def sample(params, walkers: mcmc.WalkerState, protons, step_size):
         log_abs = jax.vmap(lambda x: log_psi(params, x, protons)[1])(walkers.electrons)

@@ -86,6 +86,9 @@ class VMCConfig(StrictModel):
     clip_width: float | None = Field(5.0, gt=0, description="adam: clip E_loc to median +- this x mean abs. deviation in the gradient")
     target_acceptance: float = Field(0.5, gt=0, lt=1, description="the Metropolis step size is tuned towards this acceptance")
     initial_step_size_bohr: float = Field(0.2, gt=0, description="Metropolis step size before tuning, bohr")
+    chunk_size: int | None = Field(
+        None, ge=1, description="local energies of this many walkers at a time (memory; same results); unset: all walkers at once",
+    )
     eval_blocks: int = Field(32, ge=0, description="final evaluation at the trained parameters: Metropolis blocks (0: none; else >= 2)")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back and halves the learning rate)")

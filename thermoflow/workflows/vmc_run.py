@@ -175,7 +175,8 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
                  step_size, acceptance)
     step, transform = driver.make_train_step(
         wavefunction.log_psi, local_energy, protons_j, optimizer=vc.optimizer, learning_rate=vc.learning_rate,
-        n_mcmc_steps=vc.mcmc_steps, damping=vc.damping, clip_width=vc.clip_width, target_acceptance=vc.target_acceptance)
+        n_mcmc_steps=vc.mcmc_steps, damping=vc.damping, clip_width=vc.clip_width, target_acceptance=vc.target_acceptance,
+        chunk_size=vc.chunk_size)
     state = driver.initial_state(params, transform, electrons, k_run, step_size)
     log.info("VMC: %d electrons, %d protons, r_s = %g bohr (L = %.4f bohr), %s wavefunction with %d parameters, %s, %d walkers",
              n, len(protons), config.system.rs_bohr, cell[0, 0], config.wavefunction.kind, n_parameters, vc.optimizer, vc.walkers)
@@ -216,7 +217,7 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
         t_eval = time.perf_counter()
         blocks = driver.evaluate(wavefunction.log_psi, local_energy, final.params, final.electrons, protons_j,
                                  jax.random.fold_in(k_run, 2**31 - 1), float(final.step_size),
-                                 n_blocks=vc.eval_blocks, n_mcmc_steps=vc.mcmc_steps)
+                                 n_blocks=vc.eval_blocks, n_mcmc_steps=vc.mcmc_steps, chunk_size=vc.chunk_size)
         results.update(_evaluation_results(blocks, n, len(protons), float(abs(np.linalg.det(cell)))))
         results["evaluation_seconds"] = time.perf_counter() - t_eval
         results["estimate"] = (f"final evaluation at the trained parameters: {vc.eval_blocks} Metropolis blocks of "

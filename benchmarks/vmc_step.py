@@ -1,0 +1,97 @@
+"""Electronic VMC step time and memory: `thermoflow vmc`'s jitted step, Adam vs minSR, 16 and 32 protons.
+
+Run by hand from the repository root:
+
+    python benchmarks/vmc_step.py                                  # 16 protons bcc, r_s 1.25, default network
+    python benchmarks/vmc_step.py --electrons 16 54 --sizes default large --optimizers adam minsr
+
+Each row runs in its own process (peak resident memory ru_maxrss of that process): protons on a bcc
+lattice at r_s = 1.25 bohr, the periodic network (``default``: 2 layers, one-body 32, two-body 8;
+``large``: 3 layers, one-body 64, two-body 16), ``--walkers`` walkers, 10 Metropolis moves per step,
+the optimisation step of :func:`thermoflow.electrons.driver.make_train_step` (Metropolis block + local
+energies by folx + update), median of ``--repeats`` steps after compilation, float64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZES = {"default": (2, 32, 8), "large": (3, 64, 16)}
+
+
+def run_one(n: int, size: str, optimizer: str, walkers: int, repeats: int, chunk: int | None) -> None:
+    import jax
+    import numpy as np
+
+    from thermoflow.electrons import driver
+    from thermoflow.workflows.config import validate_config
+    from thermoflow.workflows.vmc_config import VMCRunConfig
+    from thermoflow.workflows.vmc_run import _initial_electrons, build_system
+
+    layers, one, two = SIZES[size]
+    config = validate_config({"system": {"rs_bohr": 1.25, "n_electrons": n, "protons": "bcc"},
+                              "wavefunction": {"kind": "network", "n_layers": layers, "one_body": one, "two_body": two},
+                              "vmc": {"walkers": walkers, "optimizer": optimizer,
+                                      "learning_rate": 1e-3 if optimizer == "adam" else 0.02}}, VMCRunConfig)
+    cell, protons, _, wf, local_energy = build_system(config, Path("."))
+    params = wf.init()
+    n_params = int(sum(np.size(x) for x in jax.tree.leaves(params)))
+    step, transform = driver.make_train_step(wf.log_psi, local_energy, jax.numpy.asarray(protons), optimizer=optimizer,
+                                             learning_rate=config.vmc.learning_rate, n_mcmc_steps=10,
+                                             chunk_size=chunk)
+    electrons = _initial_electrons(jax.random.PRNGKey(0), protons, cell, walkers, n)
+    state = driver.initial_state(params, transform, electrons, jax.random.PRNGKey(1), 0.2)
+    t0 = time.perf_counter()
+    state, metrics, _ = step(state)
+    jax.block_until_ready(state.params)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, metrics, _ = step(state)
+        jax.block_until_ready(state.params)
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"n_params": n_params, "step_s": float(np.median(times)), "compile_s": compile_s,
+                      "peak_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--electrons", nargs="+", type=int, default=[16])
+    parser.add_argument("--sizes", nargs="+", default=["default"], choices=sorted(SIZES))
+    parser.add_argument("--optimizers", nargs="+", default=["adam", "minsr"], choices=["adam", "minsr"])
+    parser.add_argument("--walkers", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=None, help="local energies of this many walkers at a time (default: all)")
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        run_one(int(args.one[0]), args.one[1], args.one[2], args.walkers, args.repeats, args.chunk)
+        return
+    import jax
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__} on CPU, float64; "
+          f"{args.walkers} walkers, 10 Metropolis moves per step, local energies {args.chunk or 'all'} walkers at a time")
+    print(f"{'protons':>7} {'network':>8} {'optimizer':>9} {'params':>7} {'s/step':>8} {'compile s':>9} {'peak MB':>8}")
+    for n in args.electrons:
+        for size in args.sizes:
+            for opt in args.optimizers:
+                cmd = [sys.executable, __file__, "--one", str(n), size, opt, "--walkers", str(args.walkers), "--repeats", str(args.repeats)] + (["--chunk", str(args.chunk)] if args.chunk else [])
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    print(f"{n:>7} {size:>8} {opt:>9} FAILED: {proc.stderr.strip().splitlines()[-1]}")
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(f"{n:>7} {size:>8} {opt:>9} {r['n_params']:>7} {r['step_s']:>8.2f} {r['compile_s']:>9.1f} {r['peak_MB']:>8.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
