@@ -12,7 +12,7 @@ against 3N columns by autodiff. The forces are evaluated by the run's own jitted
 The error is the finite-difference one, O(delta^2) with central (plus-minus) displacements:
 on lithium dp4 (bcc, 16 atoms) the largest Hessian element is off by 3.0e-3 (relative) at
 delta = 0.01 A, 7.5e-4 at 0.005 A (measured against autodiff), hence the default 0.001 A
-(~3e-5): the forces of a float64 JAX potential are exact to round-off, so a small step costs
+(~3e-5 by that delta^2 scaling, not measured): the forces of a float64 JAX potential are exact to round-off, so a small step costs
 nothing. Tests: ``tests/phonons/test_finite_displacement.py``; timings and memory against
 autodiff: ``benchmarks/harmonic_reference.py``.
 
@@ -87,6 +87,7 @@ def phonopy_hessian(
 
     Raises:
         ValueError: for a non-positive displacement or batch size, or shapes that do not match.
+        RuntimeError: if phonopy's cell does not keep the atom order (the indices would not match).
     """
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms

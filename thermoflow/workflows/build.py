@@ -168,11 +168,11 @@ HESSIAN_CACHE = "harmonic_hessian.npz"
 
 
 def harmonic_modes(config: RunConfig, energy_fn: EnergyFn, positions: np.ndarray, cell: np.ndarray, masses: np.ndarray,
-                   numbers: np.ndarray | None = None, cache: Path | None = None) -> HarmonicModes:
+                   numbers: np.ndarray, cache: Path | None = None) -> HarmonicModes:
     """Harmonic modes of the run's potential at ``positions`` (N, 3) A in ``cell`` (3, 3) A.
 
-    The Hessian is taken as ``[harmonic] hessian`` says (autodiff; phonopy's symmetry-reduced
-    displacements, which need the atomic ``numbers``; central differences of every coordinate, the
+    ``masses`` and ``numbers`` (atomic numbers, for phonopy's symmetry) are (N,). The Hessian is
+    taken as ``[harmonic] hessian`` says (autodiff; phonopy's symmetry-reduced displacements; central differences of every coordinate, the
     only choice besides phonopy for an ASE calculator, whose host callback has no second
     derivative). With ``cache`` (a .npz path) a stored Hessian of the same potential, method,
     positions, cell and masses is reused, and a new one is stored there.
@@ -192,8 +192,6 @@ def harmonic_modes(config: RunConfig, energy_fn: EnergyFn, positions: np.ndarray
         elif method == "phonopy":
             from thermoflow.phonons.finite_displacement import phonopy_hessian
 
-            if numbers is None:
-                raise ValueError("harmonic.hessian = 'phonopy' needs the atomic numbers")
             h = phonopy_hessian(energy_fn, positions, cell, numbers, displacement_A=hc.displacement_A or 1e-3).hessian
         else:
             from thermoflow.potentials.ase_bridge import finite_difference_hessian

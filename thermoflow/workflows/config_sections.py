@@ -118,6 +118,6 @@ class HarmonicReferenceConfig(StrictModel):
     )
     displacement_A: float | None = Field(
         None, gt=0, description="phonopy / finite_difference displacement, Angstrom; unset: 0.001 for phonopy (float64 forces "
-        "of a JAX potential: error ~3e-5 relative on lithium dp4), potential.hessian_displacement_A or 0.01 for finite_difference",
+        "of a JAX potential; lithium dp4: 3e-3 relative at 0.01, falling as delta^2), potential.hessian_displacement_A or 0.01 for finite_difference",
     )
     cache: bool = Field(True, description="store the Hessian in the run directory (harmonic_hessian.npz) and reuse it on resume")

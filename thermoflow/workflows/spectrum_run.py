@@ -42,7 +42,8 @@ def _harmonic_reference_at_trained_cell(run) -> HarmonicModes:
     modes = run.setup.modes
     scale = 1.0 + strain
     log.info("harmonic reference recomputed at the trained cell (linear strain %.4f)", strain)
-    return harmonic_modes(run.config, run.setup.energy_fn, modes.reference_positions * scale, modes.cell * scale, modes.masses)
+    return harmonic_modes(run.config, run.setup.energy_fn, modes.reference_positions * scale, modes.cell * scale, modes.masses,
+                          run.setup.atoms.numbers)
 
 
 def run_spectrum(run_dir: Path, *, n_samples: int = 1024, seed: int = 0, batch_size: int = 256,

@@ -47,9 +47,6 @@ from thermoflow.workflows.vmc_config import PROTON_LATTICES, VMCRunConfig
 
 log = logging.getLogger(__name__)
 
-_LATTICE_BASIS = {"sc": [[0, 0, 0]], "bcc": [[0, 0, 0], [0.5, 0.5, 0.5]],
-                  "fcc": [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]}
-
 #: metrics.csv columns: (history key, header, conversion of the cell total given the electron count)
 _METRIC_COLUMNS = (
     ("step", "step", lambda v, n: int(v)),
@@ -75,10 +72,10 @@ def proton_positions(config: VMCRunConfig, cell: np.ndarray, base: Path) -> np.n
     if sc.protons == "none":
         return np.zeros((0, 3))
     if sc.protons in PROTON_LATTICES:
+        from ase.build import bulk
+
         m = round((n / PROTON_LATTICES[sc.protons]) ** (1 / 3))
-        grid = np.stack(np.meshgrid(*(np.arange(m),) * 3, indexing="ij"), axis=-1).reshape(-1, 1, 3)
-        frac = ((grid + np.asarray(_LATTICE_BASIS[sc.protons])[None]) / m).reshape(-1, 3)
-        return frac * length
+        return bulk("H", sc.protons, a=length / m, cubic=True).repeat((m, m, m)).get_positions()
     if sc.protons == "file":
         from ase.io import read
 
@@ -123,8 +120,8 @@ def build_system(config: VMCRunConfig, base: Path):
 
 
 def _initial_electrons(key: jax.Array, protons: np.ndarray, cell: np.ndarray, n_walkers: int, n_electrons: int) -> jax.Array:
-    """Walkers (n_walkers, n_e, 3) bohr: electrons near the protons (unit Gaussian, each proton once per
-    spin channel in a random order) or uniform in the cell for jellium."""
+    """Walkers (n_walkers, n_e, 3) bohr: each electron near a proton (unit Gaussian about it; a random
+    assignment per walker, every proton used once when n_e = n_p) or uniform in the cell for jellium."""
     if len(protons) == 0:
         return jax.random.uniform(key, (n_walkers, n_electrons, 3)) @ jnp.asarray(cell)
     k_perm, k_noise = jax.random.split(key)
