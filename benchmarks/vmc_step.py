@@ -41,7 +41,8 @@ def run_one(n: int, size: str, optimizer: str, walkers: int, repeats: int, chunk
                               "wavefunction": {"kind": "network", "n_layers": layers, "one_body": one, "two_body": two},
                               "vmc": {"walkers": walkers, "optimizer": optimizer,
                                       "learning_rate": 1e-3 if optimizer == "adam" else 0.02}}, VMCRunConfig)
-    cell, protons, _, wf, local_energy = build_system(config, Path("."))
+    cell, configurations, _, wf, local_energy = build_system(config, Path("."))
+    protons = configurations[0]
     params = wf.init()
     n_params = int(sum(np.size(x) for x in jax.tree.leaves(params)))
     step, transform = driver.make_train_step(wf.log_psi, local_energy, jax.numpy.asarray(protons), optimizer=optimizer,

@@ -88,3 +88,88 @@ def test_vmc_with_protons_lowers_the_energy():
     error = np.hypot(np.sqrt(np.mean(variances[:5]) / 32 / 5), np.sqrt(np.mean(variances[-5:]) / 32 / 5))
     print(f"network VMC with protons: E {first:.3f} -> {last:.3f} Ha (+- {error:.3f})")
     assert first - last > 5 * error
+
+
+def test_several_determinants_and_the_atomic_envelope_keep_the_symmetries():
+    """Two determinants with atomic envelopes (exponents perturbed per orbital): antisymmetry under a
+    same-spin exchange, periodicity in every electron, invariance under proton permutations and a common
+    translation (1e-9 in ln|psi|); with both determinants' parameters made equal psi doubles (ln 2 exactly)."""
+    cell = cubic_cell_from_rs(1.5, 2 * N_UP)
+    k = closed_shell_kvectors(cell, N_UP)
+    net = make_periodic_network(cell, k, k, n_layers=1, one_body=8, two_body=4, n_determinants=2, envelope="atomic")
+    params = net.init()
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    for key, name in zip(keys, ("envelope_up", "envelope_down", "exponent_up", "exponent_down")):
+        params[name] = params[name] + 0.3 * jax.random.normal(key, params[name].shape)
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.uniform(size=(2 * N_UP, 3)) @ cell)
+    protons = jnp.asarray(rng.uniform(size=(2 * N_UP, 3)) @ cell)
+    sign, log_abs = net.log_psi(params, x, protons)
+
+    def same(s2, l2):
+        return float(s2) == float(sign) and abs(float(l2) - float(log_abs)) < 1e-9
+
+    s2, l2 = net.log_psi(params, x.at[jnp.array([1, 4])].set(x[jnp.array([4, 1])]), protons)
+    assert float(s2) == -float(sign) and abs(float(l2) - float(log_abs)) < 1e-9
+    assert same(*net.log_psi(params, x.at[9].add(jnp.asarray(cell[2] + cell[0])), protons))
+    assert same(*net.log_psi(params, x, protons[::-1]))
+    t = jnp.array([-0.6, 2.1, 0.3])
+    assert same(*net.log_psi(params, x + t, protons + t))
+
+    single = make_periodic_network(cell, k, k, n_layers=1, one_body=8, two_body=4, envelope="atomic")
+    one = {**params, **{name: params[name][:1] for name in ("envelope_up", "envelope_down", "exponent_up", "exponent_down")}}
+    doubled = {**params, **{name: jnp.concatenate([one[name], one[name]]) for name in ("envelope_up", "envelope_down",
+                                                                                     "exponent_up", "exponent_down")}}
+    s1, l1 = single.log_psi(one, x, protons)
+    s_d, l_d = net.log_psi(doubled, x, protons)
+    assert float(s_d) == float(s1) and float(l_d) - float(l1) == pytest.approx(np.log(2.0), abs=1e-12)
+    with pytest.raises(ValueError, match="needs protons"):
+        net.log_psi(params, x, None)
+
+
+def test_geminal_starts_at_the_slater_jastrow_state_and_keeps_the_symmetries():
+    """The singlet-pairing geminal over the occupied + 12 extra plane waves equals the spin-determinant network at
+    initialisation (zero twist, 1e-10 in ln|psi|: the extra orbitals start unpaired); with all its parameters
+    perturbed it stays antisymmetric in each spin, periodic, invariant under common translations and
+    proton permutations. At a twist the up electrons wind with exp(i k_s . L), the down ones (at -k) with
+    exp(-i k_s . L), and a common translation leaves psi unchanged (its phase too: the pair function depends on r - r')."""
+    from thermoflow.electrons.twists import twisted_kvectors, unoccupied_kvectors
+
+    cell, k, net, _, x, protons = _setup()
+    extra = unoccupied_kvectors(cell, k, np.zeros(3), 12)
+    assert len(extra) == 12 and np.allclose(np.sort(np.linalg.norm(extra, axis=1)), np.linalg.norm(extra, axis=1))
+    gem = make_periodic_network(cell, k, k, n_layers=2, one_body=16, two_body=4, geminal_kvectors=extra)
+    plain = net.log_psi(net.init(), x, protons)
+    start = gem.log_psi(gem.init(), x, protons)
+    assert float(start[0]) == float(plain[0]) and abs(float(start[1]) - float(plain[1])) < 1e-10
+
+    params = gem.init()
+    keys = jax.random.split(jax.random.PRNGKey(5), 4)
+    for key, name in zip(keys, ("envelope_up", "envelope_down", "backflow", "pairing")):
+        params[name] = params[name] + 0.3 * jax.random.normal(key, params[name].shape)
+    sign, log_abs = gem.log_psi(params, x, protons)
+    for i, j in ((0, 4), (8, 12)):  # two up, two down electrons
+        s2, l2 = gem.log_psi(params, x.at[jnp.array([i, j])].set(x[jnp.array([j, i])]), protons)
+        assert float(s2) == -float(sign) and abs(float(l2) - float(log_abs)) < 1e-9
+    t = jnp.array([0.4, -0.9, 1.7])
+    for moved, moved_protons in ((x.at[2].add(jnp.asarray(cell[0] - cell[2])), protons), (x + t, protons + t)):
+        s2, l2 = gem.log_psi(params, moved, moved_protons)
+        assert float(s2) == float(sign) and abs(float(l2) - float(log_abs)) < 1e-9
+    s2, l2 = gem.log_psi(params, x, protons[::-1])
+    assert float(s2) == float(sign) and abs(float(l2) - float(log_abs)) < 1e-9
+
+    twist = np.array([0.25, -0.1, 0.4])
+    k_t = twisted_kvectors(cell, N_UP, twist, degeneracy="lowest_exchange")
+    gem_t = make_periodic_network(cell, k_t, k_t, n_layers=1, one_body=8, two_body=4,
+                                  geminal_kvectors=unoccupied_kvectors(cell, k_t, twist, 6))
+    params_t = gem_t.init()
+    params_t["pairing"] = params_t["pairing"] + 0.3 * jax.random.normal(keys[0], params_t["pairing"].shape)
+    phase, log_t = gem_t.log_psi(params_t, x, protons)
+    k_s = twist @ (2 * np.pi * np.linalg.inv(cell).T)
+    lattice = cell[0] + 2 * cell[1]
+    for electron, expected in ((1, np.exp(1j * k_s @ lattice)), (10, np.exp(-1j * k_s @ lattice))):
+        p2, l2 = gem_t.log_psi(params_t, x.at[electron].add(jnp.asarray(lattice)), protons)
+        assert abs(complex(p2) - complex(phase) * expected) < 1e-9 and abs(float(l2) - float(log_t)) < 1e-9
+    t = jnp.array([0.3, 0.2, -1.1])
+    p2, l2 = gem_t.log_psi(params_t, x + t, protons + t)
+    assert abs(complex(p2) - complex(phase)) < 1e-9 and abs(float(l2) - float(log_t)) < 1e-9

@@ -22,6 +22,7 @@ Petersen, J. Chem. Phys. 91, 461 (1989), doi:10.1063/1.457480 (blocking).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -76,13 +77,17 @@ def initial_state(params, optimizer: optax.GradientTransformation | None, electr
 
 def make_train_step(log_psi: Callable, local_energy: Callable, protons: jax.Array, *, optimizer: str, learning_rate: float,
                     n_mcmc_steps: int, damping: float = 1e-3, clip_width: float | None = CLIP_WIDTH,
-                    target_acceptance: float = 0.5, chunk_size: int | None = None) -> tuple[Callable, optax.GradientTransformation | None]:
+                    target_acceptance: float = 0.5, chunk_size: int | None = None,
+                    configurations_per_step: int | None = None) -> tuple[Callable, optax.GradientTransformation | None]:
     """``(step(state) -> (state, metrics, finite), optax transformation or None)`` for :func:`thermoflow.optimize.optimise`.
 
     Args:
         log_psi: ``(params, electrons (n_e, 3), protons) -> (sign or phase, ln|psi|)``.
         local_energy: ``(params, electrons, protons) -> LocalEnergy`` (Hartree).
-        protons: (n_p, 3) bohr (n_p = 0: jellium).
+        protons: (n_p, 3) bohr (n_p = 0: jellium), or an ensemble (M, n_p, 3) of proton configurations:
+            one wavefunction conditioned on the protons is trained on the mean energy over the ensemble
+            (the pretraining of the deep variational free energy, Dong et al. arXiv 2025), each
+            configuration with its own walkers (``state.electrons`` (M, n_walkers, n_e, 3)).
         optimizer: ``"adam"`` or ``"minsr"`` (update ``-learning_rate x (S + damping)^-1 g``).
         learning_rate: Adam's rate, or minSR's tau.
         n_mcmc_steps: Metropolis moves per walker per step.
@@ -90,50 +95,98 @@ def make_train_step(log_psi: Callable, local_energy: Callable, protons: jax.Arra
         clip_width: local-energy clipping of the Adam gradient (None: none).
         target_acceptance: the step size is tuned towards it.
         chunk_size: local energies of this many walkers at a time (None: all at once).
+        configurations_per_step: ensemble only: configurations drawn (without replacement, from
+            ``fold_in(key, step)``) for each step; None: all. The gradient is that of the mean energy
+            of the drawn configurations: per configuration the VMC gradient, or for minSR the log
+            derivatives and local energies centred within each configuration (S and g averaged over them).
 
-    Metrics (Hartree units, cell totals): ``energy``, ``energy_imaginary``, ``variance``,
-    ``acceptance``, ``step_size`` (bohr, before the step's update).
+    Metrics (Hartree units, cell totals): ``energy`` (mean over the step's configurations),
+    ``energy_imaginary``, ``variance`` (of E_loc within a configuration, averaged), ``acceptance``,
+    ``step_size`` (bohr, before the step's update).
 
     Raises:
-        ValueError: an unknown optimiser.
+        ValueError: an unknown optimiser, ``configurations_per_step`` < 1.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if configurations_per_step is not None and configurations_per_step < 1:
+        raise ValueError(f"configurations_per_step must be >= 1, got {configurations_per_step}")
     sample = make_sampler(log_psi, local_energy, n_mcmc_steps, chunk_size)
     transform = optax.adam(learning_rate) if optimizer == "adam" else None
+    ensemble = protons.ndim == 3
 
-    def update(state: VMCState, electrons, e_loc):
+    def update(state: VMCState, electrons, configurations, e_loc):
+        """New (params, opt_state) from walkers (B, W, n_e, 3) at configurations (B, n_p, 3), energies (B, W)."""
         if transform is not None:
-            grads = energy_gradient(log_psi, state.params, electrons, protons, e_loc, clip_width=clip_width)
+            grads = jax.lax.map(lambda a: energy_gradient(log_psi, state.params, *a, clip_width=clip_width),
+                                (electrons, configurations, e_loc))
+            grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
             updates, opt_state = transform.update(grads, state.opt_state, state.params)
             updates = jax.tree.map(lambda u: state.lr_scale * u, updates)
             return optax.apply_updates(state.params, updates), opt_state
-        per_sample, unravel = log_derivatives(log_psi, state.params, electrons, protons)
-        flat, _ = ravel_pytree(state.params)
-        return unravel(flat - state.lr_scale * learning_rate * min_sr_direction(per_sample, e_loc, damping)), state.opt_state
+        flat, unravel = ravel_pytree(state.params)
+        per_sample = jax.lax.map(lambda a: log_derivatives(log_psi, state.params, *a)[0], (electrons, configurations))
+        per_sample = per_sample - jnp.mean(per_sample, axis=1, keepdims=True)  # centred within each configuration
+        centred = e_loc - jnp.mean(e_loc, axis=1, keepdims=True)
+        direction = min_sr_direction(per_sample.reshape(-1, flat.shape[0]), centred.reshape(-1), damping)
+        return unravel(flat - state.lr_scale * learning_rate * direction), state.opt_state
+
+    def finish(state: VMCState, params, opt_state, electrons, e_loc, acceptance):
+        mean = jnp.mean(e_loc)
+        metrics = {"energy": jnp.real(mean), "energy_imaginary": jnp.imag(mean),
+                   "variance": jnp.mean(jnp.var(e_loc, axis=-1)), "acceptance": acceptance, "step_size": state.step_size}
+        finite = jnp.all(jnp.isfinite(jnp.real(e_loc))) & jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+        step_size = jnp.clip(state.step_size * jnp.exp(acceptance - target_acceptance), *STEP_SIZE_BOUNDS)
+        new = dataclasses.replace(state, params=params, opt_state=opt_state, electrons=electrons,
+                                  step_size=step_size, step=state.step + 1)
+        return new, metrics, finite
 
     @jax.jit
     def step(state: VMCState):
         walkers = mcmc.WalkerState(state.electrons, jnp.zeros(state.electrons.shape[0]), jax.random.fold_in(state.key, state.step))
         walkers, e_loc, acceptance = sample(state.params, walkers, protons, state.step_size)
-        params, opt_state = update(state, walkers.electrons, e_loc)
-        mean = jnp.mean(e_loc)
-        metrics = {"energy": jnp.real(mean), "energy_imaginary": jnp.imag(mean), "variance": jnp.var(e_loc),
-                   "acceptance": acceptance, "step_size": state.step_size}
-        finite = jnp.all(jnp.isfinite(jnp.real(e_loc))) & jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
-        step_size = jnp.clip(state.step_size * jnp.exp(acceptance - target_acceptance), *STEP_SIZE_BOUNDS)
-        new = dataclasses.replace(state, params=params, opt_state=opt_state, electrons=walkers.electrons,
-                                  step_size=step_size, step=state.step + 1)
-        return new, metrics, finite
+        params, opt_state = update(state, walkers.electrons[None], protons[None], e_loc[None])
+        return finish(state, params, opt_state, walkers.electrons, e_loc, acceptance)
 
-    return step, transform
+    @jax.jit
+    def ensemble_step(state: VMCState):
+        k_pick, k_walkers = jax.random.split(jax.random.fold_in(state.key, state.step))
+        m = protons.shape[0]
+        drawn = (jnp.arange(m) if configurations_per_step is None or configurations_per_step >= m
+                 else jax.random.choice(k_pick, m, (configurations_per_step,), replace=False))
+
+        def one(args):
+            x, r, key = args
+            walkers, e, acc = sample(state.params, mcmc.WalkerState(x, jnp.zeros(x.shape[0]), key), r, state.step_size)
+            return walkers.electrons, e, acc
+
+        configurations = protons[drawn]
+        electrons, e_loc, acceptance = jax.lax.map(
+            one, (state.electrons[drawn], configurations, jax.random.split(k_walkers, drawn.shape[0])))
+        params, opt_state = update(state, electrons, configurations, e_loc)
+        return finish(state, params, opt_state, state.electrons.at[drawn].set(electrons), e_loc, jnp.mean(acceptance))
+
+    return (ensemble_step if ensemble else step), transform
+
+
+@functools.lru_cache(maxsize=16)
+def _metropolis_block(log_psi: Callable, n_mcmc_steps: int) -> Callable:
+    """One jitted Metropolis block per (wavefunction, moves): reused across the configurations of an ensemble
+    (a fresh jit per call would compile again for every configuration)."""
+    return mcmc.make_metropolis_block(log_psi, n_mcmc_steps)
+
+
+@functools.lru_cache(maxsize=16)
+def _block_energies(local_energy: Callable, chunk_size: int | None) -> Callable:
+    """``(params, walkers (n, n_e, 3), protons) -> LocalEnergy`` of (n,) arrays, jitted once per local energy."""
+    return jax.jit(lambda params, xs, protons: map_walkers(lambda x: local_energy(params, x, protons), xs, chunk_size))
 
 
 def equilibrate(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array, key: jax.Array, step_size: float, *,
                 n_blocks: int, n_mcmc_steps: int, target_acceptance: float = 0.5) -> tuple[jax.Array, float, float]:
     """Burn in the walkers at fixed ``params``: ``n_blocks`` Metropolis blocks, the step size tuned
     after each. Returns (electrons, step size bohr, acceptance of the last block)."""
-    block = mcmc.make_metropolis_block(log_psi, n_mcmc_steps)
+    block = _metropolis_block(log_psi, n_mcmc_steps)
     state = mcmc.init_walkers(log_psi, params, electrons, protons, key)
     acceptance = float("nan")
     for _ in range(n_blocks):
@@ -154,13 +207,12 @@ def evaluate(log_psi: Callable, local_energy: Callable, params, electrons: jax.A
     """
     if n_blocks < 2:
         raise ValueError(f"an evaluation needs at least 2 blocks for an error bar, got {n_blocks}")
-    block = mcmc.make_metropolis_block(log_psi, n_mcmc_steps)
-    parts = jax.jit(lambda xs: map_walkers(lambda x: local_energy(params, x, protons), xs, chunk_size))
+    block, parts = _metropolis_block(log_psi, n_mcmc_steps), _block_energies(local_energy, chunk_size)
     state = mcmc.init_walkers(log_psi, params, electrons, protons, key)
     rows = []
     for _ in range(n_blocks):
         state, acceptance = block(state, params, protons, step_size)
-        e = parts(state.electrons)
+        e = parts(params, state.electrons, protons)
         rows.append({"total": np.mean(np.real(e.total)), "kinetic": np.mean(np.real(e.kinetic)), "potential": np.mean(e.potential),
                      "imaginary": np.mean(np.imag(e.total)), "variance": np.var(np.asarray(e.total)), "acceptance": float(acceptance)})
     return {k: np.asarray([r[k] for r in rows], dtype=np.float64) for k in rows[0]}

@@ -12,6 +12,8 @@ et al., Rev. Mod. Phys. 73, 33 (2001) (VMC practice, acceptance near 0.5).
 
 from __future__ import annotations
 
+import functools
+
 from typing import Callable, NamedTuple
 
 import jax
@@ -30,8 +32,13 @@ class WalkerState(NamedTuple):
 def init_walkers(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array, key: jax.Array) -> WalkerState:
     """A :class:`WalkerState` at ``electrons`` (n_walkers, n_e, 3) for protons (n_p, 3);
     ``log_psi(params, electrons, protons) -> (sign, ln|psi|)``."""
-    log_abs = jax.jit(jax.vmap(lambda p, x, r: log_psi(p, x, r)[1], in_axes=(None, 0, None)))(params, electrons, protons)
-    return WalkerState(electrons, log_abs, key)
+    return WalkerState(electrons, _batched_log_abs(log_psi)(params, electrons, protons), key)
+
+
+@functools.lru_cache(maxsize=16)
+def _batched_log_abs(log_psi: Callable) -> Callable:
+    """ln|psi| of a batch of walkers, jitted once per wavefunction (not once per call)."""
+    return jax.jit(jax.vmap(lambda p, x, r: log_psi(p, x, r)[1], in_axes=(None, 0, None)))
 
 
 def make_metropolis_block(log_psi: Callable, n_steps: int) -> Callable:

@@ -80,6 +80,26 @@ def _candidates(cell: np.ndarray, twist: np.ndarray, n_states: int) -> np.ndarra
         m_max += 1
 
 
+def unoccupied_kvectors(cell: np.ndarray, occupied: np.ndarray, twist: np.ndarray, n_extra: int) -> np.ndarray:
+    """The lowest unoccupied wavevectors G + k_s beyond ``occupied``, (m, 3) 1/bohr, m >= n_extra: the
+    ``n_extra`` lowest by |G + k_s|, completed to the end of their shell (every vector of the last
+    |G + k_s| taken), so that at zero twist the set is +-k symmetric (the extra orbitals of a geminal,
+    :func:`thermoflow.electrons.network.make_periodic_network`).
+
+    Raises:
+        ValueError: ``n_extra`` < 1.
+    """
+    if n_extra < 1:
+        raise ValueError(f"n_extra must be >= 1, got {n_extra}")
+    occupied = np.asarray(occupied, dtype=np.float64).reshape(-1, 3)
+    candidates = _candidates(cell, np.asarray(twist, dtype=np.float64), len(occupied) + n_extra + 64)
+    taken = {tuple(np.round(k, 8)) for k in occupied}
+    free = np.array([k for k in candidates if tuple(np.round(k, 8)) not in taken])
+    norms = np.linalg.norm(free, axis=1)
+    last = norms[n_extra - 1]
+    return free[norms <= last * (1.0 + DEGENERACY_RTOL) + 1e-300]
+
+
 def twisted_kvectors(cell: np.ndarray, n_per_spin: int, twist: np.ndarray, *, degeneracy: str = "raise") -> np.ndarray:
     """The occupied wavevectors G + k_s of one spin at a twist, (n_per_spin, 3), 1/bohr, by increasing |G + k_s|.
 

@@ -36,7 +36,7 @@ from thermoflow.electrons.hamiltonian import make_local_energy
 from thermoflow.electrons.jastrow import make_slater_jastrow
 from thermoflow.electrons.network import make_periodic_network
 from thermoflow.electrons.plane_waves import cubic_cell_from_rs, hartree_fock_energy
-from thermoflow.electrons.twists import twisted_kvectors
+from thermoflow.electrons.twists import twisted_kvectors, unoccupied_kvectors
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.optimize import optimise
 from thermoflow.parallel import is_writer
@@ -60,63 +60,90 @@ _METRIC_COLUMNS = (
 )
 
 
-def proton_positions(config: VMCRunConfig, cell: np.ndarray, base: Path) -> np.ndarray:
-    """(n_p, 3) proton positions in ``cell``, bohr ((0, 3) for jellium).
+def proton_configurations(config: VMCRunConfig, cell: np.ndarray, base: Path) -> np.ndarray:
+    """(M, n_p, 3) proton configurations in ``cell``, bohr ((1, 0, 3) for jellium; M > 1: an ensemble,
+    from ``system.frames`` of a file or ``system.n_configurations`` random ones).
 
     Raises:
-        ConfigError: a structure file that is missing, non-cubic or holds another number of atoms, or
-            random protons that cannot keep ``min_proton_distance_bohr`` apart.
+        ConfigError: a structure file that is missing, holds no selected frame, or a frame that is
+            non-cubic or holds another number of atoms; random protons that cannot keep
+            ``min_proton_distance_bohr`` apart.
     """
     sc, n = config.system, config.system.n_electrons
     length = cell[0, 0]
     if sc.protons == "none":
-        return np.zeros((0, 3))
+        return np.zeros((1, 0, 3))
     if sc.protons in PROTON_LATTICES:
         from ase.build import bulk
 
         m = round((n / PROTON_LATTICES[sc.protons]) ** (1 / 3))
-        return bulk("H", sc.protons, a=length / m, cubic=True).repeat((m, m, m)).get_positions()
+        return bulk("H", sc.protons, a=length / m, cubic=True).repeat((m, m, m)).get_positions()[None]
     if sc.protons == "file":
         from ase.io import read
 
         path = resolve_path(base, sc.structure_file)
         if not path.is_file():
             raise ConfigError(f"system.structure_file: {path} not found")
-        atoms = read(path)
-        lengths, angles = atoms.cell.cellpar()[:3], atoms.cell.cellpar()[3:]
-        if len(atoms) != n or not (np.allclose(lengths, lengths[0], rtol=1e-6) and np.allclose(angles, 90.0, atol=1e-6)):
-            raise ConfigError(f"system.structure_file: {path} must hold a cubic cell of system.n_electrons = {n} atoms "
-                              f"(has {len(atoms)} atoms, cell {np.round(atoms.cell.cellpar(), 4).tolist()})")
-        return atoms.get_scaled_positions() * length
+        frames = read(path, index=sc.frames if sc.frames is not None else "0:1")
+        if not frames:
+            raise ConfigError(f"system.frames = {sc.frames!r} selects no frame of {path}")
+        configurations = []
+        for i, atoms in enumerate(frames):
+            lengths, angles = atoms.cell.cellpar()[:3], atoms.cell.cellpar()[3:]
+            if len(atoms) != n or not (np.allclose(lengths, lengths[0], rtol=1e-6) and np.allclose(angles, 90.0, atol=1e-6)):
+                raise ConfigError(f"system.structure_file: frame {i} of {path} must hold a cubic cell of system.n_electrons = {n} "
+                                  f"atoms (has {len(atoms)} atoms, cell {np.round(atoms.cell.cellpar(), 4).tolist()})")
+            configurations.append(atoms.get_scaled_positions() * length)
+        return np.asarray(configurations)
     rng = np.random.default_rng(config.seed)
+    return np.asarray([_random_protons(rng, n, length, sc.min_proton_distance_bohr) for _ in range(sc.n_configurations)])
+
+
+def _random_protons(rng: np.random.Generator, n: int, length: float, min_distance: float) -> np.ndarray:
+    """(n, 3) uniform positions in a cube of side ``length`` at least ``min_distance`` apart (periodic), bohr."""
     positions = []
     for _ in range(1000 * n):
         trial = rng.uniform(size=3) * length
-        if all(np.linalg.norm((trial - p + length / 2) % length - length / 2) >= sc.min_proton_distance_bohr for p in positions):
+        if all(np.linalg.norm((trial - p + length / 2) % length - length / 2) >= min_distance for p in positions):
             positions.append(trial)
             if len(positions) == n:
                 return np.asarray(positions)
-    raise ConfigError(f"system.min_proton_distance_bohr = {sc.min_proton_distance_bohr}: could not place {n} random protons "
+    raise ConfigError(f"system.min_proton_distance_bohr = {min_distance}: could not place {n} random protons "
                       f"that far apart in the cell (L = {length:.3f} bohr); lower it")
 
 
 def build_system(config: VMCRunConfig, base: Path):
-    """``(cell (3, 3) bohr, protons (n_p, 3) bohr, k vectors (n/2, 3) 1/bohr, wavefunction, local_energy)``."""
+    """``(cell (3, 3) bohr, proton configurations (M, n_p, 3) bohr, (k up (ceil(n/2), 3), k down (floor(n/2), 3))
+    1/bohr, wavefunction, local_energy)``.
+
+    Raises:
+        ConfigError: an invalid system or wavefunction (the message names the field).
+    """
     n = config.system.n_electrons
     cell = cubic_cell_from_rs(config.system.rs_bohr, n)
-    protons = proton_positions(config, cell, base)
+    protons = proton_configurations(config, cell, base)
+    twist = np.asarray(config.wavefunction.twist)
     try:
-        k = twisted_kvectors(cell, n // 2, np.asarray(config.wavefunction.twist), degeneracy="lowest_exchange")
+        k_up, k_down = (twisted_kvectors(cell, m, twist, degeneracy="lowest_exchange") if m else np.zeros((0, 3))
+                        for m in ((n + 1) // 2, n // 2))
     except ValueError as err:
         raise ConfigError(f"wavefunction.twist: {err}") from None
     wf_cfg = config.wavefunction
     if wf_cfg.kind == "network":
-        wavefunction = make_periodic_network(cell, k, k, n_layers=wf_cfg.n_layers, one_body=wf_cfg.one_body,
-                                             two_body=wf_cfg.two_body, seed=config.seed)
+        if wf_cfg.envelope == "atomic" and not protons.shape[1]:
+            raise ConfigError("wavefunction.envelope = 'atomic' needs protons (system.protons is 'none')")
+        extra = None
+        if wf_cfg.antisymmetry == "geminal":
+            if n % 2:
+                raise ConfigError(f"wavefunction.antisymmetry = 'geminal' pairs up and down electrons: system.n_electrons must be even, got {n}")
+            extra = unoccupied_kvectors(cell, k_up, twist, wf_cfg.geminal_extra_orbitals)
+        wavefunction = make_periodic_network(cell, k_up, k_down, n_layers=wf_cfg.n_layers, one_body=wf_cfg.one_body,
+                                             two_body=wf_cfg.two_body, n_determinants=wf_cfg.n_determinants,
+                                             envelope=wf_cfg.envelope, geminal_kvectors=extra, seed=config.seed)
     else:
-        wavefunction = make_slater_jastrow(cell, k, k)
-    local_energy = make_local_energy(wavefunction.log_psi, make_ewald_sum(cell, n + len(protons)), n)
-    return cell, protons, k, wavefunction, local_energy
+        wavefunction = make_slater_jastrow(cell, k_up, k_down)
+    local_energy = make_local_energy(wavefunction.log_psi, make_ewald_sum(cell, n + protons.shape[1]), n)
+    return cell, protons, (k_up, k_down), wavefunction, local_energy
 
 
 def _initial_electrons(key: jax.Array, protons: np.ndarray, cell: np.ndarray, n_walkers: int, n_electrons: int) -> jax.Array:
@@ -157,26 +184,38 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
     vc, n = config.vmc, config.system.n_electrons
     start_run_dir(out_dir, config, base, resume, markers=("checkpoints/state.npz",))
     t_start = time.perf_counter()
-    cell, protons, kvectors, wavefunction, local_energy = build_system(config, base)
-    protons_j = jnp.asarray(protons)
+    cell, configurations, kvectors, wavefunction, local_energy = build_system(config, base)
+    n_train = len(configurations) - vc.holdout
+    if n_train < 1:
+        raise ConfigError(f"vmc.holdout = {vc.holdout} leaves no configuration to train on ({len(configurations)} in all)")
+    ensemble = n_train > 1
+    training = jnp.asarray(configurations[:n_train] if ensemble else configurations[0])  # (M, n_p, 3) or (n_p, 3)
+    n_protons = configurations.shape[1]
     params = wavefunction.init()
     n_parameters = int(sum(np.size(x) for x in jax.tree.leaves(params)))
     k_walkers, k_equilibrate, k_run = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    electrons = _initial_electrons(k_walkers, protons, cell, vc.walkers, n)
     step_size = vc.initial_step_size_bohr
+    electrons = []
+    for m in range(n_train):  # each configuration's walkers, burnt in at the initial parameters
+        x = _initial_electrons(jax.random.fold_in(k_walkers, m) if ensemble else k_walkers, configurations[m], cell, vc.walkers, n)
+        if not resume and vc.equilibration_blocks:
+            x, step_size, acceptance = driver.equilibrate(
+                wavefunction.log_psi, params, x, jnp.asarray(configurations[m]),
+                jax.random.fold_in(k_equilibrate, m) if ensemble else k_equilibrate, step_size,
+                n_blocks=vc.equilibration_blocks, n_mcmc_steps=vc.mcmc_steps, target_acceptance=vc.target_acceptance)
+        electrons.append(x)
+    electrons = jnp.stack(electrons) if ensemble else electrons[0]
     if not resume and vc.equilibration_blocks:
-        electrons, step_size, acceptance = driver.equilibrate(
-            wavefunction.log_psi, params, electrons, protons_j, k_equilibrate, step_size,
-            n_blocks=vc.equilibration_blocks, n_mcmc_steps=vc.mcmc_steps, target_acceptance=vc.target_acceptance)
-        log.info("burn-in: %d blocks of %d moves, step size %.3f bohr, acceptance %.2f", vc.equilibration_blocks, vc.mcmc_steps,
-                 step_size, acceptance)
+        log.info("burn-in: %d blocks of %d moves%s, step size %.3f bohr, acceptance %.2f", vc.equilibration_blocks, vc.mcmc_steps,
+                 f" for each of {n_train} proton configurations" if ensemble else "", step_size, acceptance)
     step, transform = driver.make_train_step(
-        wavefunction.log_psi, local_energy, protons_j, optimizer=vc.optimizer, learning_rate=vc.learning_rate,
+        wavefunction.log_psi, local_energy, training, optimizer=vc.optimizer, learning_rate=vc.learning_rate,
         n_mcmc_steps=vc.mcmc_steps, damping=vc.damping, clip_width=vc.clip_width, target_acceptance=vc.target_acceptance,
-        chunk_size=vc.chunk_size)
+        chunk_size=vc.chunk_size, configurations_per_step=vc.configurations_per_step)
     state = driver.initial_state(params, transform, electrons, k_run, step_size)
-    log.info("VMC: %d electrons, %d protons, r_s = %g bohr (L = %.4f bohr), %s wavefunction with %d parameters, %s, %d walkers",
-             n, len(protons), config.system.rs_bohr, cell[0, 0], config.wavefunction.kind, n_parameters, vc.optimizer, vc.walkers)
+    log.info("VMC: %d electrons, %d protons%s, r_s = %g bohr (L = %.4f bohr), %s wavefunction with %d parameters, %s, %d walkers",
+             n, n_protons, f" x {n_train} configurations ({vc.holdout} held out)" if ensemble or vc.holdout else "",
+             config.system.rs_bohr, cell[0, 0], config.wavefunction.kind, n_parameters, vc.optimizer, vc.walkers)
 
     metrics_csv = out_dir / "metrics.csv"
     columns = [(key, name, functools.partial(convert, n=n)) for key, name, convert in _METRIC_COLUMNS]
@@ -200,25 +239,48 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
 
     final = result.state
     results = {
-        "completed": True, "n_electrons": n, "n_protons": len(protons), "rs_bohr": config.system.rs_bohr,
+        "completed": True, "n_electrons": n, "n_protons": n_protons, "rs_bohr": config.system.rs_bohr,
         "cell_length_bohr": float(cell[0, 0]), "volume_bohr3": float(abs(np.linalg.det(cell))),
         "wavefunction": config.wavefunction.kind, "n_parameters": n_parameters, "optimizer": vc.optimizer,
         "twist": list(config.wavefunction.twist), "steps": vc.steps, "walkers": vc.walkers,
         "seconds_per_step": result.seconds_per_step, "n_rollbacks": result.n_rollbacks,
-        "protons_bohr": protons.tolist(), "kvectors_per_bohr": np.asarray(kvectors).tolist(),
+        "protons_bohr": (configurations if len(configurations) > 1 else configurations[0]).tolist(),
+        "kvectors_up_per_bohr": np.asarray(kvectors[0]).tolist(), "kvectors_down_per_bohr": np.asarray(kvectors[1]).tolist(),
     }
     if config.system.protons == "none":
-        hf = hartree_fock_energy(cell, kvectors, kvectors)
+        hf = hartree_fock_energy(cell, *kvectors)
         results["hartree_fock_Ha_per_electron"] = float(hf["total"]) / n
     if vc.eval_blocks:
         t_eval = time.perf_counter()
-        blocks = driver.evaluate(wavefunction.log_psi, local_energy, final.params, final.electrons, protons_j,
-                                 jax.random.fold_in(k_run, 2**31 - 1), float(final.step_size),
-                                 n_blocks=vc.eval_blocks, n_mcmc_steps=vc.mcmc_steps, chunk_size=vc.chunk_size)
-        results.update(_evaluation_results(blocks, n, len(protons), float(abs(np.linalg.det(cell)))))
+        volume = float(abs(np.linalg.det(cell)))
+        per_configuration = []
+        for m in range(len(configurations)):
+            protons_m = jnp.asarray(configurations[m])
+            key = jax.random.fold_in(k_run, 2**31 - 1 - m)
+            if m < n_train:
+                x, size = (final.electrons[m] if ensemble else final.electrons), float(final.step_size)
+            else:  # a held-out configuration: fresh walkers burnt in at the trained parameters
+                x = _initial_electrons(jax.random.fold_in(k_walkers, m), configurations[m], cell, vc.walkers, n)
+                x, size, _ = driver.equilibrate(wavefunction.log_psi, final.params, x, protons_m, jax.random.fold_in(key, 1),
+                                                float(final.step_size), n_blocks=max(vc.equilibration_blocks, 10),
+                                                n_mcmc_steps=vc.mcmc_steps, target_acceptance=vc.target_acceptance)
+            blocks = driver.evaluate(wavefunction.log_psi, local_energy, final.params, x, protons_m, key, size,
+                                     n_blocks=vc.eval_blocks, n_mcmc_steps=vc.mcmc_steps, chunk_size=vc.chunk_size)
+            per_configuration.append({"configuration": m, "held_out": m >= n_train,
+                                      **_evaluation_results(blocks, n, n_protons, volume)})
+        if len(configurations) == 1:
+            results.update({k: v for k, v in per_configuration[0].items() if k not in ("configuration", "held_out")})
+        else:
+            results.update(_configuration_means(per_configuration[:n_train]))
+            results["configurations"] = per_configuration
+            if vc.holdout:
+                held = _configuration_means(per_configuration[n_train:])
+                results.update({f"held_out_{k}": held[k] for k in ("energy_Ha_per_electron", "energy_stderr_Ha_per_electron")})
         results["evaluation_seconds"] = time.perf_counter() - t_eval
         results["estimate"] = (f"final evaluation at the trained parameters: {vc.eval_blocks} Metropolis blocks of "
-                               f"{vc.mcmc_steps} moves x {vc.walkers} walkers, blocking error bars over the blocks")
+                               f"{vc.mcmc_steps} moves x {vc.walkers} walkers, blocking error bars over the blocks"
+                               + (f"; means over the {n_train} training configurations (energy, parts, pressure), "
+                                  "each configuration in 'configurations'" if len(configurations) > 1 else ""))
     else:
         tail = hist["energy"][len(hist["energy"]) // 2:] / n
         est = blocking_stderr(tail)
@@ -284,6 +346,24 @@ def run_twist_average(config: VMCRunConfig, base: Path, out_dir: Path, *, resume
     log.info("twist average over %d twists: E = %.6f +- %.6f Ha/electron", len(grid.weights), results["energy_Ha_per_electron"],
              results["energy_stderr_Ha_per_electron"])
     return results
+
+
+def _configuration_means(rows: list[dict]) -> dict:
+    """Means over proton configurations of the energies, parts and pressure, with combined standard errors
+    (independent runs: sqrt(sum err^2) / M): the ensemble-averaged quantity the training minimises."""
+    out = {}
+    for key, err_key in (("energy_Ha_per_electron", "energy_stderr_Ha_per_electron"),
+                         ("kinetic_Ha_per_electron", "kinetic_stderr_Ha_per_electron"),
+                         ("potential_Ha_per_electron", "potential_stderr_Ha_per_electron"),
+                         ("energy_imaginary_Ha_per_electron", "energy_imaginary_stderr_Ha_per_electron"),
+                         ("energy_Ry_per_electron", "energy_stderr_Ry_per_electron"),
+                         ("energy_eV_per_atom", "energy_stderr_eV_per_atom"), ("pressure_GPa", "pressure_stderr_GPa")):
+        if all(key in r for r in rows):
+            out[key] = float(np.mean([r[key] for r in rows]))
+            out[err_key] = float(np.sqrt(np.sum(np.square([r[err_key] for r in rows]))) / len(rows))
+    for key in ("local_energy_variance_Ha2", "acceptance", "volume_A3_per_electron", "pressure_note"):
+        out[key] = rows[0][key] if key == "pressure_note" else float(np.mean([r[key] for r in rows]))
+    return out
 
 
 def _evaluation_results(blocks: dict[str, np.ndarray], n_electrons: int, n_protons: int, volume_bohr3: float) -> dict:
