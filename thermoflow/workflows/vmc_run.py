@@ -173,7 +173,7 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
         The results dictionary also written to ``results.json`` (``{"completed": False, ...}`` when stopped early).
 
     Raises:
-        ConfigError: an invalid system (module :func:`proton_positions`), resuming with another config, or a
+        ConfigError: an invalid system (:func:`proton_configurations`), resuming with another config, or a
             directory that already holds a run.
         FileNotFoundError: resuming without a checkpoint.
         NonFiniteError: non-finite energies after ``vmc.max_rollbacks`` rollbacks.
@@ -252,22 +252,8 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
         results["hartree_fock_Ha_per_electron"] = float(hf["total"]) / n
     if vc.eval_blocks:
         t_eval = time.perf_counter()
-        volume = float(abs(np.linalg.det(cell)))
-        per_configuration = []
-        for m in range(len(configurations)):
-            protons_m = jnp.asarray(configurations[m])
-            key = jax.random.fold_in(k_run, 2**31 - 1 - m)
-            if m < n_train:
-                x, size = (final.electrons[m] if ensemble else final.electrons), float(final.step_size)
-            else:  # a held-out configuration: fresh walkers burnt in at the trained parameters
-                x = _initial_electrons(jax.random.fold_in(k_walkers, m), configurations[m], cell, vc.walkers, n)
-                x, size, _ = driver.equilibrate(wavefunction.log_psi, final.params, x, protons_m, jax.random.fold_in(key, 1),
-                                                float(final.step_size), n_blocks=max(vc.equilibration_blocks, 10),
-                                                n_mcmc_steps=vc.mcmc_steps, target_acceptance=vc.target_acceptance)
-            blocks = driver.evaluate(wavefunction.log_psi, local_energy, final.params, x, protons_m, key, size,
-                                     n_blocks=vc.eval_blocks, n_mcmc_steps=vc.mcmc_steps, chunk_size=vc.chunk_size)
-            per_configuration.append({"configuration": m, "held_out": m >= n_train,
-                                      **_evaluation_results(blocks, n, n_protons, volume)})
+        per_configuration = _evaluate_configurations(config, cell, configurations, n_train, wavefunction, local_energy, final,
+                                                     k_walkers, k_run)
         if len(configurations) == 1:
             results.update({k: v for k, v in per_configuration[0].items() if k not in ("configuration", "held_out")})
         else:
@@ -346,6 +332,31 @@ def run_twist_average(config: VMCRunConfig, base: Path, out_dir: Path, *, resume
     log.info("twist average over %d twists: E = %.6f +- %.6f Ha/electron", len(grid.weights), results["energy_Ha_per_electron"],
              results["energy_stderr_Ha_per_electron"])
     return results
+
+
+def _evaluate_configurations(config: VMCRunConfig, cell: np.ndarray, configurations: np.ndarray, n_train: int, wavefunction,
+                             local_energy, final: driver.VMCState, k_walkers: jax.Array, k_run: jax.Array) -> list[dict]:
+    """The final evaluation of every proton configuration at the trained parameters: the training ones from
+    their walkers, the held-out ones (index >= ``n_train``) from fresh walkers burnt in at the trained
+    parameters. One :func:`_evaluation_results` dictionary per configuration, with its index and held-out flag."""
+    vc, n = config.vmc, config.system.n_electrons
+    ensemble = final.electrons.ndim == 4
+    rows = []
+    for m in range(len(configurations)):
+        protons_m = jnp.asarray(configurations[m])
+        key = jax.random.fold_in(k_run, 2**31 - 1 - m)
+        if m < n_train:
+            x, size = (final.electrons[m] if ensemble else final.electrons), float(final.step_size)
+        else:
+            x = _initial_electrons(jax.random.fold_in(k_walkers, m), configurations[m], cell, vc.walkers, n)
+            x, size, _ = driver.equilibrate(wavefunction.log_psi, final.params, x, protons_m, jax.random.fold_in(key, 1),
+                                            float(final.step_size), n_blocks=max(vc.equilibration_blocks, 10),
+                                            n_mcmc_steps=vc.mcmc_steps, target_acceptance=vc.target_acceptance)
+        blocks = driver.evaluate(wavefunction.log_psi, local_energy, final.params, x, protons_m, key, size,
+                                 n_blocks=vc.eval_blocks, n_mcmc_steps=vc.mcmc_steps, chunk_size=vc.chunk_size)
+        rows.append({"configuration": m, "held_out": m >= n_train,
+                     **_evaluation_results(blocks, n, configurations.shape[1], float(abs(np.linalg.det(cell))))})
+    return rows
 
 
 def _configuration_means(rows: list[dict]) -> dict:
