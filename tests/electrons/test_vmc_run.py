@@ -68,13 +68,14 @@ def test_vmc_run_resumes_exactly_and_reports_the_correlation_energy(tmp_path):
 
 def test_vmc_cli_on_hydrogen_with_the_network_and_minsr(tmp_path):
     """Two protons on a bcc lattice at r_s = 1.25 with the periodic network and minSR, through the CLI:
-    energies per atom in eV and Hartree, a virial pressure, and a bound (negative) energy."""
+    energies per atom in eV and Hartree, a virial pressure, a bound (negative) energy, and forces on the
+    protons consistent with zero (each proton sits at an inversion centre of the lattice)."""
     path = tmp_path / "h2.toml"
     path.write_text(
         "[system]\nrs_bohr = 1.25\nn_electrons = 2\nprotons = 'bcc'\n"
         "[wavefunction]\nkind = 'network'\nn_layers = 1\none_body = 8\ntwo_body = 4\n"
         "[vmc]\nwalkers = 32\nsteps = 4\nmcmc_steps = 5\nequilibration_blocks = 10\noptimizer = 'minsr'\n"
-        "learning_rate = 0.02\neval_blocks = 4\n"
+        "learning_rate = 0.02\neval_blocks = 4\nforces = true\n"
     )
     result = CliRunner().invoke(app, ["vmc", str(path), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
@@ -82,6 +83,8 @@ def test_vmc_cli_on_hydrogen_with_the_network_and_minsr(tmp_path):
     assert res["n_protons"] == 2 and res["optimizer"] == "minsr" and res["n_parameters"] > 100
     assert res["energy_eV_per_atom"] == pytest.approx(res["energy_Ha_per_electron"] * 27.211386, rel=1e-6)
     assert res["energy_Ha_per_electron"] < 0 and np.isfinite(res["pressure_GPa"])
+    forces, errors = np.array(res["forces_eV_per_A"]), np.array(res["forces_stderr_eV_per_A"])
+    assert forces.shape == (2, 3) and np.all(np.abs(forces) < 5 * errors + 1e-9)  # bcc: every proton at an inversion centre
     bad = CliRunner().invoke(app, ["vmc", str(path), "--out", str(tmp_path / "x"), "--set", "system.n_electrons=3"])
     assert bad.exit_code == 2 and "system.protons = 'bcc' holds 2, 16" in bad.output
 

@@ -182,6 +182,12 @@ def _block_energies(local_energy: Callable, chunk_size: int | None) -> Callable:
     return jax.jit(lambda params, xs, protons: map_walkers(lambda x: local_energy(params, x, protons), xs, chunk_size))
 
 
+@functools.lru_cache(maxsize=16)
+def _block_forces(forces: Callable, chunk_size: int | None) -> Callable:
+    """``(params, walkers (n, n_e, 3), protons) -> (n, n_p, 3)`` forces, jitted once per estimator."""
+    return jax.jit(lambda params, xs, protons: map_walkers(lambda x: forces(params, x, protons), xs, chunk_size))
+
+
 def equilibrate(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array, key: jax.Array, step_size: float, *,
                 n_blocks: int, n_mcmc_steps: int, target_acceptance: float = 0.5) -> tuple[jax.Array, float, float]:
     """Burn in the walkers at fixed ``params``: ``n_blocks`` Metropolis blocks, the step size tuned
@@ -197,10 +203,13 @@ def equilibrate(log_psi: Callable, params, electrons: jax.Array, protons: jax.Ar
 
 
 def evaluate(log_psi: Callable, local_energy: Callable, params, electrons: jax.Array, protons: jax.Array, key: jax.Array,
-             step_size: float, *, n_blocks: int, n_mcmc_steps: int, chunk_size: int | None = None) -> dict[str, np.ndarray]:
+             step_size: float, *, n_blocks: int, n_mcmc_steps: int, chunk_size: int | None = None,
+             forces: Callable | None = None) -> dict[str, np.ndarray]:
     """Walker means per Metropolis block at frozen ``params``: ``total``, ``kinetic`` (real parts),
     ``potential``, ``imaginary`` (Im E_loc), ``variance`` of E_loc, ``acceptance``; each (n_blocks,),
-    Hartree per cell. Average with :func:`thermoflow.analysis.statistics.blocking_stderr`.
+    Hartree per cell; with ``forces`` (``(params, electrons, protons) -> (n_p, 3)`` Hartree/bohr, e.g.
+    :func:`thermoflow.electrons.estimators.make_zero_variance_forces`) also ``forces`` (n_blocks, n_p, 3).
+    Average with :func:`thermoflow.analysis.statistics.blocking_stderr`.
 
     Raises:
         ValueError: ``n_blocks`` < 2.
@@ -208,6 +217,7 @@ def evaluate(log_psi: Callable, local_energy: Callable, params, electrons: jax.A
     if n_blocks < 2:
         raise ValueError(f"an evaluation needs at least 2 blocks for an error bar, got {n_blocks}")
     block, parts = _metropolis_block(log_psi, n_mcmc_steps), _block_energies(local_energy, chunk_size)
+    block_forces = None if forces is None else _block_forces(forces, chunk_size)
     state = mcmc.init_walkers(log_psi, params, electrons, protons, key)
     rows = []
     for _ in range(n_blocks):
@@ -215,4 +225,6 @@ def evaluate(log_psi: Callable, local_energy: Callable, params, electrons: jax.A
         e = parts(params, state.electrons, protons)
         rows.append({"total": np.mean(np.real(e.total)), "kinetic": np.mean(np.real(e.kinetic)), "potential": np.mean(e.potential),
                      "imaginary": np.mean(np.imag(e.total)), "variance": np.var(np.asarray(e.total)), "acceptance": float(acceptance)})
+        if block_forces is not None:
+            rows[-1]["forces"] = np.mean(np.asarray(block_forces(params, state.electrons, protons)), axis=0)
     return {k: np.asarray([r[k] for r in rows], dtype=np.float64) for k in rows[0]}

@@ -117,6 +117,10 @@ class VMCConfig(StrictModel):
         None, ge=1, description="local energies of this many walkers at a time (memory; same results); unset: all walkers at once",
     )
     eval_blocks: int = Field(32, ge=0, description="final evaluation at the trained parameters: Metropolis blocks (0: none; else >= 2)")
+    forces: bool = Field(
+        False, description="final evaluation: forces on the protons (zero-variance Assaraf-Caffarel estimator, eV/A, blocking "
+        "errors; no Pulay terms)",
+    )
     configurations_per_step: int | None = Field(
         None, ge=1, description="ensemble: proton configurations drawn for each step (without replacement); unset: all",
     )

@@ -8,7 +8,8 @@ trained parameters. Run directory::
     config.resolved.toml, run_info.json
     metrics.csv            one row per step: energy and variance of the walkers (Hartree), acceptance, step size
     results.json           final evaluation: E, kinetic, potential (Hartree per electron; eV per atom), the
-                           virial pressure (GPa), the variance, blocking error bars; protons (bohr) and the k set
+                           virial pressure (GPa), the variance, blocking error bars (with vmc.forces: forces on
+                           the protons, eV/A); protons (bohr) and the k set
     checkpoints/state.npz  parameters, optimiser state, walkers, step size, step (exact resume)
     energy.png             the optimisation trace and the final estimate
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.electrons import driver
-from thermoflow.electrons.estimators import virial_pressure_GPa
+from thermoflow.electrons.estimators import EV_PER_A_PER_HARTREE_PER_BOHR, make_zero_variance_forces, virial_pressure_GPa
 from thermoflow.electrons.ewald import make_ewald_sum
 from thermoflow.electrons.hamiltonian import make_local_energy
 from thermoflow.electrons.jastrow import make_slater_jastrow
@@ -341,6 +342,10 @@ def _evaluate_configurations(config: VMCRunConfig, cell: np.ndarray, configurati
     parameters. One :func:`_evaluation_results` dictionary per configuration, with its index and held-out flag."""
     vc, n = config.vmc, config.system.n_electrons
     ensemble = final.electrons.ndim == 4
+    forces = None
+    if vc.forces and configurations.shape[1]:
+        ewald = make_ewald_sum(cell, n + configurations.shape[1])
+        forces = make_zero_variance_forces(wavefunction.log_psi, ewald, n, cell)
     rows = []
     for m in range(len(configurations)):
         protons_m = jnp.asarray(configurations[m])
@@ -353,7 +358,7 @@ def _evaluate_configurations(config: VMCRunConfig, cell: np.ndarray, configurati
                                             float(final.step_size), n_blocks=max(vc.equilibration_blocks, 10),
                                             n_mcmc_steps=vc.mcmc_steps, target_acceptance=vc.target_acceptance)
         blocks = driver.evaluate(wavefunction.log_psi, local_energy, final.params, x, protons_m, key, size,
-                                 n_blocks=vc.eval_blocks, n_mcmc_steps=vc.mcmc_steps, chunk_size=vc.chunk_size)
+                                 n_blocks=vc.eval_blocks, n_mcmc_steps=vc.mcmc_steps, chunk_size=vc.chunk_size, forces=forces)
         rows.append({"configuration": m, "held_out": m >= n_train,
                      **_evaluation_results(blocks, n, configurations.shape[1], float(abs(np.linalg.det(cell))))})
     return rows
@@ -391,6 +396,12 @@ def _evaluation_results(blocks: dict[str, np.ndarray], n_electrons: int, n_proto
     out["pressure_GPa"], out["pressure_stderr_GPa"] = pressure.mean, pressure.stderr
     out["pressure_note"] = ("virial (2T + V) / 3 Omega: exact for eigenstates, biased for an approximate wavefunction "
                             "(thermoflow/electrons/estimators.py)")
+    if "forces" in blocks:  # (n_blocks, n_p, 3) Hartree/bohr
+        per_component = [blocking_stderr(series * EV_PER_A_PER_HARTREE_PER_BOHR) for series in blocks["forces"].reshape(len(blocks["forces"]), -1).T]
+        out["forces_eV_per_A"] = np.reshape([e.mean for e in per_component], blocks["forces"].shape[1:]).tolist()
+        out["forces_stderr_eV_per_A"] = np.reshape([e.stderr for e in per_component], blocks["forces"].shape[1:]).tolist()
+        out["forces_note"] = ("zero-variance (Assaraf-Caffarel) estimator of the Hellmann-Feynman force; no Pulay terms: exact "
+                              "for an exact eigenstate (thermoflow/electrons/estimators.py)")
     out["local_energy_variance_Ha2"] = float(np.mean(blocks["variance"]))
     out["acceptance"] = float(np.mean(blocks["acceptance"]))
     out["volume_A3_per_electron"] = volume_bohr3 * BOHR_A**3 / n_electrons
