@@ -1,6 +1,7 @@
 """Table and plots of lithium MD runs (classical Langevin / QTB / adQTB) next to NCT.
 
     python examples/lithium/md_summary.py RUNS_DIR [--nct docs/results/lithium] [--include OLD/md_summary.json]
+        [--extra-rows ROWS.json]
 
 RUNS_DIR holds `thermoflow md` run directories named ``b<N>-<T>-<thermostat>`` (N atoms, T in K),
 e.g. made by the commands in docs/results/lithium_md.md. For each run: the total energy per atom
@@ -9,7 +10,8 @@ classical harmonic crystal, ZPE/(3 k_B) as T -> 0 with quantum nuclei), the kine
 and the mean-square displacement <u^2> of the atoms from their mean positions over the averaged
 frames (centre of mass removed). NCT rows (16 atoms) come from the results files
 ``bcc_<T>K_scha_results.json`` in --nct; --include adds the MD rows of an earlier summary (runs
-no longer on disk) for the other cell sizes. Writes RUNS_DIR/md_summary.json and
+no longer on disk) for the other cell sizes; --extra-rows adds rows already in the summary format (e.g.
+quantum references of other cells, each with a "source" naming the run that made it). Writes RUNS_DIR/md_summary.json and
 RUNS_DIR/energy_temperature.png.
 """
 
@@ -57,10 +59,13 @@ def main() -> None:
     parser.add_argument("runs", type=Path)
     parser.add_argument("--nct", type=Path, default=Path(__file__).resolve().parents[2] / "docs" / "results" / "lithium")
     parser.add_argument("--include", type=Path, nargs="*", default=[], help="earlier md_summary.json files whose MD rows are added")
+    parser.add_argument("--extra-rows", type=Path, nargs="*", default=[], help="JSON lists of rows in this summary's format, added as they are")
     args = parser.parse_args()
     rows, statics = [], {}
     for path in args.include:
-        rows.extend(r for r in json.loads(path.read_text()) if r["method"] != "nct")
+        rows.extend(r for r in json.loads(path.read_text()) if r["method"] not in ("nct", "gaussian") and "source" not in r)
+    for path in args.extra_rows:
+        rows.extend(json.loads(path.read_text()))
     for run in sorted(p for p in args.runs.iterdir() if NAME.match(p.name) and (p / "results.json").is_file()):
         n_atoms, temperature, thermostat = NAME.match(run.name).groups()
         results = json.loads((run / "results.json").read_text())
@@ -86,6 +91,8 @@ def main() -> None:
                      "E_over_3kB_K": (res["energy_eV_per_atom"] - static) / (3.0 * KB_EV_PER_K),
                      "E_over_3kB_stderr_K": res["energy_stderr_eV_per_atom"] / (3.0 * KB_EV_PER_K),
                      "kinetic_T_K": None, "msd_A2": None})
+    # A row of RUNS_DIR (added later) replaces an included row of the same cell, temperature and method.
+    rows = list({(r["n_atoms"], r["T_K"], r["method"]): r for r in rows}.values())
     rows.sort(key=lambda r: (r["n_atoms"], r["T_K"], r["method"]))
     (args.runs / "md_summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("| atoms | T (K) | method | E (eV/atom) | E/(3 k_B) above static (K) | kinetic T (K) | <u^2> (A^2) |")
@@ -106,7 +113,7 @@ def _plot(out: Path, rows: list[dict]) -> None:
 
     fig, ax = plt.subplots(figsize=(6.0, 4.5))
     markers = {16: "o", 54: "s"}
-    for i, method in enumerate(("langevin", "qtb", "adqtb", "nct")):
+    for i, method in enumerate(("langevin", "qtb", "adqtb", "nct", "gaussian")):
         for n_atoms in sorted({r["n_atoms"] for r in rows}):
             sel = [r for r in rows if r["method"] == method and r["n_atoms"] == n_atoms]
             if sel:
