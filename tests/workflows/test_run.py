@@ -78,6 +78,17 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
 
     with pytest.raises(ConfigError, match="already holds a run"):
         run_nct(cfg, base, tmp_path / "full", progress=False)
+
+    # interrupted after its stages, before the first training checkpoint: the resume reuses the
+    # stored Gaussian (and cubic force constants) and trains from step 0
+    assert run_nct(cfg, base, tmp_path / "early", progress=False, stop_after=0) == {"completed": False, "steps_done": 0}
+    assert not (tmp_path / "early" / "checkpoints" / "state.npz").exists()
+    stages = ["gaussian_reference.npz"] + (["cubic_force_constants.npz"] if flow == "quadratic" else [])
+    stamps = {name: (tmp_path / "early" / name).stat().st_mtime_ns for name in stages}
+    early = run_nct(cfg, base, tmp_path / "early", resume=True, progress=False)
+    assert {name: (tmp_path / "early" / name).stat().st_mtime_ns for name in stages} == stamps
+    assert _rows(tmp_path / "early" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")
+    assert early["free_energy_eV_per_atom"] == full["free_energy_eV_per_atom"]
     other, _ = load_config(None, TINY + ["state.temperature_K=30"])
     with pytest.raises(ConfigError, match="differs"):
         run_nct(other, base, tmp_path / "full", resume=True, progress=False)

@@ -2,10 +2,12 @@
 
 ln psi = ln|D_up D_down| - sum_{i<j} u_{s_i s_j}(d_ij) (+ electron-proton terms), with the smooth periodic distance
 
-    d_ij = | sum_a (sin(pi s_a) / pi) a_a |,   s = fractional coordinates of r_j - r_i,
+    d_ij = | sum_a a_a (1 - exp(2 pi i s_a)) | / 2 pi,   s = fractional coordinates of r_j - r_i
 
-which equals |r_ij| for small separations, is invariant under lattice translations of either
-electron and smooth except where r_ij is a lattice vector (an image of r_ij = 0), and the
+(:func:`thermoflow.lattice.smooth_periodic_distance`; sqrt(sum_a |a_a|^2 sin^2(pi s_a)) / pi in an
+orthogonal cell), which equals |r_ij| for small separations, is invariant under lattice translations
+of either electron in any lattice and smooth except where r_ij is a lattice vector (an image of
+r_ij = 0), and the
 Ceperley (RPA) pair function u(d) = (A / d) (1 - exp(-d / F)) with F fixed by the electron-electron
 cusp conditions (d ln psi / dr = 1/2 for antiparallel and 1/4 for parallel spins at contact:
 F = sqrt(A) and sqrt(2A)). With protons, + sum_{i, I} u_ep(d_iI) of the same form with the
@@ -29,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from thermoflow.electrons.plane_waves import inversion_symmetric, make_slater_determinant, make_twisted_determinant
+from thermoflow.lattice import smooth_periodic_distance
 
 
 class Wavefunction(NamedTuple):
@@ -42,9 +45,7 @@ class Wavefunction(NamedTuple):
 
 def periodic_distance(displacements: jax.Array, cell: jax.Array) -> jax.Array:
     """Smooth periodic distance (module docstring) of displacements (..., 3) bohr in ``cell`` (3, 3): (...,) bohr."""
-    frac = displacements @ jnp.linalg.inv(cell)
-    vectors = (jnp.sin(jnp.pi * frac) / jnp.pi) @ cell
-    return jnp.sqrt(jnp.sum(vectors**2, axis=-1) + 1e-300)
+    return smooth_periodic_distance(displacements, cell)
 
 
 def rpa_pair_function(d: jax.Array, amplitude: jax.Array, cusp: float) -> jax.Array:

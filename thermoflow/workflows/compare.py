@@ -169,7 +169,9 @@ def run_point(point: tuple[dict, str, float, str, str]) -> dict:
             log.info("%s at %g K: finished, read back from %s", phase.name, temperature, out)
             return res
     config = point_config(shared, phase, temperature)
-    resume = (out / "checkpoints" / "state.npz").is_file()
+    # a point interrupted before its first training checkpoint still has its finished stages
+    # (Gaussian, cubic force constants: most of a point's cost): resume reads them back
+    resume = (out / "config.resolved.toml").is_file()
     log.info("%s at %g K: %s in %s", phase.name, temperature, "resuming" if resume else "running", out)
     return run_nct(config, Path(base), out, resume=resume, progress=False, log_every=0)
 

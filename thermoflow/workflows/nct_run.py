@@ -148,7 +148,10 @@ def run_nct(
         config: validated run config.
         base: directory relative file names in the config refer to.
         out_dir: run directory (created).
-        resume: continue from ``out_dir/checkpoints/state.npz``; the config must be the same.
+        resume: continue in ``out_dir`` (the config must be the same): the stored stages
+            (harmonic Hessian, Gaussian, cubic force constants) are read back, and training
+            continues from ``out_dir/checkpoints/state.npz`` or, for a run interrupted before its
+            first checkpoint, starts at step 0.
         progress: show a progress bar with the running free energy.
         log_every: log a progress line (step, F, s/step, time left) every this many steps, for
             runs not attached to a terminal (0: about 20 lines per run; None: none; a progress
@@ -160,7 +163,6 @@ def run_nct(
 
     Raises:
         ConfigError: resuming with a different config, or a run directory that holds another run.
-        FileNotFoundError: resuming without a checkpoint.
     """
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoints" / "state.npz"
@@ -169,6 +171,9 @@ def run_nct(
     t_start = time.perf_counter()
     nc = config.nct
     setup = prepare_nct(config, base, out_dir, resume)
+    resume_training = resume and ckpt.is_file()
+    if resume and not resume_training:
+        log.info("%s: no training checkpoint yet; the stored stages are reused and training starts at step 0", out_dir)
     modes, basis, kT = setup.modes, setup.basis, setup.kT_eV
     n_atoms = len(setup.atoms)
     harmonic, gaussian, cubic, optimizer = setup.harmonic, setup.gaussian, setup.cubic, setup.optimizer
@@ -204,7 +209,7 @@ def run_nct(
     try:
         result = train(
             model, optimizer, steps=nc.steps, seed=config.seed, checkpoint_path=ckpt,
-            checkpoint_every=nc.checkpoint_every, resume=resume, max_rollbacks=nc.max_rollbacks,
+            checkpoint_every=nc.checkpoint_every, resume=resume_training, max_rollbacks=nc.max_rollbacks,
             on_step=on_step, on_checkpoint=lambda h: _write_metrics(metrics_path, h, n_atoms),
             stop_after=stop_after,
         )
@@ -212,7 +217,7 @@ def run_nct(
         if bar is not None:
             bar.stop()
     hist = result.history
-    n_done = len(hist["step"])
+    n_done = len(hist.get("step", ()))
     if n_done < nc.steps:
         return {"completed": False, "steps_done": n_done}
 

@@ -1,0 +1,1 @@
+"""Normalizing flows for classical particles in periodic cells (the proton flow of the deep variational free energy)."""

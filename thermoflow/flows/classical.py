@@ -1,0 +1,249 @@
+"""Variational free energy of N identical classical particles with a periodic flow (:mod:`thermoflow.flows.periodic`).
+
+For a normalised density p(X) of the positions in the cell (volume V) and a potential U(X), the
+Gibbs-Bogoliubov-Feynman variational principle gives
+
+    F[p] = E_{X ~ p}[ k_B T ln p(X) + U(X) ] + k_B T ( 3N ln lambda + ln N! )  >=  F,
+
+with equality for the Boltzmann density p = exp(-U / k_B T) / Z. The constant term is written out:
+integrating the momenta gives 3N ln lambda with the thermal de Broglie wavelength
+lambda = sqrt(2 pi hbar^2 / (m k_B T)), and ln N! counts identical particles (classical
+indistinguishability). Derived outputs: the energy E = (3/2) N k_B T + <U>, the entropy
+S = (E - F) / T, and the virial pressure P = (N k_B T + tr<W> / 3) / V (W = -dU/d(strain),
+:func:`thermoflow.potentials.base.virial`); for the variational density P is an estimate, exact at
+the optimum. With U = 0 and the identity flow F is the exact ideal-gas free energy with zero variance.
+
+The gradient with respect to the flow parameters is the score-function (REINFORCE) estimator
+grad F = E_p[(f(X) - b) grad ln p(X)], f = k_B T ln p + U, with the batch mean as baseline b (the
+term E_p[grad ln p] = 0 drops); samples come from Metropolis walkers carried from step to step.
+
+This is the classical half of the deep variational free energy of dense hydrogen (the electrons
+supply U(X) there, :mod:`thermoflow.electrons`); on its own it gives the free energy of classical
+particles on any thermoflow potential.
+
+References: H. Xie et al., Phys. Rev. Lett. 131, 126501 (2023), arXiv:2209.06095; R. P. Feynman,
+Statistical Mechanics (1972), ch. 3 (variational principle); R. J. Williams, Machine Learning 8,
+229 (1992), doi:10.1007/BF00992696 (score-function gradients); D. Wu, L. Wang and P. Zhang, Phys.
+Rev. Lett. 122, 080602 (2019), doi:10.1103/PhysRevLett.122.080602 (variational free energy with
+generative models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from thermoflow.flows.periodic import PeriodicFlow
+from thermoflow.flows.sampling import Walkers, init_walkers, make_metropolis_block
+from thermoflow.potentials.base import EnergyFn, virial
+from thermoflow.units import HBAR_EV, KB_EV_PER_K
+
+#: bounds of the Metropolis step size (length unit of the cell)
+STEP_SIZE_BOUNDS = (1e-4, 10.0)
+
+
+def thermal_wavelength(mass_amu: float, temperature_K: float) -> float:
+    """lambda = sqrt(2 pi hbar^2 / (m k_B T)), Angstrom, for a mass in amu.
+
+    Raises:
+        ValueError: a non-positive mass or temperature.
+    """
+    if not (mass_amu > 0 and temperature_K > 0):
+        raise ValueError(f"mass and temperature must be positive, got {mass_amu} amu and {temperature_K} K")
+    return math.sqrt(2.0 * math.pi * HBAR_EV**2 / (mass_amu * KB_EV_PER_K * temperature_K))
+
+
+def ideal_constant(n_particles: int, mass_amu: float, temperature_K: float) -> float:
+    """k_B T (3N ln lambda + ln N!), eV: the momentum integral and the identical-particle count of F."""
+    kT = KB_EV_PER_K * temperature_K
+    return kT * (3 * n_particles * math.log(thermal_wavelength(mass_amu, temperature_K)) + math.lgamma(n_particles + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassicalFreeEnergy:
+    """The variational free energy of the module docstring as pure functions.
+
+    Attributes:
+        flow: the :class:`PeriodicFlow`.
+        kT_eV: thermal energy.
+        constant_eV: :func:`ideal_constant` (added to every F).
+        local_free_energy: ``(params, X (N, 3)) -> (f, U, sign)``: f = k_B T ln p + U (eV), U (eV), the
+            sign of the flow's Jacobian determinant.
+        loss: ``(params, positions (W, N, 3)) -> (surrogate, metrics)``; ``jax.grad`` of the surrogate
+            is the score-function estimator of grad F; metrics (eV, cell totals): ``free_energy``,
+            ``free_energy_stderr`` (plain, for independent samples), ``energy``, ``potential``,
+            ``entropy`` (k_B), ``negative_jacobians`` (fraction of samples with a negative determinant).
+        pressure: ``(positions (W, N, 3)) -> (P (W,) eV/A^3)``: per-sample virial pressures.
+    """
+
+    flow: PeriodicFlow
+    kT_eV: float
+    constant_eV: float
+    local_free_energy: Callable
+    loss: Callable
+    pressure: Callable
+
+
+def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, temperature_K: float, mass_amu: float,
+                               clip_width: float | None = 5.0) -> ClassicalFreeEnergy:
+    """The model of the module docstring.
+
+    Args:
+        energy_fn: ``(positions (N, 3) A, cell (3, 3) A) -> eV``.
+        flow: :func:`thermoflow.flows.periodic.make_periodic_flow` of the same cell (Angstrom).
+        temperature_K: T.
+        mass_amu: the particles' mass (all identical).
+        clip_width: the gradient's f values are clipped to median +- width x mean absolute deviation
+            (None: no clipping); the reported F is never clipped.
+
+    Raises:
+        ValueError: non-positive temperature or mass.
+    """
+    kT = KB_EV_PER_K * temperature_K
+    constant = ideal_constant(flow.n_particles, mass_amu, temperature_K)
+    cell = jnp.asarray(flow.cell)
+    n = flow.n_particles
+
+    def local_free_energy(params, x):
+        sign, log_p = flow.log_density(params, x)
+        potential = energy_fn(x, cell)
+        return kT * log_p + potential, potential, sign
+
+    def loss(params, positions):
+        batch = positions.shape[0]
+        sign, log_p = jax.vmap(flow.log_density, in_axes=(None, 0))(params, positions)
+        potential = jax.vmap(energy_fn, in_axes=(0, None))(positions, cell)
+        f = kT * jax.lax.stop_gradient(log_p) + potential
+        used = f
+        if clip_width is not None:
+            centre = jnp.median(f)
+            spread = jnp.mean(jnp.abs(f - centre))
+            used = jnp.clip(f, centre - clip_width * spread, centre + clip_width * spread)
+        surrogate = jnp.mean(jax.lax.stop_gradient(used - jnp.mean(used)) * log_p)
+        free_energy = jnp.mean(f) + constant
+        energy = 1.5 * n * kT + jnp.mean(potential)
+        metrics = {
+            "free_energy": free_energy,
+            "free_energy_stderr": jnp.std(f) / jnp.sqrt(batch),
+            "energy": energy,
+            "potential": jnp.mean(potential),
+            "entropy": (energy - free_energy) / kT,
+            "negative_jacobians": jnp.mean(sign < 0),
+        }
+        return surrogate, metrics
+
+    def pressure(positions):
+        w = jax.vmap(lambda x: virial(energy_fn, x, cell))(positions)
+        return (n * kT + jnp.trace(w, axis1=-2, axis2=-1) / 3.0) / flow.volume
+
+    return ClassicalFreeEnergy(flow=flow, kT_eV=kT, constant_eV=constant, local_free_energy=local_free_energy, loss=loss,
+                               pressure=pressure)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FlowState:
+    """Everything a training step reads and writes (one pytree, checkpointed whole).
+
+    Attributes:
+        params: flow parameters.
+        opt_state: optax state.
+        positions: (n_walkers, N, 3) Metropolis walkers, A.
+        step_size: Metropolis step size, A.
+        step: index of the next step; step t draws its randomness from ``fold_in(key, t)``.
+        key: the run's base key.
+        lr_scale: multiplies the updates (halved by each rollback of :func:`thermoflow.optimize.optimise`).
+    """
+
+    params: Any
+    opt_state: Any
+    positions: jax.Array
+    step_size: jax.Array
+    step: jax.Array
+    key: jax.Array
+    lr_scale: jax.Array
+
+
+def initial_state(model: ClassicalFreeEnergy, transform: optax.GradientTransformation, key: jax.Array, n_walkers: int,
+                  step_size: float) -> FlowState:
+    """Parameters at the identity flow, walkers uniform in the cell."""
+    k_params, k_pos = jax.random.split(key)
+    params = model.flow.init(k_params)
+    frac = jax.random.uniform(k_pos, (n_walkers, model.flow.n_particles, 3))
+    return FlowState(params=params, opt_state=transform.init(params), positions=frac @ jnp.asarray(model.flow.cell),
+                     step_size=jnp.asarray(step_size, jnp.float64), step=jnp.asarray(0, jnp.int32), key=key,
+                     lr_scale=jnp.asarray(1.0, jnp.float64))
+
+
+def make_train_step(model: ClassicalFreeEnergy, *, learning_rate: float, n_mcmc_steps: int,
+                    target_acceptance: float = 0.5) -> tuple[Callable, optax.GradientTransformation]:
+    """``(step(state) -> (state, metrics, finite), optax.adam)`` for :func:`thermoflow.optimize.optimise`:
+    a Metropolis block of ``n_mcmc_steps`` moves at the current parameters, the loss and its
+    gradient on the walkers, one Adam update, and the step size moved towards the target
+    acceptance (sigma exp(acceptance - target)). Metrics: those of ``model.loss`` (before the
+    update) plus ``acceptance`` and ``step_size``.
+    """
+    transform = optax.adam(learning_rate)
+    block = make_metropolis_block(lambda p, x: model.flow.log_density(p, x)[1], model.flow.cell, n_mcmc_steps)
+
+    @jax.jit
+    def step(state: FlowState):
+        key = jax.random.fold_in(state.key, state.step)
+        walkers = init_walkers(lambda p, x: model.flow.log_density(p, x)[1], state.params, state.positions)
+        walkers, acceptance = block(walkers, state.params, key, state.step_size)
+        (_, metrics), grads = jax.value_and_grad(model.loss, has_aux=True)(state.params, walkers.positions)
+        updates, opt_state = transform.update(grads, state.opt_state, state.params)
+        updates = jax.tree.map(lambda u: state.lr_scale * u, updates)
+        params = optax.apply_updates(state.params, updates)
+        step_size = jnp.clip(state.step_size * jnp.exp(acceptance - target_acceptance), *STEP_SIZE_BOUNDS)
+        metrics = {**metrics, "acceptance": acceptance, "step_size": state.step_size}
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, metrics))]))
+        new = dataclasses.replace(state, params=params, opt_state=opt_state, positions=walkers.positions,
+                                  step_size=step_size, step=state.step + 1)
+        return new, metrics, finite
+
+    return step, transform
+
+
+def evaluate(model: ClassicalFreeEnergy, params, positions: jax.Array, key: jax.Array, *, n_blocks: int, n_mcmc_steps: int,
+             step_size: float) -> dict[str, Any]:
+    """F, E, S and P at frozen parameters from ``n_blocks`` Metropolis blocks, blocking error bars.
+
+    Returns a dict (eV, k_B, eV/A^3; cell totals): ``free_energy``, ``energy``, ``potential``,
+    ``entropy``, ``pressure``, each with ``*_stderr`` (standard error of the block means), and
+    ``acceptance``, ``negative_jacobians``.
+
+    Raises:
+        ValueError: ``n_blocks`` < 2.
+    """
+    if n_blocks < 2:
+        raise ValueError(f"blocking error bars need at least two blocks, got {n_blocks}")
+    log_density = lambda p, x: model.flow.log_density(p, x)[1]  # noqa: E731
+    block = make_metropolis_block(log_density, model.flow.cell, n_mcmc_steps)
+    walkers: Walkers = init_walkers(log_density, params, positions)
+    local = jax.jit(jax.vmap(model.local_free_energy, in_axes=(None, 0)))
+    pressure = jax.jit(model.pressure)
+    rows = []
+    for b in range(n_blocks):
+        walkers, acceptance = block(walkers, params, jax.random.fold_in(key, b), step_size)
+        f, potential, sign = local(params, walkers.positions)
+        rows.append([float(jnp.mean(f)), float(jnp.mean(potential)), float(jnp.mean(pressure(walkers.positions))),
+                     float(acceptance), float(jnp.mean(sign < 0))])
+    rows = np.asarray(rows)
+    n, kT = model.flow.n_particles, model.kT_eV
+    free = rows[:, 0] + model.constant_eV
+    energy = 1.5 * n * kT + rows[:, 1]
+    series = {"free_energy": free, "energy": energy, "potential": rows[:, 1], "entropy": (energy - free) / kT, "pressure": rows[:, 2]}
+    out: dict[str, Any] = {}
+    for name, values in series.items():
+        out[name] = float(np.mean(values))
+        out[name + "_stderr"] = float(np.std(values, ddof=1) / np.sqrt(len(values)))
+    out["acceptance"] = float(np.mean(rows[:, 3]))
+    out["negative_jacobians"] = float(np.mean(rows[:, 4]))
+    return out
