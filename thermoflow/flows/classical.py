@@ -13,6 +13,12 @@ S = (E - F) / T, and the virial pressure P = (N k_B T + tr<W> / 3) / V (W = -dU/
 :func:`thermoflow.potentials.base.virial`); for the variational density P is an estimate, exact at
 the optimum. With U = 0 and the identity flow F is the exact ideal-gas free energy with zero variance.
 
+The base distribution of the flow is uniform in the cell (p(X) = det(1 + dg/dX) / V^N) or the
+Boltzmann density of a base potential U_b at the same temperature, p(X) = exp(-U_b(Z) / k_B T) det(1 +
+dg/dX) / Z_b with Z = X + g(X), whose configurational integral ln Z_b the caller supplies (from
+annealed importance sampling, :mod:`thermoflow.flows.ais`, with its error bar, which then adds to F's):
+a cheap potential (e.g. a machine-learned one) carries the packing and the flow learns the correction.
+
 The gradient with respect to the flow parameters is the score-function (REINFORCE) estimator
 grad F = E_p[(f(X) - b) grad ln p(X)], f = k_B T ln p + U, with the batch mean as baseline b (the
 term E_p[grad ln p] = 0 drops); samples come from Metropolis walkers carried from step to step.
@@ -40,7 +46,7 @@ import numpy as np
 import optax
 
 from thermoflow.flows.periodic import PeriodicFlow
-from thermoflow.flows.sampling import Walkers, init_walkers, make_metropolis_block
+from thermoflow.flows.sampling import Walkers, init_walkers, make_metropolis_block, wrap
 from thermoflow.potentials.base import EnergyFn, virial
 from thermoflow.units import HBAR_EV, KB_EV_PER_K
 
@@ -71,6 +77,7 @@ class ClassicalFreeEnergy:
 
     Attributes:
         flow: the :class:`PeriodicFlow`.
+        log_density: ``(params, X (N, 3)) -> (sign, ln p(X))``: the flow's density on its base.
         kT_eV: thermal energy.
         constant_eV: :func:`ideal_constant` (added to every F).
         local_free_energy: ``(params, X (N, 3)) -> (f, U, sign)``: f = k_B T ln p + U (eV), U (eV), the
@@ -83,6 +90,7 @@ class ClassicalFreeEnergy:
     """
 
     flow: PeriodicFlow
+    log_density: Callable
     kT_eV: float
     constant_eV: float
     local_free_energy: Callable
@@ -91,7 +99,8 @@ class ClassicalFreeEnergy:
 
 
 def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, temperature_K: float, mass_amu: float,
-                               clip_width: float | None = 5.0) -> ClassicalFreeEnergy:
+                               clip_width: float | None = 5.0, base_energy_fn: EnergyFn | None = None,
+                               base_log_partition: float | None = None) -> ClassicalFreeEnergy:
     """The model of the module docstring.
 
     Args:
@@ -101,23 +110,36 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
         mass_amu: the particles' mass (all identical).
         clip_width: the gradient's f values are clipped to median +- width x mean absolute deviation
             (None: no clipping); the reported F is never clipped.
+        base_energy_fn: the base potential U_b (same signature as ``energy_fn``); None: uniform base.
+        base_log_partition: ln of the integral of exp(-U_b / k_B T) over the cell^N (lengths in
+            Angstrom), required with ``base_energy_fn``.
 
     Raises:
-        ValueError: non-positive temperature or mass.
+        ValueError: non-positive temperature or mass; a base potential without its ln Z_b.
     """
+    if (base_energy_fn is None) != (base_log_partition is None):
+        raise ValueError("a base potential needs its ln Z (base_log_partition), and ln Z needs the base potential")
     kT = KB_EV_PER_K * temperature_K
     constant = ideal_constant(flow.n_particles, mass_amu, temperature_K)
     cell = jnp.asarray(flow.cell)
     n = flow.n_particles
+    log_volume = n * float(np.log(flow.volume))
+
+    def log_density(params, x):
+        sign, log_p = flow.log_density(params, x)
+        if base_energy_fn is None:
+            return sign, log_p
+        z = wrap(flow.forward(params, x), cell)
+        return sign, log_p + log_volume - base_energy_fn(z, cell) / kT - base_log_partition
 
     def local_free_energy(params, x):
-        sign, log_p = flow.log_density(params, x)
+        sign, log_p = log_density(params, x)
         potential = energy_fn(x, cell)
         return kT * log_p + potential, potential, sign
 
     def loss(params, positions):
         batch = positions.shape[0]
-        sign, log_p = jax.vmap(flow.log_density, in_axes=(None, 0))(params, positions)
+        sign, log_p = jax.vmap(log_density, in_axes=(None, 0))(params, positions)
         potential = jax.vmap(energy_fn, in_axes=(0, None))(positions, cell)
         f = kT * jax.lax.stop_gradient(log_p) + potential
         used = f
@@ -142,7 +164,7 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
         w = jax.vmap(lambda x: virial(energy_fn, x, cell))(positions)
         return (n * kT + jnp.trace(w, axis1=-2, axis2=-1) / 3.0) / flow.volume
 
-    return ClassicalFreeEnergy(flow=flow, kT_eV=kT, constant_eV=constant, local_free_energy=local_free_energy, loss=loss,
+    return ClassicalFreeEnergy(flow=flow, log_density=log_density, kT_eV=kT, constant_eV=constant, local_free_energy=local_free_energy, loss=loss,
                                pressure=pressure)
 
 
@@ -171,12 +193,14 @@ class FlowState:
 
 
 def initial_state(model: ClassicalFreeEnergy, transform: optax.GradientTransformation, key: jax.Array, n_walkers: int,
-                  step_size: float) -> FlowState:
-    """Parameters at the identity flow, walkers uniform in the cell."""
+                  step_size: float, positions: jax.Array | None = None) -> FlowState:
+    """Parameters at the identity flow; walkers at ``positions`` (n_walkers, N, 3), e.g. the final walkers of
+    the base's annealed importance sampling, or uniform in the cell (None)."""
     k_params, k_pos = jax.random.split(key)
     params = model.flow.init(k_params)
-    frac = jax.random.uniform(k_pos, (n_walkers, model.flow.n_particles, 3))
-    return FlowState(params=params, opt_state=transform.init(params), positions=frac @ jnp.asarray(model.flow.cell),
+    if positions is None:
+        positions = jax.random.uniform(k_pos, (n_walkers, model.flow.n_particles, 3)) @ jnp.asarray(model.flow.cell)
+    return FlowState(params=params, opt_state=transform.init(params), positions=jnp.asarray(positions),
                      step_size=jnp.asarray(step_size, jnp.float64), step=jnp.asarray(0, jnp.int32), key=key,
                      lr_scale=jnp.asarray(1.0, jnp.float64))
 
@@ -190,12 +214,12 @@ def make_train_step(model: ClassicalFreeEnergy, *, learning_rate: float, n_mcmc_
     update) plus ``acceptance`` and ``step_size``.
     """
     transform = optax.adam(learning_rate)
-    block = make_metropolis_block(lambda p, x: model.flow.log_density(p, x)[1], model.flow.cell, n_mcmc_steps)
+    block = make_metropolis_block(lambda p, x: model.log_density(p, x)[1], model.flow.cell, n_mcmc_steps)
 
     @jax.jit
     def step(state: FlowState):
         key = jax.random.fold_in(state.key, state.step)
-        walkers = init_walkers(lambda p, x: model.flow.log_density(p, x)[1], state.params, state.positions)
+        walkers = init_walkers(lambda p, x: model.log_density(p, x)[1], state.params, state.positions)
         walkers, acceptance = block(walkers, state.params, key, state.step_size)
         (_, metrics), grads = jax.value_and_grad(model.loss, has_aux=True)(state.params, walkers.positions)
         updates, opt_state = transform.update(grads, state.opt_state, state.params)
@@ -224,7 +248,7 @@ def evaluate(model: ClassicalFreeEnergy, params, positions: jax.Array, key: jax.
     """
     if n_blocks < 2:
         raise ValueError(f"blocking error bars need at least two blocks, got {n_blocks}")
-    log_density = lambda p, x: model.flow.log_density(p, x)[1]  # noqa: E731
+    log_density = lambda p, x: model.log_density(p, x)[1]  # noqa: E731
     block = make_metropolis_block(log_density, model.flow.cell, n_mcmc_steps)
     walkers: Walkers = init_walkers(log_density, params, positions)
     local = jax.jit(jax.vmap(model.local_free_energy, in_axes=(None, 0)))
