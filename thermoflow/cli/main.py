@@ -308,6 +308,26 @@ def vmc(
 
 
 @app.command()
+def vfe(
+    config: Path = typer.Argument(..., help="VFE config: seed and the state, structure, potential, flow, base and vfe sections"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/<config>-vfe-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    overrides: list[str] = _SET_OPT,
+    log_every: int = typer.Option(0, "--log-every", min=0, help="steps between progress lines (0: about 20 lines per run)"),
+) -> None:
+    """Deep variational free energy of classical identical particles: a periodic flow trained on a potential."""
+    _setup_logging()
+    from thermoflow.workflows.vfe_config import VFERunConfig
+
+    cfg, base, out = _load_run(config, overrides, VFERunConfig, out, resume, "vfe")
+    from thermoflow.workflows.vfe_run import run_vfe
+
+    with _user_errors():
+        res = run_vfe(cfg, base, out, resume=resume, log_every=log_every)
+    _print_dict(f"VFE, {res.get('n_particles', '?')} particles", res, out)
+
+
+@app.command()
 def analyze(
     path: Path = typer.Argument(..., help="a thermoflow md run directory, or an extxyz trajectory"),
     out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: RUN_DIR/analysis, or <file stem>_analysis)"),

@@ -236,12 +236,13 @@ def make_train_step(model: ClassicalFreeEnergy, *, learning_rate: float, n_mcmc_
 
 
 def evaluate(model: ClassicalFreeEnergy, params, positions: jax.Array, key: jax.Array, *, n_blocks: int, n_mcmc_steps: int,
-             step_size: float) -> dict[str, Any]:
+             step_size: float, return_positions: bool = False) -> dict[str, Any]:
     """F, E, S and P at frozen parameters from ``n_blocks`` Metropolis blocks, blocking error bars.
 
     Returns a dict (eV, k_B, eV/A^3; cell totals): ``free_energy``, ``energy``, ``potential``,
     ``entropy``, ``pressure``, each with ``*_stderr`` (standard error of the block means), and
-    ``acceptance``, ``negative_jacobians``.
+    ``acceptance``, ``negative_jacobians``; with ``return_positions`` also ``positions``, the walkers
+    after the last block (n_walkers, N, 3).
 
     Raises:
         ValueError: ``n_blocks`` < 2.
@@ -270,4 +271,6 @@ def evaluate(model: ClassicalFreeEnergy, params, positions: jax.Array, key: jax.
         out[name + "_stderr"] = float(np.std(values, ddof=1) / np.sqrt(len(values)))
     out["acceptance"] = float(np.mean(rows[:, 3]))
     out["negative_jacobians"] = float(np.mean(rows[:, 4]))
+    if return_positions:
+        out["positions"] = walkers.positions
     return out
