@@ -58,6 +58,7 @@ def test_vmc_run_resumes_exactly_and_reports_the_correlation_energy(tmp_path):
     assert e > DMC_N14_RS2 - 5 * err  # variational: above the (near-exact) fixed-node DMC energy of the same finite system
     assert stored["kinetic_Ha_per_electron"] + stored["potential_Ha_per_electron"] == pytest.approx(e, abs=1e-12)
     assert stored["energy_imaginary_Ha_per_electron"] == 0.0  # zero twist, closed shell: real wavefunction
+    assert 0.2 < stored["energy_statistical_inefficiency_blocks"] < 8.0  # the blocking / naive variance ratio
     rows = _rows(tmp_path / "full" / "metrics.csv")
     assert rows[0][:3] == ["step", "energy_Ha_per_electron", "energy_imaginary_Ha_per_electron"]
     variance = np.array([float(r[3]) for r in rows[1:]])

@@ -9,7 +9,9 @@ trained parameters. Run directory::
     metrics.csv            one row per step: energy and variance of the walkers (Hartree), acceptance, step size
     results.json           final evaluation: E, kinetic, potential (Hartree per electron; eV per atom), the
                            virial pressure (GPa), the variance, blocking error bars (with vmc.forces: forces on
-                           the protons, eV/A); protons (bohr) and the k set
+                           the protons, eV/A), the acceptance and the energy's statistical inefficiency (blocking
+                           over naive variance: evaluation blocks of vmc.mcmc_steps moves per independent
+                           sample); protons (bohr) and the k set
     checkpoints/state.npz  parameters, optimiser state, walkers, step size, step (exact resume)
     energy.png             the optimisation trace and the final estimate
 
@@ -388,6 +390,11 @@ def _evaluation_results(blocks: dict[str, np.ndarray], n_electrons: int, n_proto
     for key, name in (("total", "energy"), ("kinetic", "kinetic"), ("potential", "potential"), ("imaginary", "energy_imaginary")):
         est = blocking_stderr(blocks[key] / n_electrons)
         out[f"{name}_Ha_per_electron"], out[f"{name}_stderr_Ha_per_electron"] = est.mean, est.stderr
+    energy_series = blocks["total"] / n_electrons
+    naive = float(np.std(energy_series, ddof=1) / np.sqrt(len(energy_series)))
+    # the Metropolis chain's autocorrelation, seen by the blocking analysis: consecutive evaluation blocks per
+    # independent energy sample (1: the blocks are uncorrelated; 2 tau_int in units of blocks)
+    out["energy_statistical_inefficiency_blocks"] = (out["energy_stderr_Ha_per_electron"] / naive) ** 2 if naive > 0 else 1.0
     out["energy_Ry_per_electron"], out["energy_stderr_Ry_per_electron"] = 2 * out["energy_Ha_per_electron"], 2 * out["energy_stderr_Ha_per_electron"]
     if n_protons:
         per_atom = n_electrons / n_protons * EV_PER_HARTREE
