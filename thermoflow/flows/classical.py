@@ -237,12 +237,13 @@ def make_train_step(model: ClassicalFreeEnergy, *, learning_rate: float, n_mcmc_
 
 def evaluate(model: ClassicalFreeEnergy, params, positions: jax.Array, key: jax.Array, *, n_blocks: int, n_mcmc_steps: int,
              step_size: float, return_positions: bool = False) -> dict[str, Any]:
-    """F, E, S and P at frozen parameters from ``n_blocks`` Metropolis blocks, blocking error bars.
+    """F, E, S and P at frozen parameters from ``n_blocks`` Metropolis blocks.
 
     Returns a dict (eV, k_B, eV/A^3; cell totals): ``free_energy``, ``energy``, ``potential``,
-    ``entropy``, ``pressure``, each with ``*_stderr`` (standard error of the block means), and
-    ``acceptance``, ``negative_jacobians``; with ``return_positions`` also ``positions``, the walkers
-    after the last block (n_walkers, N, 3).
+    ``entropy``, ``pressure``, each with ``*_stderr`` (the plain standard error of the block means:
+    right when the blocks are longer than the chain's autocorrelation time), ``blocks`` (the per-block
+    series of each, for a blocking analysis), ``acceptance``, ``negative_jacobians``; with
+    ``return_positions`` also ``positions``, the walkers after the last block (n_walkers, N, 3).
 
     Raises:
         ValueError: ``n_blocks`` < 2.
@@ -265,7 +266,7 @@ def evaluate(model: ClassicalFreeEnergy, params, positions: jax.Array, key: jax.
     free = rows[:, 0] + model.constant_eV
     energy = 1.5 * n * kT + rows[:, 1]
     series = {"free_energy": free, "energy": energy, "potential": rows[:, 1], "entropy": (energy - free) / kT, "pressure": rows[:, 2]}
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"blocks": series}
     for name, values in series.items():
         out[name] = float(np.mean(values))
         out[name + "_stderr"] = float(np.std(values, ddof=1) / np.sqrt(len(values)))

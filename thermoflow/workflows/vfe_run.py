@@ -9,7 +9,7 @@ optimisation on the shared driver (:mod:`thermoflow.optimize`, engine :mod:`ther
     config.resolved.toml, run_info.json
     metrics.csv            one row per step: F (eV/particle, the walkers' mean), its spread, E, U, S, acceptance, step size
     results.json           final evaluation: F, E, U, S (k_B/particle), the virial pressure (GPa), blocking error bars
-                           over Metropolis blocks; the ideal-gas constant, ln Z_b and its error, the fraction of
+                           over the evaluation's Metropolis blocks; the ideal-gas constant, ln Z_b and its error, the fraction of
                            samples whose Jacobian determinant was negative (the density is then not normalised)
     rdf.csv, rdf.png       g(r) of the final walkers
     samples.extxyz         the final walkers (configurations sampled from the trained flow)
@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.analysis.structure import default_rdf_range, radial_distribution
 from thermoflow.flows import classical
 from thermoflow.flows.ais import annealed_importance_sampling
@@ -172,6 +173,9 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
                                n_blocks=vc.eval_blocks, n_mcmc_steps=vc.eval_mcmc_steps, step_size=float(result.state.step_size),
                                return_positions=True)
     samples = np.asarray(final.pop("positions"))
+    for name, series in final.pop("blocks").items():  # blocking error bars: the blocks may be correlated
+        estimate = blocking_stderr(series)
+        final[name], final[name + "_stderr"] = estimate.mean, estimate.stderr
     results = {
         "completed": True, "n_particles": n, "species": symbol, "mass_amu": mass, "temperature_K": temperature,
         "volume_A3_per_particle": flow.volume / n, "base": config.base.kind, "n_parameters": n_parameters,
@@ -196,7 +200,7 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
     results["acceptance"] = final["acceptance"]
     results["negative_jacobian_fraction"] = final["negative_jacobians"]
     results["estimate"] = (f"final evaluation at the trained parameters: {vc.eval_blocks} Metropolis blocks of {vc.eval_mcmc_steps} moves x "
-                           f"{vc.walkers} walkers, standard errors over the blocks" + ("" if ais is None else "; F and S include the AIS error of ln Z_b"))
+                           f"{vc.walkers} walkers, blocking error bars over the blocks" + ("" if ais is None else "; F and S include the AIS error of ln Z_b"))
     results["pressure_note"] = "virial pressure (N k_B T + tr W / 3) / V of the flow's samples: exact at the Boltzmann density, biased otherwise"
     results["evaluation_seconds"] = time.perf_counter() - t_eval
     if final["negative_jacobians"] > 0:
