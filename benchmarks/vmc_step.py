@@ -37,7 +37,8 @@ SIZES = {"default": (2, 32, 8), "large": (3, 64, 16), "published": (4, 32, 16)}
 PUBLISHED_GEMINAL_PLANE_WAVES = 57
 
 
-def run_one(n: int, size: str, optimizer: str, walkers: int, repeats: int, chunk: int | None, mcmc_steps: int) -> None:
+def run_one(n: int, size: str, optimizer: str, walkers: int, repeats: int, chunk: int | None, mcmc_steps: int,
+            precision: str = "float64", sparse: bool = False) -> None:
     import jax
     import numpy as np
 
@@ -47,12 +48,12 @@ def run_one(n: int, size: str, optimizer: str, walkers: int, repeats: int, chunk
     from thermoflow.workflows.vmc_run import _initial_electrons, build_system
 
     layers, one, two = SIZES[size]
-    wavefunction = {"kind": "network", "n_layers": layers, "one_body": one, "two_body": two}
+    wavefunction = {"kind": "network", "n_layers": layers, "one_body": one, "two_body": two, "network_precision": precision}
     if size == "published":
         wavefunction |= {"antisymmetry": "geminal", "geminal_extra_orbitals": PUBLISHED_GEMINAL_PLANE_WAVES - n // 2}
     config = validate_config({"system": {"rs_bohr": 1.25, "n_electrons": n, "protons": "bcc"},
                               "wavefunction": wavefunction,
-                              "vmc": {"walkers": walkers, "optimizer": optimizer,
+                              "vmc": {"walkers": walkers, "optimizer": optimizer, "sparse_laplacian": sparse,
                                       "learning_rate": 1e-3 if optimizer == "adam" else 0.02}}, VMCRunConfig)
     cell, configurations, _, wf, local_energy = build_system(config, Path("."))
     protons = configurations[0]
@@ -85,22 +86,24 @@ def main() -> None:
     parser.add_argument("--walkers", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mcmc-steps", type=int, default=10, help="all-electron Metropolis moves per optimisation step")
+    parser.add_argument("--precision", default="float64", choices=["float64", "float32"], help="dtype of the network's streams")
+    parser.add_argument("--sparse", action="store_true", help="folx with sparse jets (vmc.sparse_laplacian)")
     parser.add_argument("--chunk", type=int, default=None, help="local energies of this many walkers at a time (default: all)")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        run_one(int(args.one[0]), args.one[1], args.one[2], args.walkers, args.repeats, args.chunk, args.mcmc_steps)
+        run_one(int(args.one[0]), args.one[1], args.one[2], args.walkers, args.repeats, args.chunk, args.mcmc_steps, args.precision, args.sparse)
         return
     import jax
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__} on CPU, float64; "
-          f"{args.walkers} walkers, {args.mcmc_steps} Metropolis moves per step, local energies {args.chunk or 'all'} walkers at a time")
+          f"{args.walkers} walkers, {args.mcmc_steps} Metropolis moves per step, {args.precision} streams, {'sparse' if args.sparse else 'dense'} folx jets, local energies {args.chunk or 'all'} walkers at a time")
     print(f"{'protons':>7} {'network':>8} {'optimizer':>9} {'params':>7} {'s/step':>8} {'compile s':>9} {'peak MB':>8}")
     for n in args.electrons:
         for size in args.sizes:
             for opt in args.optimizers:
                 cmd = [sys.executable, __file__, "--one", str(n), size, opt, "--walkers", str(args.walkers), "--repeats", str(args.repeats),
-                       "--mcmc-steps", str(args.mcmc_steps)] + (["--chunk", str(args.chunk)] if args.chunk else [])
+                       "--mcmc-steps", str(args.mcmc_steps), "--precision", args.precision] + (["--sparse"] if args.sparse else []) + (["--chunk", str(args.chunk)] if args.chunk else [])
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode:
                     print(f"{n:>7} {size:>8} {opt:>9} FAILED: {proc.stderr.strip().splitlines()[-1]}")

@@ -8,7 +8,7 @@ import pytest
 
 from thermoflow.electrons import mcmc
 from thermoflow.electrons.ewald import make_ewald_sum
-from thermoflow.electrons.hamiltonian import make_local_energy
+from thermoflow.electrons.hamiltonian import SPARSE_JETS, make_local_energy
 from thermoflow.electrons.jastrow import make_slater_jastrow
 from thermoflow.electrons.network import make_periodic_network
 from thermoflow.electrons.plane_waves import closed_shell_kvectors, cubic_cell_from_rs
@@ -173,3 +173,38 @@ def test_geminal_starts_at_the_slater_jastrow_state_and_keeps_the_symmetries():
     t = jnp.array([0.3, 0.2, -1.1])
     p2, l2 = gem_t.log_psi(params_t, x + t, protons + t)
     assert abs(complex(p2) - complex(phase)) < 1e-9 and abs(float(l2) - float(log_t)) < 1e-9
+
+
+def test_float32_streams_track_float64_and_keep_the_symmetries():
+    """network_precision = 'float32' (streams in float32, orbitals and determinants in float64): ln|psi| and the
+    local energy within float32 round-off of the float64 network at the same parameters, antisymmetric (the sign exactly,
+    ln|psi| to float32 round-off), and
+    the folx local energy (sparse jets) equal to a dense Hessian-trace evaluation of the same wavefunction."""
+    cell, k, net, params, x, protons = _setup()
+    single = make_periodic_network(cell, k, k, n_layers=2, one_body=16, two_body=4, seed=0, network_precision="float32")
+    sign, log_abs = net.log_psi(params, x, protons)
+    s32, l32 = single.log_psi(params, x, protons)
+    assert float(s32) == float(sign) and abs(float(l32) - float(log_abs)) < 1e-4
+    assert l32.dtype == jnp.float64
+    swapped = x.at[jnp.array([2, 5])].set(x[jnp.array([5, 2])])
+    s2, l2 = single.log_psi(params, swapped, protons)
+    assert float(s2) == -float(s32) and float(l2) == pytest.approx(float(l32), abs=1e-5)  # sums in another order: float32 round-off
+    # local energies on a small network (2 electrons, 2 protons): folx with sparse jets equals dense folx (tested
+    # against exact references elsewhere); float32 streams within round-off of float64
+    small_cell = cubic_cell_from_rs(1.5, 2)
+    small_k = closed_shell_kvectors(small_cell, 1)
+    rng = np.random.default_rng(4)
+    xs, ps = jnp.asarray(rng.uniform(size=(2, 3)) @ small_cell), jnp.asarray(rng.uniform(size=(2, 3)) @ small_cell)
+    kinetic = {}
+    for precision, threshold in (("float64", 0), ("float64", SPARSE_JETS), ("float32", 0)):
+        small = make_periodic_network(small_cell, small_k, small_k, n_layers=2, one_body=8, two_body=4, seed=1,
+                                      network_precision=precision)
+        small_params = small.init()
+        small_params["backflow"] = 0.3 * jax.random.normal(jax.random.PRNGKey(3), small_params["backflow"].shape)
+        energy = jax.jit(make_local_energy(small.log_psi, make_ewald_sum(small_cell, 4), 2, sparsity_threshold=threshold))
+        kinetic[precision, threshold] = float(energy(small_params, xs, ps).kinetic)
+    reference = kinetic["float64", 0]
+    assert abs(kinetic["float64", SPARSE_JETS] - reference) < 1e-10 * max(1.0, abs(reference))
+    assert abs(kinetic["float32", 0] - reference) < 1e-4 * max(1.0, abs(reference))
+    with pytest.raises(ValueError, match="network_precision"):
+        make_periodic_network(cell, k, k, network_precision="float16")

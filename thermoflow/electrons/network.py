@@ -77,7 +77,7 @@ def _orbital_columns(kvectors: np.ndarray, complex_orbitals: bool):
 def make_periodic_network(
     cell: np.ndarray, kvectors_up: np.ndarray, kvectors_down: np.ndarray, *, n_layers: int = 2, one_body: int = 32,
     two_body: int = 8, n_determinants: int = 1, envelope: str = "plane_wave", geminal_kvectors: np.ndarray | None = None,
-    seed: int = 0,
+    seed: int = 0, network_precision: str = "float64",
 ) -> Wavefunction:
     """The wavefunction of the module docstring.
 
@@ -109,6 +109,10 @@ def make_periodic_network(
             share one c. c starts at 1 on the occupied orbitals and 0 on the extra ones: det G =
             det Phi_up det Phi_down, the Slater-Jastrow start at zero twist. Needs equal spin counts.
         seed: initialisation seed.
+        network_precision: ``"float64"`` or ``"float32"``: the dtype of the one- and two-electron streams
+            (the pair inputs are computed in float64 and rounded; the features return to float64 before the
+            backflow, orbitals, determinants, Jastrow and every accumulation, which stay float64). The
+            parameters are stored in float64 either way, so a run may switch.
 
     Returns:
         A :class:`thermoflow.electrons.jastrow.Wavefunction`; ``log_psi(params, electrons (n_e, 3),
@@ -125,6 +129,9 @@ def make_periodic_network(
         raise ValueError(f"n_layers and n_determinants must be >= 1, got {n_layers} and {n_determinants}")
     if envelope not in ("plane_wave", "atomic"):
         raise ValueError(f"envelope must be 'plane_wave' or 'atomic', got {envelope!r}")
+    if network_precision not in ("float64", "float32"):
+        raise ValueError(f"network_precision must be 'float64' or 'float32', got {network_precision!r}")
+    stream_dtype = jnp.float32 if network_precision == "float32" else jnp.float64
     atomic, geminal = envelope == "atomic", geminal_kvectors is not None
     cell = np.asarray(cell, dtype=np.float64)
     cell_j, inverse_j = jnp.asarray(cell), jnp.asarray(np.linalg.inv(cell))
@@ -180,9 +187,10 @@ def make_periodic_network(
             h = jnp.mean(_pair_features(electrons[:, None, :] - protons[None, :, :], cell_j, inverse_j), axis=1)
         else:
             h = jnp.zeros((n, 7), electrons.dtype)
-        g = pairs
+        g, h = pairs.astype(stream_dtype), h.astype(stream_dtype)
         up = jnp.arange(n) < n_up
         for layer in params["layers"]:
+            layer = jax.tree.map(lambda w: w.astype(stream_dtype), layer)
             others_up = jnp.sum(jnp.where(up[None, :, None], g, 0.0), axis=1) / max(n_up, 1)
             others_down = jnp.sum(jnp.where(up[None, :, None], 0.0, g), axis=1) / max(n_down, 1)
             mean_up = jnp.broadcast_to(jnp.sum(jnp.where(up[:, None], h, 0.0), axis=0) / max(n_up, 1), h.shape)
@@ -192,7 +200,7 @@ def make_periodic_network(
             h = new_h + h if new_h.shape == h.shape else new_h
             new_g = jnp.tanh(g @ layer["two"]["w"] + layer["two"]["b"])
             g = new_g + g if new_g.shape == g.shape else new_g
-        return h
+        return h.astype(jnp.float64)
 
     def log_psi(params, electrons, protons=None):
         protons = jnp.zeros((0, 3), electrons.dtype) if protons is None else protons

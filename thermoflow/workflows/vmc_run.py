@@ -35,7 +35,7 @@ from thermoflow.analysis.statistics import blocking_stderr
 from thermoflow.electrons import driver
 from thermoflow.electrons.estimators import EV_PER_A_PER_HARTREE_PER_BOHR, make_zero_variance_forces, virial_pressure_GPa
 from thermoflow.electrons.ewald import make_ewald_sum
-from thermoflow.electrons.hamiltonian import make_local_energy
+from thermoflow.electrons.hamiltonian import SPARSE_JETS, make_local_energy
 from thermoflow.electrons.jastrow import make_slater_jastrow
 from thermoflow.electrons.network import make_periodic_network
 from thermoflow.electrons.plane_waves import cubic_cell_from_rs, hartree_fock_energy
@@ -142,10 +142,12 @@ def build_system(config: VMCRunConfig, base: Path):
             extra = unoccupied_kvectors(cell, k_up, twist, wf_cfg.geminal_extra_orbitals)
         wavefunction = make_periodic_network(cell, k_up, k_down, n_layers=wf_cfg.n_layers, one_body=wf_cfg.one_body,
                                              two_body=wf_cfg.two_body, n_determinants=wf_cfg.n_determinants,
-                                             envelope=wf_cfg.envelope, geminal_kvectors=extra, seed=config.seed)
+                                             envelope=wf_cfg.envelope, geminal_kvectors=extra, seed=config.seed,
+                                             network_precision=wf_cfg.network_precision)
     else:
         wavefunction = make_slater_jastrow(cell, k_up, k_down)
-    local_energy = make_local_energy(wavefunction.log_psi, make_ewald_sum(cell, n + protons.shape[1]), n)
+    local_energy = make_local_energy(wavefunction.log_psi, make_ewald_sum(cell, n + protons.shape[1]), n,
+                                     sparsity_threshold=SPARSE_JETS if config.vmc.sparse_laplacian else 0)
     return cell, protons, (k_up, k_down), wavefunction, local_energy
 
 
