@@ -21,8 +21,10 @@ with the dense 3N x 3N Jacobian by forward-mode autodiff and its log-determinant
 3N forward passes and O((3N)^3) per configuration (48 x 48 for 16 particles; 96 x 96 for 32). The
 density is normalised whenever det(1 + dg/dX) > 0 everywhere, invertible or not: X -> Z is a map of
 the torus homotopic to the identity (degree 1), so the integral of its Jacobian determinant over the
-torus is V^N. ``log_density`` returns the sign of the determinant so that callers can watch it (a
-negative sign means the map folds; the density is then not normalised). There is no closed-form
+torus is V^N. Where the map folds (negative determinant), |det| / V^N integrates to more than 1, since
+the integral of |det| is at least |integral of det| = V^N: treating it as normalised then overestimates
+kT <ln p> by kT ln(mass) >= 0, so a variational free energy stays an upper bound, only a looser one.
+``log_density`` returns the sign of the determinant so that callers can watch the folding. There is no closed-form
 inverse, so configurations are sampled from p by Metropolis (:mod:`thermoflow.flows.sampling`), as in
 the published method.
 

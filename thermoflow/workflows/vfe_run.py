@@ -10,7 +10,8 @@ optimisation on the shared driver (:mod:`thermoflow.optimize`, engine :mod:`ther
     metrics.csv            one row per step: F (eV/particle, the walkers' mean), its spread, E, U, S, acceptance, step size
     results.json           final evaluation: F, E, U, S (k_B/particle), the virial pressure (GPa), blocking error bars
                            over the evaluation's Metropolis blocks; the ideal-gas constant, ln Z_b and its error, the fraction of
-                           samples whose Jacobian determinant was negative (the density is then not normalised)
+                           samples whose Jacobian determinant was negative (the flow folds: F stays an upper
+                           bound, a looser one)
     rdf.csv, rdf.png       g(r) of the final walkers
     samples.extxyz         the final walkers (configurations sampled from the trained flow)
     checkpoints/state.npz  parameters, optimiser state, walkers, step size, step (exact resume)
@@ -204,8 +205,9 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
     results["pressure_note"] = "virial pressure (N k_B T + tr W / 3) / V of the flow's samples: exact at the Boltzmann density, biased otherwise"
     results["evaluation_seconds"] = time.perf_counter() - t_eval
     if final["negative_jacobians"] > 0:
-        log.warning("%.2g of the evaluated samples have a negative Jacobian determinant: the flow folds, and its density is "
-                    "not normalised there (F is then not a bound); lower vfe.learning_rate", final["negative_jacobians"])
+        log.warning("%.2g of the evaluated samples have a negative Jacobian determinant: the flow folds, so its |det| density "
+                    "has a mass above 1 and F is a looser upper bound (by k_B T ln of that mass); a lower vfe.learning_rate "
+                    "may avoid it", final["negative_jacobians"])
 
     symbols = [symbol] * n
     rdf = radial_distribution(samples, cell, symbols, default_rdf_range(samples[0], cell))
