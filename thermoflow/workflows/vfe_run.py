@@ -206,8 +206,8 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
     results["evaluation_seconds"] = time.perf_counter() - t_eval
     if final["negative_jacobians"] > 0:
         log.warning("%.2g of the evaluated samples have a negative Jacobian determinant: the flow folds, so its |det| density "
-                    "has a mass above 1 and F is a looser upper bound (by k_B T ln of that mass); a lower vfe.learning_rate "
-                    "may avoid it", final["negative_jacobians"])
+                    "has a mass above 1 and F is a looser upper bound (by k_B T ln of that mass; docs/electrons.md)",
+                    final["negative_jacobians"])
 
     symbols = [symbol] * n
     rdf = radial_distribution(samples, cell, symbols, default_rdf_range(samples[0], cell))
