@@ -1,12 +1,12 @@
 """The ``thermoflow vmc`` workflow: run directory, exact resume, results, config errors."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from run_tables import metric_rows
 from thermoflow.cli.main import app
 from thermoflow.workflows.config import ConfigError, validate_config
 from thermoflow.workflows.vmc_config import VMCRunConfig
@@ -28,14 +28,6 @@ JELLIUM = {
 DMC_N14_RS2 = -0.016653 / 2
 
 
-def _rows(path):
-    """metrics.csv without its wall-time column."""
-    with open(path) as fh:
-        rows = list(csv.reader(fh))
-    keep = [i for i, name in enumerate(rows[0]) if name != "seconds"]
-    return [[row[i] for i in keep] for row in rows]
-
-
 def test_vmc_run_resumes_exactly_and_reports_the_correlation_energy(tmp_path):
     """A run interrupted after 4 steps and resumed equals the uninterrupted run row for row (walkers,
     step size and optimiser state are in the checkpoint); the Slater-Jastrow energy of the 14-electron
@@ -46,7 +38,7 @@ def test_vmc_run_resumes_exactly_and_reports_the_correlation_energy(tmp_path):
     partial = run_vmc(config, tmp_path, tmp_path / "split", log_every=None, stop_after=4)
     assert partial == {"completed": False, "steps_done": 4}
     resumed = run_vmc(config, tmp_path, tmp_path / "split", resume=True, log_every=None)
-    assert _rows(tmp_path / "split" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")
+    assert metric_rows(tmp_path / "split" / "metrics.csv") == metric_rows(tmp_path / "full" / "metrics.csv")
     for key in ("energy_Ha_per_electron", "pressure_GPa", "local_energy_variance_Ha2"):
         assert resumed[key] == full[key]
     stored = json.loads((tmp_path / "full" / "results.json").read_text())
@@ -59,7 +51,7 @@ def test_vmc_run_resumes_exactly_and_reports_the_correlation_energy(tmp_path):
     assert stored["kinetic_Ha_per_electron"] + stored["potential_Ha_per_electron"] == pytest.approx(e, abs=1e-12)
     assert stored["energy_imaginary_Ha_per_electron"] == 0.0  # zero twist, closed shell: real wavefunction
     assert 0.2 < stored["energy_statistical_inefficiency_blocks"] < 8.0  # the blocking / naive variance ratio
-    rows = _rows(tmp_path / "full" / "metrics.csv")
+    rows = metric_rows(tmp_path / "full" / "metrics.csv")
     assert rows[0][:3] == ["step", "energy_Ha_per_electron", "energy_imaginary_Ha_per_electron"]
     variance = np.array([float(r[3]) for r in rows[1:]])
     assert variance[-3:].mean() < variance[:3].mean()
@@ -127,7 +119,7 @@ def test_twist_grid_runs_one_directory_per_twist_and_averages_with_the_grid_weig
         np.sqrt(np.sum([p["energy_stderr_Ha_per_electron"] ** 2 for p in per])) / 4, rel=1e-12)
     assert res["pressure_GPa"] == pytest.approx(np.mean([p["pressure_GPa"] for p in per]), rel=1e-12)
     assert res["hartree_fock_Ha_per_electron"] == pytest.approx(np.mean([p["hartree_fock_Ha_per_electron"] for p in per]), rel=1e-12)
-    assert len(_rows(tmp_path / "tw" / "twists.csv")) == 5
+    assert len(metric_rows(tmp_path / "tw" / "twists.csv")) == 5
     again = run_vmc(config, tmp_path, tmp_path / "tw", resume=True, log_every=None)
     assert again == res
     with pytest.raises(ConfigError, match="not both"):
@@ -165,7 +157,7 @@ def test_ensemble_training_resumes_exactly_and_evaluates_held_out_configurations
     full = run_vmc(config, tmp_path, tmp_path / "full", log_every=None)
     assert run_vmc(config, tmp_path, tmp_path / "split", log_every=None, stop_after=3) == {"completed": False, "steps_done": 3}
     resumed = run_vmc(config, tmp_path, tmp_path / "split", resume=True, log_every=None)
-    assert _rows(tmp_path / "split" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")
+    assert metric_rows(tmp_path / "split" / "metrics.csv") == metric_rows(tmp_path / "full" / "metrics.csv")
     assert resumed["energy_Ha_per_electron"] == full["energy_Ha_per_electron"]
     rows = full["configurations"]
     assert [r["held_out"] for r in rows] == [False, False, False, True] and len(full["protons_bohr"]) == 4

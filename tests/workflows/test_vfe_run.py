@@ -14,6 +14,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+from run_tables import metric_rows
 from thermoflow.cli.main import app
 from thermoflow.units import KB_EV_PER_K
 from thermoflow.workflows.config import ConfigError, validate_config
@@ -33,19 +34,12 @@ GAS = {
 }
 
 
-def _rows(path):
-    with open(path) as fh:
-        rows = list(csv.reader(fh))
-    keep = [i for i, name in enumerate(rows[0]) if name != "seconds"]
-    return [[row[i] for i in keep] for row in rows]
-
-
 def test_vfe_run_resumes_exactly_and_reports_the_gas_free_energy(tmp_path):
     config = validate_config(GAS, VFERunConfig)
     full = run_vfe(config, tmp_path, tmp_path / "full", log_every=None)
     assert run_vfe(config, tmp_path, tmp_path / "split", log_every=None, stop_after=3) == {"completed": False, "steps_done": 3}
     resumed = run_vfe(config, tmp_path, tmp_path / "split", resume=True, log_every=None)
-    assert _rows(tmp_path / "split" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")
+    assert metric_rows(tmp_path / "split" / "metrics.csv") == metric_rows(tmp_path / "full" / "metrics.csv")
     assert resumed["free_energy_eV_per_particle"] == full["free_energy_eV_per_particle"]
     kT = KB_EV_PER_K * 100.0
     assert full["n_particles"] == 4 and full["volume_A3_per_particle"] == pytest.approx(216.0)

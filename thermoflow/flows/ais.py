@@ -56,19 +56,19 @@ def annealed_importance_sampling(energy_fn: EnergyFn, cell: np.ndarray, n_partic
         raise ValueError("n_temperatures, mcmc_steps and n_walkers must be >= 1")
     cell = np.asarray(cell, dtype=np.float64)
     cell_j = jnp.asarray(cell)
-    energies = jax.jit(jax.vmap(lambda x: energy_fn(x, cell_j)))
     block = make_metropolis_block(lambda beta, x: -beta * energy_fn(x, cell_j) / kT_eV, cell, mcmc_steps)
     k_start, key = jax.random.split(key)
     positions = jax.random.uniform(k_start, (n_walkers, n_particles, 3), dtype=jnp.float64) @ cell_j
+    u = jax.jit(jax.vmap(lambda x: energy_fn(x, cell_j)))(positions)
     betas = (np.arange(n_temperatures + 1) / n_temperatures) ** 2
     log_w = jnp.zeros(n_walkers)
     acceptances = []
     for k in range(1, n_temperatures + 1):
-        u = energies(positions)
         log_w = log_w - (betas[k] - betas[k - 1]) * u / kT_eV
         walkers = Walkers(positions, -betas[k] * u / kT_eV)
         walkers, acceptance = block(walkers, jnp.asarray(betas[k]), jax.random.fold_in(key, k), step_size)
         positions = walkers.positions
+        u = -walkers.log_density * kT_eV / betas[k]  # the walkers carry -beta_k U / kT: no second energy call
         acceptances.append(float(acceptance))
         step_size = float(np.clip(step_size * np.exp(float(acceptance) - target_acceptance), 1e-4, 10.0))
     log_w = np.asarray(log_w)

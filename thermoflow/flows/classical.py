@@ -47,7 +47,7 @@ import optax
 
 from thermoflow.flows.periodic import PeriodicFlow
 from thermoflow.flows.sampling import Walkers, init_walkers, make_metropolis_block, wrap
-from thermoflow.potentials.base import EnergyFn, virial
+from thermoflow.potentials.base import EnergyFn, energy_forces_virial
 from thermoflow.units import HBAR_EV, KB_EV_PER_K
 
 #: bounds of the Metropolis step size (length unit of the cell)
@@ -86,7 +86,8 @@ class ClassicalFreeEnergy:
             is the score-function estimator of grad F; metrics (eV, cell totals): ``free_energy``,
             ``free_energy_stderr`` (plain, for independent samples), ``energy``, ``potential``,
             ``entropy`` (k_B), ``negative_jacobians`` (fraction of samples with a negative determinant).
-        pressure: ``(positions (W, N, 3)) -> (P (W,) eV/A^3)``: per-sample virial pressures.
+        potential_and_pressure: ``(positions (W, N, 3)) -> (U (W,) eV, P (W,) eV/A^3)``: per-sample potential
+            energies and virial pressures from one backward pass of the potential each.
     """
 
     flow: PeriodicFlow
@@ -95,7 +96,7 @@ class ClassicalFreeEnergy:
     constant_eV: float
     local_free_energy: Callable
     loss: Callable
-    pressure: Callable
+    potential_and_pressure: Callable
 
 
 def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, temperature_K: float, mass_amu: float,
@@ -160,12 +161,12 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
         }
         return surrogate, metrics
 
-    def pressure(positions):
-        w = jax.vmap(lambda x: virial(energy_fn, x, cell))(positions)
-        return (n * kT + jnp.trace(w, axis1=-2, axis2=-1) / 3.0) / flow.volume
+    def potential_and_pressure(positions):
+        potential, _, w = jax.vmap(lambda x: energy_forces_virial(energy_fn, x, cell))(positions)
+        return potential, (n * kT + jnp.trace(w, axis1=-2, axis2=-1) / 3.0) / flow.volume
 
     return ClassicalFreeEnergy(flow=flow, log_density=log_density, kT_eV=kT, constant_eV=constant, local_free_energy=local_free_energy, loss=loss,
-                               pressure=pressure)
+                               potential_and_pressure=potential_and_pressure)
 
 
 @jax.tree_util.register_dataclass
@@ -253,14 +254,15 @@ def evaluate(model: ClassicalFreeEnergy, params, positions: jax.Array, key: jax.
     log_density = lambda p, x: model.log_density(p, x)[1]  # noqa: E731
     block = make_metropolis_block(log_density, model.flow.cell, n_mcmc_steps)
     walkers: Walkers = init_walkers(log_density, params, positions)
-    local = jax.jit(jax.vmap(model.local_free_energy, in_axes=(None, 0)))
-    pressure = jax.jit(model.pressure)
+    signs = jax.jit(jax.vmap(lambda p, x: model.log_density(p, x)[0], in_axes=(None, 0)))
+    potential_and_pressure = jax.jit(model.potential_and_pressure)
     rows = []
     for b in range(n_blocks):
         walkers, acceptance = block(walkers, params, jax.random.fold_in(key, b), step_size)
-        f, potential, sign = local(params, walkers.positions)
-        rows.append([float(jnp.mean(f)), float(jnp.mean(potential)), float(jnp.mean(pressure(walkers.positions))),
-                     float(acceptance), float(jnp.mean(sign < 0))])
+        potential, pressure = potential_and_pressure(walkers.positions)
+        f = model.kT_eV * walkers.log_density + potential  # the walkers carry ln p at their positions
+        rows.append([float(jnp.mean(f)), float(jnp.mean(potential)), float(jnp.mean(pressure)),
+                     float(acceptance), float(jnp.mean(signs(params, walkers.positions) < 0))])
     rows = np.asarray(rows)
     n, kT = model.flow.n_particles, model.kT_eV
     free = rows[:, 0] + model.constant_eV

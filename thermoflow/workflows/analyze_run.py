@@ -24,7 +24,6 @@ removed before MSD, MSD' and the VACF (``thermoflow.analysis.dynamics``); g(r) i
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import time
@@ -39,6 +38,7 @@ from thermoflow.analysis.structure import default_rdf_range, radial_distribution
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.units import ASE_TIME_PER_PS, omega_to_mev, thz_to_omega
 from thermoflow.workflows import plots
+from thermoflow.workflows.run_dir import write_csv, write_rdf_csv
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +121,6 @@ def load_trajectory(path: Path, *, timestep_fs: float | None = None, skip: int =
     )
 
 
-def _write_csv(path: Path, header: list[str], columns: list[np.ndarray]) -> None:
-    buffer = io.StringIO()
-    np.savetxt(buffer, np.column_stack(columns), delimiter=",", header=",".join(header), comments="", fmt="%.8g")
-    atomic_write_text(path, buffer.getvalue())
-
-
 def _median_frequency(frequency_THz: np.ndarray, dos: np.ndarray) -> float:
     """The frequency below which half the (trapezoidal) VDOS weight lies, THz (robust against the
     Lorentzian tails a Langevin friction gives the spectrum, unlike the mean)."""
@@ -171,7 +165,7 @@ def run_analyze(path: Path, out: Path | None = None, *, timestep_fs: float | Non
     msd = dynamics.mean_square_displacement(unwrapped, traj.symbols)
     diffusion = dynamics.diffusion_coefficient(unwrapped, traj.symbols, dt, fit_window_ps, n_blocks)
     msd_reordered = dynamics.reordered_msd(unwrapped, traj.cell, traj.symbols, n_origins)
-    _write_csv(out / "msd.csv", ["time_ps"] + [f"msd_{s}_A2" for s in kinds] + [f"msd_reordered_{s}_A2" for s in kinds],
+    write_csv(out / "msd.csv", ["time_ps"] + [f"msd_{s}_A2" for s in kinds] + [f"msd_reordered_{s}_A2" for s in kinds],
                [time_ps, *msd, *msd_reordered])
 
     if traj.velocities is not None:
@@ -180,10 +174,10 @@ def run_analyze(path: Path, out: Path | None = None, *, timestep_fs: float | Non
         velocities = dynamics.finite_difference_velocities(unwrapped, dt)
         velocity_source = "central differences of the unwrapped positions (no velocities in the trajectory)"
     vacf = dynamics.velocity_autocorrelation(velocities, traj.symbols)
-    _write_csv(out / "vacf.csv", ["time_ps"] + [f"vacf_{s}_A2_per_ps2" for s in kinds], [np.arange(vacf.shape[1]) * dt, *vacf])
+    write_csv(out / "vacf.csv", ["time_ps"] + [f"vacf_{s}_A2_per_ps2" for s in kinds], [np.arange(vacf.shape[1]) * dt, *vacf])
     vdos = dynamics.vibrational_dos(vacf, dt, counts)
     total = vdos.dos_per_THz.sum(axis=0)
-    _write_csv(out / "vdos.csv", ["frequency_THz", "energy_meV"] + [f"vdos_{s}_per_THz" for s in kinds] + ["vdos_total_per_THz", "vdos_total_per_meV"],
+    write_csv(out / "vdos.csv", ["frequency_THz", "energy_meV"] + [f"vdos_{s}_per_THz" for s in kinds] + ["vdos_total_per_THz", "vdos_total_per_meV"],
                [vdos.frequency_THz, vdos.frequency_THz * MEV_PER_THZ, *vdos.dos_per_THz, total, total / MEV_PER_THZ])
     nyquist = float(vdos.frequency_THz[-1])
     top = vdos.frequency_THz >= 0.9 * nyquist
@@ -196,9 +190,7 @@ def run_analyze(path: Path, out: Path | None = None, *, timestep_fs: float | Non
         r_max_A = default_rdf_range(traj.positions[0], traj.cell)
     rdf_kept = np.unique(np.linspace(0, n_frames - 1, min(max(1, rdf_frames), n_frames)).astype(int))
     rdf = radial_distribution(traj.positions[rdf_kept], traj.cell, traj.symbols, r_max_A, n_bins)
-    names = [f"{a}_{b}" for a, b in rdf.pairs]
-    _write_csv(out / "rdf.csv", ["r_A"] + [c for n in names for c in (f"g_{n}", f"g_{n}_stderr", f"n_{n}")],
-               [rdf.r_A] + [c for p in range(len(names)) for c in (rdf.g[p], rdf.g_stderr[p], rdf.coordination[p])])
+    write_rdf_csv(out / "rdf.csv", rdf)
 
     window = (time_ps >= diffusion.window_ps[0]) & (time_ps <= diffusion.window_ps[1])
     results = {

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import tomli_w
 
 from thermoflow.io.atomic import atomic_write_text
@@ -61,3 +62,18 @@ def write_metrics_csv(path: Path, history: dict, columns: Sequence[Column]) -> N
     for i in range(len(history.get("step", []))):
         writer.writerow([convert(history[key][i]) for key, _, convert in present])
     atomic_write_text(path, buffer.getvalue())
+
+
+def write_csv(path: Path, header: Sequence[str], columns: Sequence[np.ndarray]) -> None:
+    """A CSV table of equal-length columns (units in the header names), written atomically."""
+    buffer = io.StringIO()
+    np.savetxt(buffer, np.column_stack(columns), delimiter=",", header=",".join(header), comments="", fmt="%.8g")
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_rdf_csv(path: Path, rdf) -> None:
+    """``rdf.csv`` of a :class:`thermoflow.analysis.structure.RadialDistribution`: r_A, then per ordered species
+    pair a_b the columns g_a_b, g_a_b_stderr and n_a_b (coordination number)."""
+    names = [f"{a}_{b}" for a, b in rdf.pairs]
+    write_csv(path, ["r_A"] + [c for n in names for c in (f"g_{n}", f"g_{n}_stderr", f"n_{n}")],
+              [rdf.r_A] + [c for k in range(len(names)) for c in (rdf.g[k], rdf.g_stderr[k], rdf.coordination[k])])

@@ -12,7 +12,7 @@ optimisation on the shared driver (:mod:`thermoflow.optimize`, engine :mod:`ther
                            over the evaluation's Metropolis blocks; the ideal-gas constant, ln Z_b and its error, the fraction of
                            samples whose Jacobian determinant was negative (the flow folds: F stays an upper
                            bound, a looser one)
-    rdf.csv, rdf.png       g(r) of the final walkers
+    rdf.csv, rdf.png       g(r) of the final walkers (columns as in ``thermoflow analyze``)
     samples.extxyz         the final walkers (configurations sampled from the trained flow)
     checkpoints/state.npz  parameters, optimiser state, walkers, step size, step (exact resume)
     free_energy.png        the optimisation trace and the final estimate
@@ -46,7 +46,8 @@ from thermoflow.optimize import optimise
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
 from thermoflow.workflows.build import build_potential, build_structure
 from thermoflow.workflows.config import ConfigError
-from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv
+from thermoflow.workflows.plots import plot_rdf
+from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv, write_rdf_csv
 from thermoflow.workflows.vfe_config import VFERunConfig
 
 log = logging.getLogger(__name__)
@@ -78,15 +79,12 @@ def _particles(config: VFERunConfig, base: Path) -> ase.Atoms:
     return atoms
 
 
-def _base_ais(config: VFERunConfig, base: Path, atoms: ase.Atoms, kT: float, path: Path, resume: bool) -> dict | None:
-    """ln Z_b of the base potential by annealed importance sampling, stored in ``path`` and read back on resume."""
-    if config.base.kind == "uniform":
-        return None
+def _base_ais(config: VFERunConfig, energy, atoms: ase.Atoms, kT: float, path: Path, resume: bool) -> dict:
+    """ln Z_b of the base potential ``energy`` by annealed importance sampling, stored in ``path`` and read back on resume."""
     if resume and path.is_file():
         stored = json.loads(path.read_text())
         log.info("base ln Z read from %s", path)
         return {**stored, "positions": np.asarray(stored["positions_A"])}
-    energy = build_potential(config.model_copy(update={"potential": config.base.potential}), atoms, base)
     bc = config.base
     t0 = time.perf_counter()
     out = annealed_importance_sampling(energy, np.asarray(atoms.cell.array), len(atoms), kT_eV=kT, n_walkers=bc.ais_walkers,
@@ -134,10 +132,11 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
     temperature = config.state.temperature_K
     kT = KB_EV_PER_K * temperature
     energy_fn = build_potential(config, atoms, base)
-    ais = _base_ais(config, base, atoms, kT, out_dir / "base_ais.json", resume)
-    base_kwargs = {} if ais is None else {
-        "base_energy_fn": build_potential(config.model_copy(update={"potential": config.base.potential}), atoms, base),
-        "base_log_partition": ais["ln_Z"]}
+    ais, base_kwargs = None, {}
+    if config.base.kind == "potential":
+        base_energy = build_potential(config.model_copy(update={"potential": config.base.potential}), atoms, base)
+        ais = _base_ais(config, base_energy, atoms, kT, out_dir / "base_ais.json", resume)
+        base_kwargs = {"base_energy_fn": base_energy, "base_log_partition": ais["ln_Z"]}
     flow = make_periodic_flow(cell, n, n_layers=config.flow.n_layers, one_body=config.flow.one_body, two_body=config.flow.two_body)
     model = classical.make_classical_free_energy(energy_fn, flow, temperature_K=temperature, mass_amu=mass, clip_width=vc.clip_width,
                                                  **base_kwargs)
@@ -211,21 +210,13 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
 
     symbols = [symbol] * n
     rdf = radial_distribution(samples, cell, symbols, default_rdf_range(samples[0], cell))
-    _write_rdf(out_dir, rdf)
+    write_rdf_csv(out_dir / "rdf.csv", rdf)
+    plot_rdf(out_dir / "rdf.png", rdf, None, {}, "", label="flow samples")
     ase.io.write(out_dir / "samples.extxyz", [ase.Atoms(symbols, positions=x, cell=cell, pbc=True) for x in samples])
     results["wall_seconds"] = time.perf_counter() - t_start
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     _plot_free_energy(out_dir / "free_energy.png", result.history, n, results)
     return results
-
-
-def _write_rdf(out_dir: Path, rdf) -> None:
-    from thermoflow.workflows.plots import plot_rdf
-
-    lines = ["r_A,g,g_stderr,coordination"]
-    lines += [f"{r:.6g},{g:.6g},{e:.6g},{c:.6g}" for r, g, e, c in zip(rdf.r_A, rdf.g[0], np.nan_to_num(rdf.g_stderr[0]), rdf.coordination[0])]
-    atomic_write_text(out_dir / "rdf.csv", "\n".join(lines) + "\n")
-    plot_rdf(out_dir / "rdf.png", rdf, None, {}, "", label="flow samples")
 
 
 def _plot_free_energy(path: Path, hist: dict, n: int, results: dict) -> None:
