@@ -45,7 +45,7 @@ def run_one(n: int, size: str, optimizer: str, walkers: int, repeats: int, chunk
     from thermoflow.electrons import driver
     from thermoflow.workflows.config import validate_config
     from thermoflow.workflows.vmc_config import VMCRunConfig
-    from thermoflow.workflows.vmc_run import _initial_electrons, build_system
+    from thermoflow.workflows.vmc_run import initial_electrons, build_system
 
     layers, one, two = SIZES[size]
     wavefunction = {"kind": "network", "n_layers": layers, "one_body": one, "two_body": two, "network_precision": precision}
@@ -62,7 +62,7 @@ def run_one(n: int, size: str, optimizer: str, walkers: int, repeats: int, chunk
     step, transform = driver.make_train_step(wf.log_psi, local_energy, jax.numpy.asarray(protons), optimizer=optimizer,
                                              learning_rate=config.vmc.learning_rate, n_mcmc_steps=mcmc_steps,
                                              chunk_size=chunk)
-    electrons = _initial_electrons(jax.random.PRNGKey(0), protons, cell, walkers, n)
+    electrons = initial_electrons(jax.random.PRNGKey(0), protons, cell, walkers, n)
     state = driver.initial_state(params, transform, electrons, jax.random.PRNGKey(1), 0.2)
     t0 = time.perf_counter()
     state, metrics, _ = step(state)

@@ -132,13 +132,13 @@ def test_chunked_local_energies_equal_the_batch(tmp_path):
 
     from thermoflow.electrons import mcmc
     from thermoflow.electrons.vmc import make_sampler
-    from thermoflow.workflows.vmc_run import _initial_electrons, build_system
+    from thermoflow.workflows.vmc_run import initial_electrons, build_system
 
     config = validate_config(JELLIUM, VMCRunConfig)
     cell, configurations, _, wf, local_energy = build_system(config, tmp_path)
     protons = configurations[0]
     params = wf.init()
-    walkers = mcmc.WalkerState(_initial_electrons(jax.random.PRNGKey(0), protons, cell, 48, 14), np.zeros(48), jax.random.PRNGKey(1))
+    walkers = mcmc.WalkerState(initial_electrons(jax.random.PRNGKey(0), protons, cell, 48, 14), np.zeros(48), jax.random.PRNGKey(1))
     results = [jax.jit(make_sampler(wf.log_psi, local_energy, 2, chunk))(params, walkers, protons, 0.3) for chunk in (None, 16)]
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(results[1][0].electrons, results[0][0].electrons)

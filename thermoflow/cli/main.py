@@ -56,10 +56,13 @@ def _user_errors():
         raise typer.Exit(1) from None
 
 
-def _load(config: Optional[Path], overrides: list[str], model=None):
+def _load(config: Optional[Path], overrides: list[str], model=None, loader=None):
+    """``(config, base)`` validated as ``model`` (default the NCT run), or by ``loader(path, overrides)``; a config error exits with 2."""
     from thermoflow.workflows.config import ConfigError, RunConfig, load_config
 
     try:
+        if loader is not None:
+            return loader(config, overrides)
         return load_config(config, overrides, model or RunConfig)
     except ConfigError as exc:
         if _STATE["debug"]:
@@ -73,9 +76,9 @@ def _default_out(config: Optional[Path], kind: str) -> Path:
     return Path("runs") / f"{stem}-{kind}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def _load_run(config: Path, overrides: list[str], model, out: Optional[Path], resume: bool, kind: str):
-    """``(config, base, run directory)`` of a resumable command (md, ti); ``--resume`` needs ``--out``."""
-    cfg, base = _load(config, overrides, model)
+def _load_run(config: Path, overrides: list[str], model, out: Optional[Path], resume: bool, kind: str, loader=None):
+    """``(config, base, run directory)`` of a resumable command (md, ti, vmc, vfe); ``--resume`` needs ``--out``."""
+    cfg, base = _load(config, overrides, model, loader)
     if resume and out is None:
         console.print("[red]error:[/] --resume needs --out DIR (the run directory to continue)")
         raise typer.Exit(2)
@@ -309,22 +312,29 @@ def vmc(
 
 @app.command()
 def vfe(
-    config: Path = typer.Argument(..., help="VFE config: seed and the state, structure, potential, flow, base and vfe sections"),
+    config: Path = typer.Argument(..., help="VFE config: seed and the state, structure, potential, flow, base and vfe sections; "
+                                  "or, for protons with quantum electrons, the state, hydrogen, flow, wavefunction and vfe sections"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/<config>-vfe-<time>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     overrides: list[str] = _SET_OPT,
     log_every: int = typer.Option(0, "--log-every", min=0, help="steps between progress lines (0: about 20 lines per run)"),
 ) -> None:
-    """Deep variational free energy of classical identical particles: a periodic flow trained on a potential."""
+    """Deep variational free energy: a periodic flow for classical particles trained on a potential, or jointly with the
+    electrons' wavefunction for dense hydrogen (a [hydrogen] section)."""
     _setup_logging()
-    from thermoflow.workflows.vfe_config import VFERunConfig
+    from thermoflow.workflows.vfe_config import VFEElectronsRunConfig, load_any_vfe_config
 
-    cfg, base, out = _load_run(config, overrides, VFERunConfig, out, resume, "vfe")
-    from thermoflow.workflows.vfe_run import run_vfe
-
+    cfg, base, out = _load_run(config, overrides, None, out, resume, "vfe", loader=load_any_vfe_config)
     with _user_errors():
-        res = run_vfe(cfg, base, out, resume=resume, log_every=log_every)
-    _print_dict(f"VFE, {res.get('n_particles', '?')} particles", res, out)
+        if isinstance(cfg, VFEElectronsRunConfig):
+            from thermoflow.workflows.vfe_hydrogen_run import run_vfe_hydrogen
+
+            res = run_vfe_hydrogen(cfg, base, out, resume=resume, log_every=log_every)
+        else:
+            from thermoflow.workflows.vfe_run import run_vfe
+
+            res = run_vfe(cfg, base, out, resume=resume, log_every=log_every)
+    _print_dict(f"VFE, {res.get('n_particles', res.get('n_protons', '?'))} particles", res, out)
 
 
 @app.command()

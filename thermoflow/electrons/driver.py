@@ -75,6 +75,43 @@ def initial_state(params, optimizer: optax.GradientTransformation | None, electr
     )
 
 
+def make_wavefunction_update(log_psi: Callable, *, optimizer: str, learning_rate: float, damping: float = 1e-3,
+                             clip_width: float | None = CLIP_WIDTH) -> tuple[Callable, optax.GradientTransformation | None]:
+    """``(update, optax transformation or None)``: one optimiser step of a wavefunction conditioned on the protons
+    on the mean energy over proton configurations, traced inside a jitted step.
+
+    ``update(params, opt_state, lr_scale, electrons (B, W, n_e, 3), configurations (B, n_p, 3), e_loc (B, W))
+    -> (params, opt_state)``: Adam on the mean over the B configurations of the VMC gradient
+    (:func:`thermoflow.electrons.vmc.energy_gradient`, each configuration centred on its own mean), or minSR
+    (``-learning_rate x (S + damping)^-1 g``) with the log derivatives and local energies centred within each
+    configuration. Shared by the VMC driver (B = 1, or an ensemble) and the joint proton-electron training of
+    :mod:`thermoflow.flows.electronic` (B proton walkers).
+
+    Raises:
+        ValueError: an unknown optimiser.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    transform = optax.adam(learning_rate) if optimizer == "adam" else None
+
+    def update(params, opt_state, lr_scale, electrons, configurations, e_loc):
+        if transform is not None:
+            grads = jax.lax.map(lambda a: energy_gradient(log_psi, params, *a, clip_width=clip_width),
+                                (electrons, configurations, e_loc))
+            grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+            updates, opt_state = transform.update(grads, opt_state, params)
+            updates = jax.tree.map(lambda u: lr_scale * u, updates)
+            return optax.apply_updates(params, updates), opt_state
+        flat, unravel = ravel_pytree(params)
+        per_sample = jax.lax.map(lambda a: log_derivatives(log_psi, params, *a)[0], (electrons, configurations))
+        per_sample = per_sample - jnp.mean(per_sample, axis=1, keepdims=True)  # centred within each configuration
+        centred = e_loc - jnp.mean(e_loc, axis=1, keepdims=True)
+        direction = min_sr_direction(per_sample.reshape(-1, flat.shape[0]), centred.reshape(-1), damping)
+        return unravel(flat - lr_scale * learning_rate * direction), opt_state
+
+    return update, transform
+
+
 def make_train_step(log_psi: Callable, local_energy: Callable, protons: jax.Array, *, optimizer: str, learning_rate: float,
                     n_mcmc_steps: int, damping: float = 1e-3, clip_width: float | None = CLIP_WIDTH,
                     target_acceptance: float = 0.5, chunk_size: int | None = None,
@@ -112,24 +149,12 @@ def make_train_step(log_psi: Callable, local_energy: Callable, protons: jax.Arra
     if configurations_per_step is not None and configurations_per_step < 1:
         raise ValueError(f"configurations_per_step must be >= 1, got {configurations_per_step}")
     sample = make_sampler(log_psi, local_energy, n_mcmc_steps, chunk_size)
-    transform = optax.adam(learning_rate) if optimizer == "adam" else None
+    update_wavefunction, transform = make_wavefunction_update(log_psi, optimizer=optimizer, learning_rate=learning_rate,
+                                                              damping=damping, clip_width=clip_width)
     ensemble = protons.ndim == 3
 
     def update(state: VMCState, electrons, configurations, e_loc):
-        """New (params, opt_state) from walkers (B, W, n_e, 3) at configurations (B, n_p, 3), energies (B, W)."""
-        if transform is not None:
-            grads = jax.lax.map(lambda a: energy_gradient(log_psi, state.params, *a, clip_width=clip_width),
-                                (electrons, configurations, e_loc))
-            grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-            updates, opt_state = transform.update(grads, state.opt_state, state.params)
-            updates = jax.tree.map(lambda u: state.lr_scale * u, updates)
-            return optax.apply_updates(state.params, updates), opt_state
-        flat, unravel = ravel_pytree(state.params)
-        per_sample = jax.lax.map(lambda a: log_derivatives(log_psi, state.params, *a)[0], (electrons, configurations))
-        per_sample = per_sample - jnp.mean(per_sample, axis=1, keepdims=True)  # centred within each configuration
-        centred = e_loc - jnp.mean(e_loc, axis=1, keepdims=True)
-        direction = min_sr_direction(per_sample.reshape(-1, flat.shape[0]), centred.reshape(-1), damping)
-        return unravel(flat - state.lr_scale * learning_rate * direction), state.opt_state
+        return update_wavefunction(state.params, state.opt_state, state.lr_scale, electrons, configurations, e_loc)
 
     def finish(state: VMCState, params, opt_state, electrons, e_loc, acceptance):
         mean = jnp.mean(e_loc)

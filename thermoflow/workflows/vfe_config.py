@@ -1,4 +1,6 @@
-"""The ``thermoflow vfe`` run config: ``seed`` + ``[state]`` + ``[structure]`` + ``[potential]`` + ``[flow]`` + ``[base]`` + ``[vfe]``.
+"""The ``thermoflow vfe`` run configs: classical particles on a potential (``seed`` + ``[state]`` + ``[structure]`` +
+``[potential]`` + ``[flow]`` + ``[base]`` + ``[vfe]``), or protons with quantum electrons (``seed`` + ``[state]`` +
+``[hydrogen]`` + ``[flow]`` + ``[wavefunction]`` + ``[vfe]``, :class:`VFEElectronsRunConfig`).
 
 The deep variational free energy of N identical classical particles (:mod:`thermoflow.flows.classical`):
 the structure gives the particles (one species; their positions only seed nothing but the cell and N)
@@ -14,9 +16,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from thermoflow.workflows.config import StrictModel, load_config
+from thermoflow.workflows.config import StateConfig, StrictModel, load_config, read_config_dict
 from thermoflow.workflows.config_sections import PotentialConfig
 from thermoflow.workflows.md_config import FixedCellRunConfig
+from thermoflow.workflows.vmc_config import WavefunctionConfig
 
 
 class FlowSection(StrictModel):
@@ -78,3 +81,70 @@ def load_vfe_config(path: str | Path, overrides: list[str] | None = None) -> tup
         ConfigError: missing file, bad TOML, bad override or invalid fields (each named).
     """
     return load_config(path, overrides, model=VFERunConfig)
+
+
+class HydrogenSection(StrictModel):
+    """Protons and electrons (one electron per proton) in a cubic cell at density parameter r_s."""
+
+    rs_bohr: float = Field(gt=0, description="Wigner-Seitz radius r_s, bohr (volume per proton 4 pi r_s^3 / 3)")
+    n_protons: int = Field(ge=2, description="protons in the cell (as many electrons: ceil(n/2) spin up, floor(n/2) down)")
+    mass_amu: float = Field(1.00784, gt=0, description="proton (nucleus) mass, amu (deuterium: 2.01410)")
+    min_proton_distance_bohr: float = Field(
+        0.8, ge=0, description="the initial proton walkers: uniform positions at least this far apart (the flow starts uniform)",
+    )
+
+
+class JointVFESection(StrictModel):
+    """Joint training of the proton flow and the electrons' wavefunction, and the final evaluation."""
+
+    walkers: int = Field(64, ge=2, description="proton walkers (configurations per step)")
+    electron_walkers: int = Field(8, ge=1, description="electron walkers per proton walker (and per twist)")
+    steps: int = Field(200, ge=0, description="optimisation steps")
+    proton_mcmc_steps: int = Field(50, ge=1, description="proton Metropolis moves per walker per step")
+    electron_mcmc_steps: int = Field(100, ge=1, description="electron Metropolis moves per walker per step (after the protons moved)")
+    flow_learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the flow")
+    optimizer: Literal["adam", "minsr"] = Field("adam", description="the wavefunction's optimiser (minsr: an N x N solve, N = walkers x electron_walkers)")
+    learning_rate: float = Field(1e-3, gt=0, description="the wavefunction's Adam learning rate, or minSR step tau")
+    damping: float = Field(1e-3, gt=0, description="minsr: diagonal shift")
+    clip_width: float | None = Field(5.0, gt=0, description="gradients: f and E_loc clipped to median +- width x mean abs deviation")
+    target_acceptance: float = Field(0.5, gt=0, lt=1, description="both Metropolis step sizes are tuned towards this acceptance")
+    initial_proton_step_bohr: float = Field(0.1, gt=0, description="initial proton Metropolis step, bohr")
+    initial_electron_step_bohr: float = Field(0.2, gt=0, description="initial electron Metropolis step, bohr")
+    equilibration_blocks: int = Field(10, ge=0, description="electron Metropolis blocks (of electron_mcmc_steps) before the first step")
+    chunk_size: int | None = Field(None, ge=1, description="local energies of this many electron walkers at a time (memory); unset: all")
+    configuration_batch: int | None = Field(None, ge=1, description="proton configurations processed at a time (memory); unset: all")
+    sparse_laplacian: bool = Field(False, description="folx with sparse jets (as vmc.sparse_laplacian)")
+    eval_blocks: int = Field(20, ge=2, description="final evaluation at the trained parameters: blocks of one step's moves each")
+    checkpoint_every: int = Field(20, ge=1, description="steps between checkpoints")
+    max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back with half the learning rates)")
+
+
+class VFEElectronsRunConfig(StrictModel):
+    """A complete ``thermoflow vfe`` run with quantum electrons (dense hydrogen): ``seed`` + ``[state]`` +
+    ``[hydrogen]`` + ``[flow]`` + ``[wavefunction]`` + ``[vfe]``."""
+
+    seed: int = Field(0, ge=0, description="random seed of the parameters and the walkers")
+    state: StateConfig
+    hydrogen: HydrogenSection
+    flow: FlowSection = Field(default_factory=FlowSection, description="the proton flow")
+    wavefunction: WavefunctionConfig = Field(default_factory=WavefunctionConfig, description="the electrons' trial wavefunction "
+                                             "(twist or twist_grid: the twists E(X) is averaged over, one wavefunction each)")
+    vfe: JointVFESection = Field(default_factory=JointVFESection, description="joint training and evaluation")
+
+    @model_validator(mode="after")
+    def _fixed_cell(self):
+        if self.state.pressure_GPa is not None:
+            raise ValueError("state.pressure_GPa: the hydrogen variational free energy runs at fixed r_s; remove it (scan r_s for the EOS)")
+        return self
+
+
+def load_any_vfe_config(path: str | Path, overrides: list[str] | None = None) -> tuple[VFERunConfig | VFEElectronsRunConfig, Path]:
+    """A ``thermoflow vfe`` config of either kind: with a ``[hydrogen]`` section the protons-and-electrons run
+    (:class:`VFEElectronsRunConfig`), else the classical one (:class:`VFERunConfig`); ``(config, base_dir)``.
+
+    Raises:
+        ConfigError: missing file, bad TOML, bad override or invalid fields (each named).
+    """
+    data, _ = read_config_dict(path)
+    model = VFEElectronsRunConfig if "hydrogen" in data else VFERunConfig
+    return load_config(path, overrides, model=model)

@@ -46,7 +46,7 @@ from thermoflow.parallel import is_writer
 from thermoflow.units import BOHR_A, EV_PER_HARTREE
 from thermoflow.workflows.config import ConfigError, resolve_path
 from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv
-from thermoflow.workflows.vmc_config import PROTON_LATTICES, VMCRunConfig
+from thermoflow.workflows.vmc_config import PROTON_LATTICES, VMCRunConfig, WavefunctionConfig
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,10 @@ def proton_configurations(config: VMCRunConfig, cell: np.ndarray, base: Path) ->
             configurations.append(atoms.get_scaled_positions() * length)
         return np.asarray(configurations)
     rng = np.random.default_rng(config.seed)
-    return np.asarray([_random_protons(rng, n, length, sc.min_proton_distance_bohr) for _ in range(sc.n_configurations)])
+    return np.asarray([random_protons(rng, n, length, sc.min_proton_distance_bohr) for _ in range(sc.n_configurations)])
 
 
-def _random_protons(rng: np.random.Generator, n: int, length: float, min_distance: float) -> np.ndarray:
+def random_protons(rng: np.random.Generator, n: int, length: float, min_distance: float) -> np.ndarray:
     """(n, 3) uniform positions in a cube of side ``length`` at least ``min_distance`` apart (periodic), bohr."""
     positions = []
     for _ in range(1000 * n):
@@ -125,33 +125,45 @@ def build_system(config: VMCRunConfig, base: Path):
     n = config.system.n_electrons
     cell = cubic_cell_from_rs(config.system.rs_bohr, n)
     protons = proton_configurations(config, cell, base)
-    twist = np.asarray(config.wavefunction.twist)
+    kvectors, wavefunction, local_energy = build_wavefunction(config.wavefunction, cell, n, protons.shape[1],
+                                                              np.asarray(config.wavefunction.twist), seed=config.seed,
+                                                              sparse_laplacian=config.vmc.sparse_laplacian)
+    return cell, protons, kvectors, wavefunction, local_energy
+
+
+def build_wavefunction(wf_cfg: WavefunctionConfig, cell: np.ndarray, n: int, n_protons: int, twist: np.ndarray, *, seed: int,
+                       sparse_laplacian: bool = False):
+    """``((k up, k down) 1/bohr, wavefunction, local_energy)`` of ``n`` electrons (and ``n_protons`` protons) in
+    ``cell`` (bohr) at the fractional ``twist`` (3,), as configured by ``wf_cfg`` (its own twist fields are not read).
+
+    Raises:
+        ConfigError: an invalid wavefunction for the system (the message names the field).
+    """
     try:
         k_up, k_down = (twisted_kvectors(cell, m, twist, degeneracy="lowest_exchange") if m else np.zeros((0, 3))
                         for m in ((n + 1) // 2, n // 2))
     except ValueError as err:
         raise ConfigError(f"wavefunction.twist: {err}") from None
-    wf_cfg = config.wavefunction
     if wf_cfg.kind == "network":
-        if wf_cfg.envelope == "atomic" and not protons.shape[1]:
+        if wf_cfg.envelope == "atomic" and not n_protons:
             raise ConfigError("wavefunction.envelope = 'atomic' needs protons (system.protons is 'none')")
         extra = None
         if wf_cfg.antisymmetry == "geminal":
             if n % 2:
-                raise ConfigError(f"wavefunction.antisymmetry = 'geminal' pairs up and down electrons: system.n_electrons must be even, got {n}")
+                raise ConfigError(f"wavefunction.antisymmetry = 'geminal' pairs up and down electrons: the electron count must be even, got {n}")
             extra = unoccupied_kvectors(cell, k_up, twist, wf_cfg.geminal_extra_orbitals)
         wavefunction = make_periodic_network(cell, k_up, k_down, n_layers=wf_cfg.n_layers, one_body=wf_cfg.one_body,
                                              two_body=wf_cfg.two_body, n_determinants=wf_cfg.n_determinants,
-                                             envelope=wf_cfg.envelope, geminal_kvectors=extra, seed=config.seed,
+                                             envelope=wf_cfg.envelope, geminal_kvectors=extra, seed=seed,
                                              network_precision=wf_cfg.network_precision)
     else:
         wavefunction = make_slater_jastrow(cell, k_up, k_down)
-    local_energy = make_local_energy(wavefunction.log_psi, make_ewald_sum(cell, n + protons.shape[1]), n,
-                                     sparsity_threshold=SPARSE_JETS if config.vmc.sparse_laplacian else 0)
-    return cell, protons, (k_up, k_down), wavefunction, local_energy
+    local_energy = make_local_energy(wavefunction.log_psi, make_ewald_sum(cell, n + n_protons), n,
+                                     sparsity_threshold=SPARSE_JETS if sparse_laplacian else 0)
+    return (k_up, k_down), wavefunction, local_energy
 
 
-def _initial_electrons(key: jax.Array, protons: np.ndarray, cell: np.ndarray, n_walkers: int, n_electrons: int) -> jax.Array:
+def initial_electrons(key: jax.Array, protons: np.ndarray, cell: np.ndarray, n_walkers: int, n_electrons: int) -> jax.Array:
     """Walkers (n_walkers, n_e, 3) bohr: each electron near a proton (unit Gaussian about it; a random
     assignment per walker, every proton used once when n_e = n_p) or uniform in the cell for jellium."""
     if len(protons) == 0:
@@ -202,7 +214,7 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
     step_size = vc.initial_step_size_bohr
     electrons = []
     for m in range(n_train):  # each configuration's walkers, burnt in at the initial parameters
-        x = _initial_electrons(jax.random.fold_in(k_walkers, m) if ensemble else k_walkers, configurations[m], cell, vc.walkers, n)
+        x = initial_electrons(jax.random.fold_in(k_walkers, m) if ensemble else k_walkers, configurations[m], cell, vc.walkers, n)
         if not resume and vc.equilibration_blocks:
             x, step_size, acceptance = driver.equilibrate(
                 wavefunction.log_psi, params, x, jnp.asarray(configurations[m]),
@@ -357,7 +369,7 @@ def _evaluate_configurations(config: VMCRunConfig, cell: np.ndarray, configurati
         if m < n_train:
             x, size = (final.electrons[m] if ensemble else final.electrons), float(final.step_size)
         else:
-            x = _initial_electrons(jax.random.fold_in(k_walkers, m), configurations[m], cell, vc.walkers, n)
+            x = initial_electrons(jax.random.fold_in(k_walkers, m), configurations[m], cell, vc.walkers, n)
             x, size, _ = driver.equilibrate(wavefunction.log_psi, final.params, x, protons_m, jax.random.fold_in(key, 1),
                                             float(final.step_size), n_blocks=max(vc.equilibration_blocks, 10),
                                             n_mcmc_steps=vc.mcmc_steps, target_acceptance=vc.target_acceptance)

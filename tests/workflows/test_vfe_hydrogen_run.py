@@ -1,0 +1,63 @@
+"""``thermoflow vfe`` with quantum electrons (a [hydrogen] section): run directory, exact resume, reported identities.
+
+The physics of the joint training is tested in tests/flows/test_electronic_flow.py (the exact classical limit and the
+VMC gradient at fixed protons); here two protons and two electrons (Slater-Jastrow) at r_s = 1.25 and 6000 K check the
+plumbing: a run interrupted and resumed repeats the uninterrupted one row for row, the reported F, E, S obey
+S = (E - F) / T, E = 3/2 k_B T + E_el and P = (k_B T + (2 T_e + V) / 3) / (Omega / N) per atom, and the CLI picks the
+hydrogen config by its [hydrogen] section and names a bad field.
+"""
+
+import pytest
+from typer.testing import CliRunner
+
+from run_tables import metric_rows
+from thermoflow.cli.main import app
+from thermoflow.units import EV_PER_HARTREE, GPA_PER_HARTREE_PER_BOHR3, KB_EV_PER_K
+from thermoflow.workflows.config import validate_config
+from thermoflow.workflows.vfe_config import VFEElectronsRunConfig
+from thermoflow.workflows.vfe_hydrogen_run import run_vfe_hydrogen
+
+H2 = {
+    "seed": 0,
+    "state": {"temperature_K": 6000.0},
+    "hydrogen": {"rs_bohr": 1.25, "n_protons": 2},
+    "flow": {"n_layers": 1, "one_body": 4, "two_body": 4},
+    "wavefunction": {"kind": "slater_jastrow"},
+    "vfe": {"walkers": 4, "electron_walkers": 4, "steps": 4, "proton_mcmc_steps": 3, "electron_mcmc_steps": 3,
+            "equilibration_blocks": 2, "eval_blocks": 3, "checkpoint_every": 2},
+}
+
+
+def test_hydrogen_vfe_resumes_exactly_and_reports_consistent_thermodynamics(tmp_path):
+    config = validate_config(H2, VFEElectronsRunConfig)
+    full = run_vfe_hydrogen(config, tmp_path, tmp_path / "full", log_every=None)
+    assert run_vfe_hydrogen(config, tmp_path, tmp_path / "split", log_every=None, stop_after=3) == {"completed": False, "steps_done": 3}
+    resumed = run_vfe_hydrogen(config, tmp_path, tmp_path / "split", resume=True, log_every=None)
+    assert metric_rows(tmp_path / "split" / "metrics.csv") == metric_rows(tmp_path / "full" / "metrics.csv")
+    assert resumed["free_energy_eV_per_atom"] == full["free_energy_eV_per_atom"]
+    kT = KB_EV_PER_K * 6000.0
+    assert full["kT_eV"] == pytest.approx(kT, rel=1e-12)
+    assert full["energy_eV_per_atom"] == pytest.approx(1.5 * kT + full["electronic_energy_eV_per_atom"], rel=1e-9)
+    assert full["entropy_kB_per_atom"] == pytest.approx((full["energy_eV_per_atom"] - full["free_energy_eV_per_atom"]) / kT, rel=1e-9)
+    assert full["free_energy_Ha_per_atom"] == pytest.approx(full["free_energy_eV_per_atom"] / EV_PER_HARTREE, rel=1e-12)
+    assert full["free_energy_Ry_per_atom"] == pytest.approx(2 * full["free_energy_Ha_per_atom"], rel=1e-12)
+    # an electronic energy below zero, of order -1 Ha per atom at this density
+    assert -2.0 < full["electronic_energy_Ha_per_atom"] < 0.0
+    # P = N k_B T / Omega + (2 T_e + V) / (3 Omega): per atom, (k_B T + (2 T_e + V) / 3) / (Omega / N)
+    kT_Ha = kT / EV_PER_HARTREE
+    virial = (kT_Ha + (2 * full["electron_kinetic_energy_Ha_per_atom"] + full["potential_energy_Ha_per_atom"]) / 3)
+    assert full["pressure_GPa"] == pytest.approx(virial / full["volume_bohr3_per_atom"] * GPA_PER_HARTREE_PER_BOHR3, rel=1e-9)
+    for name in ("config.resolved.toml", "metrics.csv", "results.json", "rdf.csv", "rdf.png", "samples.extxyz", "free_energy.png",
+                 "checkpoints/state.npz"):
+        assert (tmp_path / "full" / name).is_file(), name
+
+
+def test_vfe_cli_picks_the_hydrogen_config_and_names_bad_fields(tmp_path):
+    path = tmp_path / "h.toml"
+    path.write_text('[state]\ntemperature_K = 6000.0\n[hydrogen]\nrs_bohr = -1.0\nn_protons = 2\n')
+    result = CliRunner().invoke(app, ["vfe", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "hydrogen.rs_bohr" in result.output
+    path.write_text('[state]\ntemperature_K = 6000.0\npressure_GPa = 100.0\n[hydrogen]\nrs_bohr = 1.25\nn_protons = 2\n')
+    result = CliRunner().invoke(app, ["vfe", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "fixed r_s" in result.output

@@ -1,0 +1,243 @@
+"""The ``thermoflow vfe`` workflow with quantum electrons: the deep variational free energy of dense hydrogen.
+
+Config (:class:`thermoflow.workflows.vfe_config.VFEElectronsRunConfig`) -> cubic cell of r_s with N protons
+and N electrons, the proton flow (:mod:`thermoflow.flows.periodic`, uniform base), one trial wavefunction per
+twist (:func:`thermoflow.workflows.vmc_run.build_wavefunction`) -> electron burn-in -> joint optimisation on the
+shared driver (:mod:`thermoflow.optimize`, engine :mod:`thermoflow.flows.electronic`) -> final evaluation at
+the trained parameters. Run directory::
+
+    config.resolved.toml, run_info.json
+    metrics.csv            one row per step: F, E (eV/atom), the electronic energy (Ha/atom), S (k_B/atom), the local-energy
+                           variance, the fraction of negative flow Jacobians, acceptances and step sizes (bohr)
+    results.json           final evaluation: F, E, S, P per atom in eV / Ry / Hartree, k_B and GPa with blocking error bars over
+                           the evaluation blocks; the electrons' kinetic and potential energies; the ideal-gas constant
+    rdf.csv, rdf.png       proton g(r) of the final walkers (Angstrom)
+    samples.extxyz         the final proton walkers (Angstrom; configurations sampled from the trained flow)
+    checkpoints/state.npz  flow and wavefunction parameters, optimiser states, proton and electron walkers, step sizes (exact resume)
+    free_energy.png        the optimisation trace and the final estimate
+
+References: H. Xie, Z.-H. Li, H. Wang, L. Zhang and L. Wang, Phys. Rev. Lett. 131, 126501 (2023), arXiv:2209.06095.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+
+import ase
+import ase.io
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from thermoflow.analysis.statistics import blocking_stderr
+from thermoflow.analysis.structure import default_rdf_range, radial_distribution
+from thermoflow.electrons.driver import STEP_SIZE_BOUNDS as ELECTRON_STEP_BOUNDS
+from thermoflow.electrons.mcmc import tune_step_size
+from thermoflow.electrons.plane_waves import cubic_cell_from_rs
+from thermoflow.electrons.twists import monkhorst_pack_twists
+from thermoflow.flows import electronic
+from thermoflow.flows.periodic import make_periodic_flow
+from thermoflow.io.atomic import atomic_write_text
+from thermoflow.optimize import optimise
+from thermoflow.units import BOHR_A, EV_PER_HARTREE, GPA_PER_HARTREE_PER_BOHR3
+from thermoflow.workflows.plots import plot_rdf
+from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv, write_rdf_csv
+from thermoflow.workflows.vfe_config import VFEElectronsRunConfig
+from thermoflow.workflows.vmc_run import build_wavefunction, initial_electrons, random_protons
+
+log = logging.getLogger(__name__)
+
+_HA_TO_EV = EV_PER_HARTREE
+
+#: metrics.csv columns: (history key, header with unit, conversion of a cell total given N and k_B T in Hartree)
+_METRIC_COLUMNS = [
+    ("step", "step", lambda v, n: int(v)),
+    ("free_energy", "free_energy_eV_per_atom", lambda v, n: v * _HA_TO_EV / n),
+    ("free_energy_stderr", "free_energy_spread_eV_per_atom", lambda v, n: v * _HA_TO_EV / n),
+    ("energy", "energy_eV_per_atom", lambda v, n: v * _HA_TO_EV / n),
+    ("electronic_energy", "electronic_energy_Ha_per_atom", lambda v, n: v / n),
+    ("entropy", "entropy_kB_per_atom", lambda v, n: v / n),
+    ("variance", "local_energy_variance_Ha2", lambda v, n: v),
+    ("energy_imaginary", "energy_imaginary_Ha_per_atom", lambda v, n: v / n),
+    ("negative_jacobians", "negative_jacobian_fraction", lambda v, n: v),
+    ("proton_acceptance", "proton_acceptance", lambda v, n: v),
+    ("electron_acceptance", "electron_acceptance", lambda v, n: v),
+    ("proton_step_size", "proton_step_size_bohr", lambda v, n: v),
+    ("electron_step_size", "electron_step_size_bohr", lambda v, n: v),
+    ("lr_scale", "lr_scale", lambda v, n: v),
+    ("seconds", "seconds", lambda v, n: v),
+]
+
+
+def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *, resume: bool = False, log_every: int | None = 0,
+                     stop_after: int | None = None) -> dict:
+    """Train the proton flow and the electrons' wavefunctions jointly and write the run directory (module docstring).
+
+    Args:
+        config: validated run config.
+        base: directory relative file names in the config refer to.
+        out_dir: run directory (created).
+        resume: continue from ``out_dir/checkpoints/state.npz``; the config must be the same.
+        log_every: a progress line every this many steps (0: about 20 per run; None: none).
+        stop_after: stop after this many steps (an interruption, for tests).
+
+    Returns:
+        The results dictionary also written to ``results.json`` (``{"completed": False, ...}`` when stopped early).
+
+    Raises:
+        ConfigError: an invalid wavefunction for the system, random protons that cannot be placed, resuming with
+            another config, or a directory that already holds a run.
+        FileNotFoundError: resuming without a checkpoint.
+        NonFiniteError: non-finite values after ``vfe.max_rollbacks`` rollbacks.
+    """
+    out_dir = Path(out_dir)
+    hc, vc, wc = config.hydrogen, config.vfe, config.wavefunction
+    start_run_dir(out_dir, config, base, resume, markers=("checkpoints/state.npz",))
+    t_start = time.perf_counter()
+    n = hc.n_protons
+    cell = cubic_cell_from_rs(hc.rs_bohr, n)
+    volume = float(abs(np.linalg.det(cell)))
+    temperature = config.state.temperature_K
+    if wc.twist_grid is None:
+        twists, weights = np.asarray([wc.twist], dtype=np.float64), np.ones(1)
+    else:
+        grid = monkhorst_pack_twists(wc.twist_grid)
+        twists, weights = grid.twists, grid.weights
+    wavefunctions, wf_params = [], []
+    for twist in twists:
+        _, wf, local_energy = build_wavefunction(wc, cell, n, n, twist, seed=config.seed, sparse_laplacian=vc.sparse_laplacian)
+        wavefunctions.append(electronic.Wavefunction(wf.log_psi, local_energy))
+        wf_params.append(wf.init())
+    flow = make_periodic_flow(cell, n, n_layers=config.flow.n_layers, one_body=config.flow.one_body, two_body=config.flow.two_body)
+    model = electronic.make_electronic_free_energy(flow, wavefunctions, n_electrons=n, temperature_K=temperature, mass_amu=hc.mass_amu,
+                                                   twist_weights=weights)
+    step, init_opt = electronic.make_joint_train_step(
+        model, flow_learning_rate=vc.flow_learning_rate, wavefunction_optimizer=vc.optimizer, wavefunction_learning_rate=vc.learning_rate,
+        proton_mcmc_steps=vc.proton_mcmc_steps, electron_mcmc_steps=vc.electron_mcmc_steps, damping=vc.damping, clip_width=vc.clip_width,
+        target_acceptance=vc.target_acceptance, chunk_size=vc.chunk_size, configuration_batch=vc.configuration_batch)
+
+    k_flow, k_protons, k_electrons, k_burn, k_run, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 6)
+    rng = np.random.default_rng(config.seed)
+    protons = np.asarray([random_protons(rng, n, float(cell[0, 0]), hc.min_proton_distance_bohr) for _ in range(vc.walkers)])
+    electrons = jnp.stack([jnp.stack([initial_electrons(jax.random.fold_in(jax.random.fold_in(k_electrons, t), b), protons[b], cell,
+                                                        vc.electron_walkers, n) for b in range(vc.walkers)]) for t in range(len(twists))])
+    electron_steps = np.full(len(twists), vc.initial_electron_step_bohr)
+    if not resume and vc.equilibration_blocks:
+        burn_in = electronic.make_electron_equilibration(model, electron_mcmc_steps=vc.electron_mcmc_steps,
+                                                         configuration_batch=vc.configuration_batch)
+        for b in range(vc.equilibration_blocks):
+            electrons, acceptance = burn_in(tuple(wf_params), jnp.asarray(protons), electrons, jax.random.fold_in(k_burn, b),
+                                            jnp.asarray(electron_steps))
+            electron_steps = np.asarray([tune_step_size(s, float(a), vc.target_acceptance, ELECTRON_STEP_BOUNDS)
+                                         for s, a in zip(electron_steps, np.asarray(acceptance))])
+        log.info("electron burn-in: %d blocks of %d moves per configuration, step sizes %s bohr, acceptance %s", vc.equilibration_blocks,
+                 vc.electron_mcmc_steps, np.round(electron_steps, 3).tolist(), np.round(np.asarray(acceptance), 2).tolist())
+    state = electronic.initial_state(model, init_opt, flow.init(k_flow), wf_params, jnp.asarray(protons), electrons, k_run,
+                                     proton_step_size=vc.initial_proton_step_bohr, electron_step_size=electron_steps)
+    n_flow = int(sum(np.size(x) for x in jax.tree.leaves(state.flow_params)))
+    n_wf = int(sum(np.size(x) for x in jax.tree.leaves(state.wavefunction_params[0])))
+    log.info("VFE (hydrogen): %d protons + %d electrons, r_s = %g bohr (L = %.4f bohr), %g K, %d twist(s); flow %d parameters, "
+             "%s wavefunction %d parameters per twist (%s); %d proton walkers x %d electron walkers", n, n, hc.rs_bohr, cell[0, 0],
+             temperature, len(twists), n_flow, wc.kind, n_wf, vc.optimizer, vc.walkers, vc.electron_walkers)
+
+    metrics_csv = out_dir / "metrics.csv"
+    columns = [(key, name, functools.partial(convert, n=n)) for key, name, convert in _METRIC_COLUMNS]
+    every = max(1, vc.steps // 20) if log_every == 0 else log_every
+
+    def on_step(row):
+        done = row["step"] + 1
+        if log_every is not None and (done % every == 0 or done == vc.steps):
+            log.info("step %d/%d: F = %.4f eV/atom, E_el = %.5f Ha/atom, acceptance %.2f / %.2f, %.2f s/step", done, vc.steps,
+                     row["free_energy"] * _HA_TO_EV / n, row["electronic_energy"] / n, row["proton_acceptance"], row["electron_acceptance"],
+                     row["seconds"])
+
+    result = optimise(step, state, steps=vc.steps, checkpoint_path=out_dir / "checkpoints" / "state.npz",
+                      checkpoint_every=vc.checkpoint_every, resume=resume, max_rollbacks=vc.max_rollbacks, on_step=on_step,
+                      on_checkpoint=lambda h: write_metrics_csv(metrics_csv, h, columns), stop_after=stop_after,
+                      advice="lower vfe.flow_learning_rate and vfe.learning_rate, or raise vfe.electron_walkers")
+    n_done = len(result.history.get("step", ()))
+    if n_done < vc.steps:
+        return {"completed": False, "steps_done": n_done}
+    write_metrics_csv(metrics_csv, result.history, columns)
+
+    t_eval = time.perf_counter()
+    s = result.state
+    final = electronic.evaluate(model, s.flow_params, s.wavefunction_params, s.protons, s.electrons, k_eval, n_blocks=vc.eval_blocks,
+                                proton_mcmc_steps=vc.proton_mcmc_steps, electron_mcmc_steps=vc.electron_mcmc_steps,
+                                proton_step_size=float(s.proton_step_size), electron_step_sizes=np.asarray(s.electron_step_size),
+                                chunk_size=vc.chunk_size, configuration_batch=vc.configuration_batch)
+    results = {
+        "completed": True, "n_protons": n, "n_electrons": n, "rs_bohr": hc.rs_bohr, "temperature_K": temperature,
+        "cell_length_bohr": float(cell[0, 0]), "volume_bohr3_per_atom": volume / n, "volume_A3_per_atom": volume * BOHR_A**3 / n,
+        "twists": twists.tolist(), "twist_weights": weights.tolist(), "flow_parameters": n_flow, "wavefunction": wc.kind,
+        "wavefunction_parameters_per_twist": n_wf, "optimizer": vc.optimizer, "steps": vc.steps, "walkers": vc.walkers,
+        "electron_walkers": vc.electron_walkers, "seconds_per_step": result.seconds_per_step, "n_rollbacks": result.n_rollbacks,
+    }
+    results.update(_per_atom_results(final["blocks"], n, model.kT_Ha))
+    results["ideal_constant_eV_per_atom"] = model.constant_Ha * _HA_TO_EV / n
+    results["ideal_gas_free_energy_eV_per_atom"] = (model.constant_Ha - model.kT_Ha * n * np.log(volume)) * _HA_TO_EV / n
+    for key in ("proton_acceptance", "electron_acceptance", "negative_jacobians"):
+        results[key if key != "negative_jacobians" else "negative_jacobian_fraction"] = final[key]
+    results["estimate"] = (f"final evaluation at the trained parameters: {vc.eval_blocks} blocks of {vc.proton_mcmc_steps} proton and "
+                           f"{vc.electron_mcmc_steps} electron moves x {vc.walkers} x {vc.electron_walkers} walkers, blocking error bars")
+    results["pressure_note"] = ("N k_B T / Omega + <(2 T_e + V) / (3 Omega)>: the ideal protons plus the electrons' virial at each "
+                                "configuration; exact for the optimal density and exact eigenstates, biased otherwise")
+    results["evaluation_seconds"] = time.perf_counter() - t_eval
+    if final["negative_jacobians"] > 0:
+        log.warning("%.2g of the evaluated samples have a negative flow Jacobian determinant: the flow folds, F is a looser upper bound",
+                    final["negative_jacobians"])
+
+    samples = np.asarray(final["protons"]) * BOHR_A
+    cell_A = cell * BOHR_A
+    symbols = ["H"] * n
+    rdf = radial_distribution(samples, cell_A, symbols, default_rdf_range(samples[0], cell_A))
+    write_rdf_csv(out_dir / "rdf.csv", rdf)
+    plot_rdf(out_dir / "rdf.png", rdf, None, {}, "", label="proton samples")
+    ase.io.write(out_dir / "samples.extxyz", [ase.Atoms(symbols, positions=x, cell=cell_A, pbc=True) for x in samples])
+    results["wall_seconds"] = time.perf_counter() - t_start
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    _plot_free_energy(out_dir / "free_energy.png", result.history, n, results)
+    log.info("F = %.5f +- %.5f eV/atom, S = %.3f +- %.3f k_B/atom, P = %.1f +- %.1f GPa", results["free_energy_eV_per_atom"],
+             results["free_energy_stderr_eV_per_atom"], results["entropy_kB_per_atom"], results["entropy_stderr_kB_per_atom"],
+             results["pressure_GPa"], results["pressure_stderr_GPa"])
+    return results
+
+
+def _per_atom_results(blocks: dict[str, np.ndarray], n: int, kT_Ha: float) -> dict:
+    """Blocking means and errors of the evaluation series (Hartree cell totals) per atom: F, E, the electronic energy and its
+    parts in eV, Ry and Hartree; S in k_B; P in GPa."""
+    out = {}
+    for name in ("free_energy", "energy", "electronic_energy", "kinetic", "potential"):
+        est = blocking_stderr(blocks[name] / n)
+        key = {"kinetic": "electron_kinetic_energy", "potential": "potential_energy"}.get(name, name)
+        for unit, factor in (("eV", EV_PER_HARTREE), ("Ry", 2.0), ("Ha", 1.0)):
+            out[f"{key}_{unit}_per_atom"] = est.mean * factor
+            out[f"{key}_stderr_{unit}_per_atom"] = est.stderr * factor
+    entropy = blocking_stderr(blocks["entropy"] / n)
+    out["entropy_kB_per_atom"], out["entropy_stderr_kB_per_atom"] = entropy.mean, entropy.stderr
+    pressure = blocking_stderr(blocks["pressure"] * GPA_PER_HARTREE_PER_BOHR3)
+    out["pressure_GPa"], out["pressure_stderr_GPa"] = pressure.mean, pressure.stderr
+    out["kT_eV"] = kT_Ha * EV_PER_HARTREE
+    return out
+
+
+def _plot_free_energy(path: Path, hist: dict, n: int, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    ax.plot(hist["step"], np.asarray(hist["free_energy"]) * _HA_TO_EV / n, lw=0.8, label="walkers' mean (training)")
+    f, e = results["free_energy_eV_per_atom"], results["free_energy_stderr_eV_per_atom"]
+    ax.axhspan(f - e, f + e, color="C1", alpha=0.4, label=f"final: {f:.4f} +- {e:.4f} eV")
+    ax.set_xlabel("step")
+    ax.set_ylabel("F (eV/atom)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
