@@ -55,7 +55,7 @@ def test_smooth_periodic_distance_any_lattice():
 
 def test_flow_symmetries_and_log_density():
     """Permutation equivariance, translation invariance and periodicity of the backflow in a triclinic
-    cell; ln p against the log-determinant of a finite-difference Jacobian."""
+    cell; ln p against the log-determinant of a finite-difference Jacobian and of the dense jacfwd one."""
     n = 4
     flow = make_periodic_flow(TRICLINIC, n, n_layers=2, one_body=8, two_body=8)
     params = _random_params(flow, jax.random.PRNGKey(0), 0.05)
@@ -76,6 +76,14 @@ def test_flow_symmetries_and_log_density():
     fd_sign, fd_logdet = np.linalg.slogdet(jac)
     assert fd_sign == float(sign) == 1.0
     assert abs(fd_logdet - n * math.log(abs(np.linalg.det(TRICLINIC))) - float(log_p)) < 1e-6
+    # the structured (row-wise reverse-mode) Jacobian against slogdet of the dense jacfwd, and its spectral norm
+    dense = jax.jacfwd(lambda flat: flow.backflow(params, flat.reshape(n, 3)).reshape(-1))(x.reshape(-1))
+    dense_sign, dense_logdet = jnp.linalg.slogdet(jnp.eye(3 * n) + dense)
+    assert float(dense_sign) == 1.0
+    assert abs(float(dense_logdet) - n * math.log(abs(np.linalg.det(TRICLINIC))) - float(log_p)) < 1e-12
+    _, log_p_again, norm = flow.log_density_and_norm(params, x)
+    assert float(log_p_again) == float(log_p)
+    assert abs(float(norm) - float(np.linalg.norm(np.asarray(dense), 2))) < 1e-12
 
 
 def test_density_is_normalised():
@@ -223,3 +231,25 @@ def test_score_function_gradient():
     stderr = float(jnp.std(contributions)) / math.sqrt(n_walkers)
     assert abs(exact) > 4 * stderr  # a non-trivial gradient
     assert abs(estimate - exact) < 4 * stderr
+
+
+def test_lipschitz_penalty():
+    """kT w mean((||J|| - c)_+^2): zero below the bound, quadratic above; the loss adds it only with a bound, and the
+    reported F never includes it; bounds outside (0, 1) are refused."""
+    norms = jnp.array([0.5, 0.95, 1.3])
+    assert float(classical.lipschitz_penalty(norms, 2.0, 0.9, 10.0)) == pytest.approx(2.0 * 10.0 * (0.05**2 + 0.4**2) / 3, rel=1e-12)
+    model, _ = _pair_model(1.0)
+    flow = model.flow
+    params = _random_params(flow, jax.random.PRNGKey(3), 3.0)  # a strongly deformed flow: ||dg/dX|| of order 1
+    x = jax.random.uniform(jax.random.PRNGKey(4), (16, 2, 3)) @ jnp.asarray(flow.cell)
+    plain, metrics = model.loss(params, x)
+    bounded = classical.make_classical_free_energy(_pair_energy(1.0), flow, temperature_K=TEMPERATURE_K, mass_amu=1.008,
+                                                   lipschitz_bound=0.01, lipschitz_weight=5.0)
+    penalised, metrics_b = bounded.loss(params, x)
+    norms = jax.vmap(lambda v: flow.log_density_and_norm(params, v)[2])(x)
+    assert float(metrics["jacobian_norm_max"]) == pytest.approx(float(jnp.max(norms)), rel=1e-12)
+    assert float(penalised - plain) == pytest.approx(float(classical.lipschitz_penalty(norms, KT, 0.01, 5.0)), rel=1e-9)
+    assert float(penalised - plain) > 0
+    assert float(metrics_b["free_energy"]) == float(metrics["free_energy"])
+    with pytest.raises(ValueError, match="lipschitz_bound"):
+        classical.make_classical_free_energy(_pair_energy(1.0), flow, temperature_K=TEMPERATURE_K, mass_amu=1.0, lipschitz_bound=1.5)

@@ -85,7 +85,8 @@ class ClassicalFreeEnergy:
         loss: ``(params, positions (W, N, 3)) -> (surrogate, metrics)``; ``jax.grad`` of the surrogate
             is the score-function estimator of grad F; metrics (eV, cell totals): ``free_energy``,
             ``free_energy_stderr`` (plain, for independent samples), ``energy``, ``potential``,
-            ``entropy`` (k_B), ``negative_jacobians`` (fraction of samples with a negative determinant).
+            ``entropy`` (k_B), ``negative_jacobians`` (fraction of samples with a negative determinant),
+            ``jacobian_norm_max`` (the largest ||dg/dX||_2 over the samples).
         potential_and_pressure: ``(positions (W, N, 3)) -> (U (W,) eV, P (W,) eV/A^3)``: per-sample potential
             energies and virial pressures from one backward pass of the potential each.
     """
@@ -99,9 +100,19 @@ class ClassicalFreeEnergy:
     potential_and_pressure: Callable
 
 
+def lipschitz_penalty(norms: jax.Array, kT: float, bound: float, weight: float) -> jax.Array:
+    """k_B T x weight x mean((||dg/dX||_2 - bound)_+^2) over samples: the soft i-ResNet condition that keeps the flow from
+    folding (||dg/dX||_2 < 1 implies det(1 + dg/dX) > 0; :mod:`thermoflow.flows.periodic`), in the units of kT.
+
+    References: J. Behrmann et al., ICML 2019, arXiv:1811.00995.
+    """
+    return kT * weight * jnp.mean(jnp.square(jnp.maximum(norms - bound, 0.0)))
+
+
 def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, temperature_K: float, mass_amu: float,
                                clip_width: float | None = 5.0, base_energy_fn: EnergyFn | None = None,
-                               base_log_partition: float | None = None) -> ClassicalFreeEnergy:
+                               base_log_partition: float | None = None, lipschitz_bound: float | None = None,
+                               lipschitz_weight: float = 100.0) -> ClassicalFreeEnergy:
     """The model of the module docstring.
 
     Args:
@@ -114,10 +125,16 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
         base_energy_fn: the base potential U_b (same signature as ``energy_fn``); None: uniform base.
         base_log_partition: ln of the integral of exp(-U_b / k_B T) over the cell^N (lengths in
             Angstrom), required with ``base_energy_fn``.
+        lipschitz_bound: with a value c (0 < c < 1), the gradient's loss adds :func:`lipschitz_penalty`: samples
+            where the backflow's Jacobian has a spectral norm above c are pulled back (folding prevention);
+            None: no penalty. The reported F never includes it.
+        lipschitz_weight: the penalty's weight (in units of k_B T per unit squared excess).
 
     Raises:
-        ValueError: non-positive temperature or mass; a base potential without its ln Z_b.
+        ValueError: non-positive temperature or mass; a base potential without its ln Z_b; a Lipschitz bound outside (0, 1).
     """
+    if lipschitz_bound is not None and not 0.0 < lipschitz_bound < 1.0:
+        raise ValueError(f"lipschitz_bound must lie in (0, 1), got {lipschitz_bound}")
     if (base_energy_fn is None) != (base_log_partition is None):
         raise ValueError("a base potential needs its ln Z (base_log_partition), and ln Z needs the base potential")
     kT = KB_EV_PER_K * temperature_K
@@ -126,12 +143,19 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
     n = flow.n_particles
     log_volume = n * float(np.log(flow.volume))
 
+    def with_base(params, x, log_p):
+        if base_energy_fn is None:
+            return log_p
+        z = wrap(flow.forward(params, x), cell)
+        return log_p + log_volume - base_energy_fn(z, cell) / kT - base_log_partition
+
     def log_density(params, x):
         sign, log_p = flow.log_density(params, x)
-        if base_energy_fn is None:
-            return sign, log_p
-        z = wrap(flow.forward(params, x), cell)
-        return sign, log_p + log_volume - base_energy_fn(z, cell) / kT - base_log_partition
+        return sign, with_base(params, x, log_p)
+
+    def log_density_and_norm(params, x):
+        sign, log_p, norm = flow.log_density_and_norm(params, x)
+        return sign, with_base(params, x, log_p), norm
 
     def local_free_energy(params, x):
         sign, log_p = log_density(params, x)
@@ -140,7 +164,7 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
 
     def loss(params, positions):
         batch = positions.shape[0]
-        sign, log_p = jax.vmap(log_density, in_axes=(None, 0))(params, positions)
+        sign, log_p, norm = jax.vmap(log_density_and_norm, in_axes=(None, 0))(params, positions)
         potential = jax.vmap(energy_fn, in_axes=(0, None))(positions, cell)
         f = kT * jax.lax.stop_gradient(log_p) + potential
         used = f
@@ -149,6 +173,8 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
             spread = jnp.mean(jnp.abs(f - centre))
             used = jnp.clip(f, centre - clip_width * spread, centre + clip_width * spread)
         surrogate = jnp.mean(jax.lax.stop_gradient(used - jnp.mean(used)) * log_p)
+        if lipschitz_bound is not None:
+            surrogate = surrogate + lipschitz_penalty(norm, kT, lipschitz_bound, lipschitz_weight)
         free_energy = jnp.mean(f) + constant
         energy = 1.5 * n * kT + jnp.mean(potential)
         metrics = {
@@ -158,6 +184,7 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
             "potential": jnp.mean(potential),
             "entropy": (energy - free_energy) / kT,
             "negative_jacobians": jnp.mean(sign < 0),
+            "jacobian_norm_max": jnp.max(norm),
         }
         return surrogate, metrics
 

@@ -52,7 +52,7 @@ from thermoflow.electrons import mcmc
 from thermoflow.electrons.driver import STEP_SIZE_BOUNDS as ELECTRON_STEP_BOUNDS
 from thermoflow.electrons.driver import make_wavefunction_update
 from thermoflow.electrons.vmc import CLIP_WIDTH, make_sampler, map_walkers
-from thermoflow.flows.classical import STEP_SIZE_BOUNDS, ideal_constant
+from thermoflow.flows.classical import STEP_SIZE_BOUNDS, ideal_constant, lipschitz_penalty
 from thermoflow.flows.periodic import PeriodicFlow
 from thermoflow.flows.sampling import Walkers, init_walkers, make_metropolis_block
 from thermoflow.units import BOHR_A, EV_PER_HARTREE, KB_EV_PER_K
@@ -176,7 +176,8 @@ def _clip(values, width):
 def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: float, wavefunction_optimizer: str,
                           wavefunction_learning_rate: float, proton_mcmc_steps: int, electron_mcmc_steps: int, damping: float = 1e-3,
                           clip_width: float | None = CLIP_WIDTH, target_acceptance: float = 0.5, chunk_size: int | None = None,
-                          configuration_batch: int | None = None) -> tuple[Callable, Callable]:
+                          configuration_batch: int | None = None, lipschitz_bound: float | None = None,
+                          lipschitz_weight: float = 100.0) -> tuple[Callable, Callable]:
     """``(step(state) -> (state, metrics, finite), init_opt_states(flow_params, wavefunction_params))`` for
     :func:`thermoflow.optimize.optimise`.
 
@@ -198,11 +199,13 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         target_acceptance: both step sizes are tuned towards it.
         chunk_size: local energies of this many electron walkers at a time (None: all of a configuration).
         configuration_batch: proton configurations processed at a time (None: all at once).
+        lipschitz_bound, lipschitz_weight: the flow's loss adds :func:`thermoflow.flows.classical.lipschitz_penalty`
+            (folding prevention; None: none).
 
     Metrics (Hartree, cell totals): ``free_energy`` (the walkers' mean + the constant), ``free_energy_stderr``
     (plain, over the proton walkers), ``energy`` (E = 3/2 N k_B T + mean E_W), ``electronic_energy``,
     ``entropy`` (k_B), ``variance`` (of E_loc within a configuration, averaged), ``energy_imaginary``,
-    ``negative_jacobians``, ``proton_acceptance``, ``electron_acceptance``, ``proton_step_size`` and
+    ``negative_jacobians``, ``jacobian_norm_max`` (largest ||dg/dX||_2 over the walkers), ``proton_acceptance``, ``electron_acceptance``, ``proton_step_size`` and
     ``electron_step_size`` (bohr, before the step's update; the electrons' averaged over twists).
     """
     flow_transform = optax.adam(flow_learning_rate)
@@ -217,8 +220,9 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         return flow_transform.init(flow_params), tuple(() if t is None else t.init(p) for (_, t), p in zip(updaters, wavefunction_params))
 
     def flow_surrogate(params, protons, f):
-        log_p = jax.vmap(model.log_density, in_axes=(None, 0))(params, protons)
-        return jnp.mean(f * log_p)
+        _, log_p, norm = jax.vmap(model.flow.log_density_and_norm, in_axes=(None, 0))(params, protons)
+        penalty = 0.0 if lipschitz_bound is None else lipschitz_penalty(norm, kT, lipschitz_bound, lipschitz_weight)
+        return jnp.mean(f * log_p) + penalty, jnp.max(norm)
 
     @jax.jit
     def step(state: JointState):
@@ -253,7 +257,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         f = kT * walkers.log_density + electronic
         used = _clip(f, clip_width)
         centred = jax.lax.stop_gradient(used - jnp.mean(used))
-        grads = jax.grad(flow_surrogate)(state.flow_params, protons, centred)
+        grads, jacobian_norm_max = jax.grad(flow_surrogate, has_aux=True)(state.flow_params, protons, centred)
         updates, flow_opt_state = flow_transform.update(grads, state.flow_opt_state, state.flow_params)
         flow_params = optax.apply_updates(state.flow_params, jax.tree.map(lambda u: state.lr_scale * u, updates))
 
@@ -265,7 +269,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
             "free_energy": free_energy, "free_energy_stderr": jnp.std(f) / jnp.sqrt(n_walkers), "energy": energy,
             "electronic_energy": jnp.mean(electronic), "entropy": (energy - free_energy) / kT,
             "variance": weights @ jnp.stack(e_variances), "energy_imaginary": weights @ jnp.stack(e_imag),
-            "negative_jacobians": jnp.mean(signs < 0), "proton_acceptance": proton_acceptance,
+            "negative_jacobians": jnp.mean(signs < 0), "jacobian_norm_max": jacobian_norm_max, "proton_acceptance": proton_acceptance,
             "electron_acceptance": weights @ electron_acceptance, "proton_step_size": state.proton_step_size,
             "electron_step_size": weights @ state.electron_step_size,
         }

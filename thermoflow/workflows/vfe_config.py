@@ -28,6 +28,11 @@ class FlowSection(StrictModel):
     n_layers: int = Field(2, ge=1, description="interaction layers")
     one_body: int = Field(16, ge=1, description="width of the one-particle stream")
     two_body: int = Field(16, ge=1, description="width of the two-particle stream")
+    lipschitz_bound: float | None = Field(
+        None, gt=0, lt=1, description="keep the flow from folding: samples where the backflow's Jacobian has a spectral norm "
+        "above this are penalised in the training loss (||dg/dX|| < 1 everywhere makes the flow a diffeomorphism); unset: off",
+    )
+    lipschitz_weight: float = Field(100.0, gt=0, description="weight of that penalty, k_B T per unit squared excess")
 
 
 class BaseSection(StrictModel):

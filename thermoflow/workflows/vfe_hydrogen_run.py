@@ -64,6 +64,7 @@ _METRIC_COLUMNS = [
     ("variance", "local_energy_variance_Ha2", lambda v, n: v),
     ("energy_imaginary", "energy_imaginary_Ha_per_atom", lambda v, n: v / n),
     ("negative_jacobians", "negative_jacobian_fraction", lambda v, n: v),
+    ("jacobian_norm_max", "jacobian_norm_max", lambda v, n: v),
     ("proton_acceptance", "proton_acceptance", lambda v, n: v),
     ("electron_acceptance", "electron_acceptance", lambda v, n: v),
     ("proton_step_size", "proton_step_size_bohr", lambda v, n: v),
@@ -118,7 +119,8 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     step, init_opt = electronic.make_joint_train_step(
         model, flow_learning_rate=vc.flow_learning_rate, wavefunction_optimizer=vc.optimizer, wavefunction_learning_rate=vc.learning_rate,
         proton_mcmc_steps=vc.proton_mcmc_steps, electron_mcmc_steps=vc.electron_mcmc_steps, damping=vc.damping, clip_width=vc.clip_width,
-        target_acceptance=vc.target_acceptance, chunk_size=vc.chunk_size, configuration_batch=vc.configuration_batch)
+        target_acceptance=vc.target_acceptance, chunk_size=vc.chunk_size, configuration_batch=vc.configuration_batch,
+        lipschitz_bound=config.flow.lipschitz_bound, lipschitz_weight=config.flow.lipschitz_weight)
 
     k_flow, k_protons, k_electrons, k_burn, k_run, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 6)
     rng = np.random.default_rng(config.seed)

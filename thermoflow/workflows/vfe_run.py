@@ -62,6 +62,7 @@ _METRIC_COLUMNS = [
     ("potential", "potential_energy_eV_per_particle", lambda v, n: v / n),
     ("entropy", "entropy_kB_per_particle", lambda v, n: v / n),
     ("negative_jacobians", "negative_jacobian_fraction", lambda v, n: v),
+    ("jacobian_norm_max", "jacobian_norm_max", lambda v, n: v),
     ("acceptance", "acceptance", lambda v, n: v),
     ("step_size", "step_size_A", lambda v, n: v),
     ("lr_scale", "lr_scale", lambda v, n: v),
@@ -139,6 +140,7 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
         base_kwargs = {"base_energy_fn": base_energy, "base_log_partition": ais["ln_Z"]}
     flow = make_periodic_flow(cell, n, n_layers=config.flow.n_layers, one_body=config.flow.one_body, two_body=config.flow.two_body)
     model = classical.make_classical_free_energy(energy_fn, flow, temperature_K=temperature, mass_amu=mass, clip_width=vc.clip_width,
+                                                 lipschitz_bound=config.flow.lipschitz_bound, lipschitz_weight=config.flow.lipschitz_weight,
                                                  **base_kwargs)
     step, transform = classical.make_train_step(model, learning_rate=vc.learning_rate, n_mcmc_steps=vc.mcmc_steps,
                                                 target_acceptance=vc.target_acceptance)
