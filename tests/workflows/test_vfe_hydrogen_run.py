@@ -7,6 +7,8 @@ S = (E - F) / T, E = 3/2 k_B T + E_el and P = (k_B T + (2 T_e + V) / 3) / (Omega
 hydrogen config by its [hydrogen] section and names a bad field.
 """
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -15,7 +17,7 @@ from thermoflow.cli.main import app
 from thermoflow.units import EV_PER_HARTREE, GPA_PER_HARTREE_PER_BOHR3, KB_EV_PER_K
 from thermoflow.workflows.config import validate_config
 from thermoflow.workflows.vfe_config import VFEElectronsRunConfig
-from thermoflow.workflows.vfe_hydrogen_run import run_vfe_hydrogen
+from thermoflow.workflows.vfe_hydrogen_run import run_vfe_hydrogen, run_vfe_hydrogen_scan
 
 H2 = {
     "seed": 0,
@@ -61,3 +63,21 @@ def test_vfe_cli_picks_the_hydrogen_config_and_names_bad_fields(tmp_path):
     path.write_text('[state]\ntemperature_K = 6000.0\npressure_GPa = 100.0\n[hydrogen]\nrs_bohr = 1.25\nn_protons = 2\n')
     result = CliRunner().invoke(app, ["vfe", str(path), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "fixed r_s" in result.output
+
+
+@pytest.mark.slow  # two short joint runs (compilation-bound, ~1.5 min)
+def test_hydrogen_rs_scan_warm_starts_and_summarises(tmp_path):
+    data = {**H2, "scan": {"rs_bohr": [1.25, 1.35]}, "vfe": {**H2["vfe"], "steps": 2}}
+    config = validate_config(data, VFEElectronsRunConfig)
+    summary = run_vfe_hydrogen_scan(config, tmp_path, tmp_path / "scan", log_every=None)
+    assert [p["rs_bohr"] for p in summary["points"]] == [1.25, 1.35]
+    second = json.loads((tmp_path / "scan" / "rs-1.3500" / "results.json").read_text())
+    assert second["warm_start_from"]["rs_bohr"] == 1.25
+    assert "warm_start_from" not in json.loads((tmp_path / "scan" / "rs-1.2500" / "results.json").read_text())
+    # the lower density has the larger volume per atom and, at equal N, the smaller ideal pressure share
+    assert summary["points"][1]["volume_A3_per_atom"] == pytest.approx(summary["points"][0]["volume_A3_per_atom"] * (1.35 / 1.25) ** 3)
+    for name in ("summary.csv", "summary.json", "eos.png", "rdf.png"):
+        assert (tmp_path / "scan" / name).is_file(), name
+    # a finished scan is read back, not rerun
+    again = run_vfe_hydrogen_scan(config, tmp_path, tmp_path / "scan", resume=True, log_every=None)
+    assert again["points"] == summary["points"]

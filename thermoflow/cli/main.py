@@ -327,9 +327,10 @@ def vfe(
     cfg, base, out = _load_run(config, overrides, None, out, resume, "vfe", loader=load_any_vfe_config)
     with _user_errors():
         if isinstance(cfg, VFEElectronsRunConfig):
-            from thermoflow.workflows.vfe_hydrogen_run import run_vfe_hydrogen
+            from thermoflow.workflows.vfe_hydrogen_run import run_vfe_hydrogen, run_vfe_hydrogen_scan
 
-            res = run_vfe_hydrogen(cfg, base, out, resume=resume, log_every=log_every)
+            run = run_vfe_hydrogen_scan if cfg.scan is not None else run_vfe_hydrogen
+            res = run(cfg, base, out, resume=resume, log_every=log_every)
         else:
             from thermoflow.workflows.vfe_run import run_vfe
 

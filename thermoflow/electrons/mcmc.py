@@ -41,11 +41,13 @@ def _batched_log_abs(log_psi: Callable) -> Callable:
     return jax.jit(jax.vmap(lambda p, x, r: log_psi(p, x, r)[1], in_axes=(None, 0, None)))
 
 
-def make_metropolis_block(log_psi: Callable, n_steps: int) -> Callable:
-    """``block(state, params, protons (n_p, 3), step_size) -> (state, acceptance ())``: ``n_steps``
+def make_metropolis_block(log_psi: Callable, n_steps: int, *, per_walker_protons: bool = False) -> Callable:
+    """``block(state, params, protons, step_size) -> (state, acceptance ())``: ``n_steps``
     all-electron moves of every walker in one jitted scan; ``log_psi(params, electrons, protons) ->
-    (sign, ln|psi|)``. ``state.log_abs_psi`` must belong to ``params`` (re-evaluate it after a
-    parameter update: :func:`init_walkers`).
+    (sign, ln|psi|)``. ``protons`` is (n_p, 3), shared by all walkers, or with ``per_walker_protons``
+    (n_walkers, n_p, 3), each walker's own configuration (the walkers of many proton configurations in
+    one flat batch, as the joint proton-electron training uses). ``state.log_abs_psi`` must belong to
+    ``params`` (re-evaluate it after a parameter update: :func:`init_walkers`).
 
     Raises:
         ValueError: ``n_steps`` < 1.
@@ -54,7 +56,7 @@ def make_metropolis_block(log_psi: Callable, n_steps: int) -> Callable:
     """
     if n_steps < 1:
         raise ValueError(f"a Metropolis block needs at least one step, got {n_steps}")
-    log_abs = jax.vmap(lambda params, x, p: log_psi(params, x, p)[1], in_axes=(None, 0, None))
+    log_abs = jax.vmap(lambda params, x, p: log_psi(params, x, p)[1], in_axes=(None, 0, 0 if per_walker_protons else None))
 
     def move(carry, _, params, protons, step_size):
         electrons, current, key = carry

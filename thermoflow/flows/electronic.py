@@ -51,7 +51,7 @@ import optax
 from thermoflow.electrons import mcmc
 from thermoflow.electrons.driver import STEP_SIZE_BOUNDS as ELECTRON_STEP_BOUNDS
 from thermoflow.electrons.driver import make_wavefunction_update
-from thermoflow.electrons.vmc import CLIP_WIDTH, make_sampler, map_walkers
+from thermoflow.electrons.vmc import CLIP_WIDTH
 from thermoflow.flows.classical import STEP_SIZE_BOUNDS, ideal_constant, lipschitz_penalty
 from thermoflow.flows.periodic import PeriodicFlow
 from thermoflow.flows.sampling import Walkers, init_walkers, make_metropolis_block
@@ -157,12 +157,19 @@ class JointState:
     lr_scale: jax.Array
 
 
-def _over_configurations(fn: Callable, args, batch: int | None):
-    """``fn`` over the leading (proton walker) axis of every array in ``args``: vmapped at once (None) or
-    ``batch`` configurations at a time (memory; the same result)."""
-    if batch is None or batch >= jax.tree.leaves(args)[0].shape[0]:
-        return jax.vmap(fn)(args)
-    return jax.lax.map(fn, args, batch_size=batch)
+def _flat(electrons: jax.Array, protons: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Electron walkers (B, W, n_e, 3) of B proton configurations (B, N, 3) as one flat batch: (B W, n_e, 3) and each
+    walker's own protons (B W, N, 3). One flat batch is faster than B nested batches of W (measured: the published-size
+    network's ln|psi| for 8 x 8 walkers 20.9 vs 30.1 ms on one CPU core)."""
+    b, w = electrons.shape[:2]
+    return electrons.reshape(b * w, *electrons.shape[2:]), jnp.repeat(protons, w, axis=0)
+
+
+def _walker_map(fn: Callable, electrons: jax.Array, protons: jax.Array, chunk_size: int | None):
+    """``fn(electrons (n_e, 3), protons (N, 3))`` over a flat batch: vmapped at once (None) or ``chunk_size`` at a time."""
+    if chunk_size is None or chunk_size >= electrons.shape[0]:
+        return jax.vmap(fn)(electrons, protons)
+    return jax.lax.map(lambda a: fn(*a), (electrons, protons), batch_size=chunk_size)
 
 
 def _clip(values, width):
@@ -176,7 +183,7 @@ def _clip(values, width):
 def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: float, wavefunction_optimizer: str,
                           wavefunction_learning_rate: float, proton_mcmc_steps: int, electron_mcmc_steps: int, damping: float = 1e-3,
                           clip_width: float | None = CLIP_WIDTH, target_acceptance: float = 0.5, chunk_size: int | None = None,
-                          configuration_batch: int | None = None, lipschitz_bound: float | None = None,
+                          lipschitz_bound: float | None = None,
                           lipschitz_weight: float = 100.0) -> tuple[Callable, Callable]:
     """``(step(state) -> (state, metrics, finite), init_opt_states(flow_params, wavefunction_params))`` for
     :func:`thermoflow.optimize.optimise`.
@@ -197,8 +204,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         clip_width: f = k_B T ln p + E_W (flow) and E_loc (wavefunction) clipped to median +- width x mean
             absolute deviation in the gradients (None: none); reported values are never clipped.
         target_acceptance: both step sizes are tuned towards it.
-        chunk_size: local energies of this many electron walkers at a time (None: all of a configuration).
-        configuration_batch: proton configurations processed at a time (None: all at once).
+        chunk_size: local energies of this many electron walkers at a time (None: all B x W at once).
         lipschitz_bound, lipschitz_weight: the flow's loss adds :func:`thermoflow.flows.classical.lipschitz_penalty`
             (folding prevention; None: none).
 
@@ -210,7 +216,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
     """
     flow_transform = optax.adam(flow_learning_rate)
     proton_block = make_metropolis_block(model.log_density, model.flow.cell, proton_mcmc_steps)
-    samplers = [make_sampler(wf.log_psi, wf.local_energy, electron_mcmc_steps, chunk_size) for wf in model.wavefunctions]
+    electron_blocks = [mcmc.make_metropolis_block(wf.log_psi, electron_mcmc_steps, per_walker_protons=True) for wf in model.wavefunctions]
     updaters = [make_wavefunction_update(wf.log_psi, optimizer=wavefunction_optimizer, learning_rate=wavefunction_learning_rate,
                                          damping=damping, clip_width=clip_width) for wf in model.wavefunctions]
     weights = jnp.asarray(model.twist_weights)
@@ -233,17 +239,15 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         n_walkers = protons.shape[0]
 
         new_electrons, new_params, new_opt_states, e_means, e_variances, e_imag, acceptances = [], [], [], [], [], [], []
-        for t, (sample, (update, _)) in enumerate(zip(samplers, updaters)):
+        for t, (wf, electron_block, (update, _)) in enumerate(zip(model.wavefunctions, electron_blocks, updaters)):
             params_t = state.wavefunction_params[t]
-
-            def one(args, sample=sample, params_t=params_t, t=t):
-                x, r, key = args
-                walker_state = mcmc.WalkerState(x, jnp.zeros(x.shape[0]), key)
-                out, e_loc, acceptance = sample(params_t, walker_state, r, state.electron_step_size[t])
-                return out.electrons, e_loc, acceptance
-
-            keys = jax.random.split(jax.random.fold_in(k_electrons, t), n_walkers)
-            electrons, e_loc, acceptance = _over_configurations(one, (state.electrons[t], protons, keys), configuration_batch)
+            shape = state.electrons[t].shape
+            flat_x, flat_r = _flat(state.electrons[t], protons)
+            log_abs = jax.vmap(lambda x, r, p=params_t, wf=wf: wf.log_psi(p, x, r)[1])(flat_x, flat_r)
+            moved, acceptance = electron_block(mcmc.WalkerState(flat_x, log_abs, jax.random.fold_in(k_electrons, t)), params_t, flat_r,
+                                               state.electron_step_size[t])
+            e_loc = _walker_map(lambda x, r, p=params_t, wf=wf: wf.local_energy(p, x, r).total, moved.electrons, flat_r, chunk_size)
+            electrons, e_loc = moved.electrons.reshape(shape), e_loc.reshape(shape[:2])
             params_t, opt_t = update(params_t, state.wavefunction_opt_state[t], state.lr_scale, electrons, protons, e_loc)
             new_electrons.append(electrons)
             new_params.append(params_t)
@@ -251,7 +255,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
             e_means.append(jnp.mean(jnp.real(e_loc), axis=1))
             e_variances.append(jnp.mean(jnp.var(e_loc, axis=1)))
             e_imag.append(jnp.mean(jnp.imag(e_loc)))
-            acceptances.append(jnp.mean(acceptance))
+            acceptances.append(acceptance)
 
         electronic = weights @ jnp.stack(e_means)  # (B,) twist-averaged E_W(X)
         f = kT * walkers.log_density + electronic
@@ -297,15 +301,15 @@ def initial_state(model: ElectronicFreeEnergy, init_opt_states: Callable, flow_p
         step=jnp.asarray(0, jnp.int32), key=key, lr_scale=jnp.asarray(1.0, jnp.float64))
 
 
-def make_evaluation_block(model: ElectronicFreeEnergy, *, proton_mcmc_steps: int, electron_mcmc_steps: int, chunk_size: int | None = None,
-                          configuration_batch: int | None = None) -> Callable:
+def make_evaluation_block(model: ElectronicFreeEnergy, *, proton_mcmc_steps: int, electron_mcmc_steps: int,
+                          chunk_size: int | None = None) -> Callable:
     """``block(flow_params, wavefunction_params, protons (B, N, 3), electrons (n_t, B, W, n_e, 3), key, proton_step_size,
     electron_step_sizes (n_t,)) -> (protons, electrons, sums)``, jitted, at frozen parameters: the moves of one training
     step without the update, then per proton walker ``ln_p`` (B,), the twist-averaged walker means ``energy``,
     ``kinetic``, ``potential`` (B,) (Hartree, real parts), the acceptances and ``negative_jacobians``.
     """
     proton_block = make_metropolis_block(model.log_density, model.flow.cell, proton_mcmc_steps)
-    electron_blocks = [mcmc.make_metropolis_block(wf.log_psi, electron_mcmc_steps) for wf in model.wavefunctions]
+    electron_blocks = [mcmc.make_metropolis_block(wf.log_psi, electron_mcmc_steps, per_walker_protons=True) for wf in model.wavefunctions]
     weights = jnp.asarray(model.twist_weights)
 
     @jax.jit
@@ -317,20 +321,16 @@ def make_evaluation_block(model: ElectronicFreeEnergy, *, proton_mcmc_steps: int
         moved, parts, acceptances = [], [], []
         for t, (wf, electron_block) in enumerate(zip(model.wavefunctions, electron_blocks)):
             params_t = wavefunction_params[t]
-
-            def one(args, wf=wf, electron_block=electron_block, params_t=params_t, t=t):
-                x, r, key = args
-                log_abs = jax.vmap(lambda e: wf.log_psi(params_t, e, r)[1])(x)
-                state, acceptance = electron_block(mcmc.WalkerState(x, log_abs, key), params_t, r, electron_step_sizes[t])
-                e = map_walkers(lambda e: wf.local_energy(params_t, e, r), state.electrons, chunk_size)
-                means = jnp.stack([jnp.mean(jnp.real(e.total)), jnp.mean(jnp.real(e.kinetic)), jnp.mean(e.potential)])
-                return state.electrons, means, acceptance
-
-            keys = jax.random.split(jax.random.fold_in(k_electrons, t), protons.shape[0])
-            x, means, acceptance = _over_configurations(one, (electrons[t], protons, keys), configuration_batch)
-            moved.append(x)
+            shape = electrons[t].shape
+            flat_x, flat_r = _flat(electrons[t], protons)
+            log_abs = jax.vmap(lambda x, r, p=params_t, wf=wf: wf.log_psi(p, x, r)[1])(flat_x, flat_r)
+            state, acceptance = electron_block(mcmc.WalkerState(flat_x, log_abs, jax.random.fold_in(k_electrons, t)), params_t, flat_r,
+                                               electron_step_sizes[t])
+            e = _walker_map(lambda x, r, p=params_t, wf=wf: wf.local_energy(p, x, r), state.electrons, flat_r, chunk_size)
+            means = jnp.stack([jnp.real(e.total), jnp.real(e.kinetic), e.potential], axis=-1).reshape(*shape[:2], 3).mean(axis=1)
+            moved.append(state.electrons.reshape(shape))
             parts.append(means)
-            acceptances.append(jnp.mean(acceptance))
+            acceptances.append(acceptance)
         averaged = jnp.einsum("t,tbk->bk", weights, jnp.stack(parts))
         signs = jax.vmap(model.log_density_sign, in_axes=(None, 0))(flow_params, protons)
         sums = {"ln_p": walkers.log_density, "energy": averaged[:, 0], "kinetic": averaged[:, 1], "potential": averaged[:, 2],
@@ -343,7 +343,7 @@ def make_evaluation_block(model: ElectronicFreeEnergy, *, proton_mcmc_steps: int
 
 def evaluate(model: ElectronicFreeEnergy, flow_params, wavefunction_params, protons: jax.Array, electrons: jax.Array, key: jax.Array, *,
              n_blocks: int, proton_mcmc_steps: int, electron_mcmc_steps: int, proton_step_size: float, electron_step_sizes,
-             chunk_size: int | None = None, configuration_batch: int | None = None) -> dict[str, Any]:
+             chunk_size: int | None = None) -> dict[str, Any]:
     """F, E, S and P at frozen parameters from ``n_blocks`` evaluation blocks (:func:`make_evaluation_block`).
 
     Returns (Hartree, k_B, Hartree/bohr^3; cell totals) ``blocks``: per-block series of ``free_energy``,
@@ -357,7 +357,7 @@ def evaluate(model: ElectronicFreeEnergy, flow_params, wavefunction_params, prot
     if n_blocks < 2:
         raise ValueError(f"blocking error bars need at least two blocks, got {n_blocks}")
     block = make_evaluation_block(model, proton_mcmc_steps=proton_mcmc_steps, electron_mcmc_steps=electron_mcmc_steps,
-                                  chunk_size=chunk_size, configuration_batch=configuration_batch)
+                                  chunk_size=chunk_size)
     kT, n, volume = model.kT_Ha, model.n_protons, model.flow.volume
     rows, monitors = [], []
     for b in range(n_blocks):
@@ -377,26 +377,22 @@ def evaluate(model: ElectronicFreeEnergy, flow_params, wavefunction_params, prot
             "protons": protons, "electrons": electrons}
 
 
-def make_electron_equilibration(model: ElectronicFreeEnergy, *, electron_mcmc_steps: int, configuration_batch: int | None = None) -> Callable:
+def make_electron_equilibration(model: ElectronicFreeEnergy, *, electron_mcmc_steps: int) -> Callable:
     """``burn_in(wavefunction_params, protons (B, N, 3), electrons (n_t, B, W, n_e, 3), key, step_sizes (n_t,)) -> (electrons,
     acceptances (n_t,))``, jitted: one Metropolis block of every configuration's electrons at fixed protons and parameters
     (call it repeatedly, tuning the step sizes in between, before the first training step)."""
-    blocks = [mcmc.make_metropolis_block(wf.log_psi, electron_mcmc_steps) for wf in model.wavefunctions]
+    blocks = [mcmc.make_metropolis_block(wf.log_psi, electron_mcmc_steps, per_walker_protons=True) for wf in model.wavefunctions]
 
     @jax.jit
     def burn_in(wavefunction_params, protons, electrons, key, step_sizes):
         moved, acceptances = [], []
         for t, (wf, block) in enumerate(zip(model.wavefunctions, blocks)):
-            def one(args, wf=wf, block=block, params=wavefunction_params[t], t=t):
-                x, r, k = args
-                log_abs = jax.vmap(lambda e: wf.log_psi(params, e, r)[1])(x)
-                state, acceptance = block(mcmc.WalkerState(x, log_abs, k), params, r, step_sizes[t])
-                return state.electrons, acceptance
-
-            keys = jax.random.split(jax.random.fold_in(key, t), protons.shape[0])
-            x, acceptance = _over_configurations(one, (electrons[t], protons, keys), configuration_batch)
-            moved.append(x)
-            acceptances.append(jnp.mean(acceptance))
+            params_t = wavefunction_params[t]
+            flat_x, flat_r = _flat(electrons[t], protons)
+            log_abs = jax.vmap(lambda x, r, p=params_t, wf=wf: wf.log_psi(p, x, r)[1])(flat_x, flat_r)
+            state, acceptance = block(mcmc.WalkerState(flat_x, log_abs, jax.random.fold_in(key, t)), params_t, flat_r, step_sizes[t])
+            moved.append(state.electrons.reshape(electrons[t].shape))
+            acceptances.append(acceptance)
         return jnp.stack(moved), jnp.stack(acceptances)
 
     return burn_in

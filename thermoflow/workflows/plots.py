@@ -217,3 +217,32 @@ def plot_fdt_deviation(path: Path, spectra: dict, symbols: list[str], friction_p
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_training_trace(path: Path, steps: np.ndarray, values: np.ndarray, final: float, final_stderr: float, ylabel: str,
+                        unit: str) -> None:
+    """A training trace (``values`` per step) with the final evaluation's value and error band."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    ax.plot(steps, values, lw=0.8, label="walkers' mean (training)")
+    ax.axhspan(final - final_stderr, final + final_stderr, color="C1", alpha=0.4, label=f"final: {final:.5f} +- {final_stderr:.5f} {unit}")
+    _finish(fig, ax, path, "step", ylabel)
+
+
+def plot_scan(path: Path, rs_bohr: np.ndarray, panels: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Quantities with error bars against r_s, one panel each (``panels``: label -> (values, errors))."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 3.6), squeeze=False)
+    for ax, (label, (values, errors)) in zip(axes[0], panels.items()):
+        ax.errorbar(rs_bohr, values, yerr=errors, marker="o", capsize=3)
+        ax.set_xlabel("r_s (bohr)")
+        ax.set_ylabel(label)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str) -> None:
+    """Several (x, y) curves on one axis, labelled by the keys of ``curves``."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for label, (x, y) in curves.items():
+        ax.plot(x, y, lw=1.0, label=label)
+    _finish(fig, ax, path, xlabel, ylabel)

@@ -116,12 +116,23 @@ class JointVFESection(StrictModel):
     initial_proton_step_bohr: float = Field(0.1, gt=0, description="initial proton Metropolis step, bohr")
     initial_electron_step_bohr: float = Field(0.2, gt=0, description="initial electron Metropolis step, bohr")
     equilibration_blocks: int = Field(10, ge=0, description="electron Metropolis blocks (of electron_mcmc_steps) before the first step")
-    chunk_size: int | None = Field(None, ge=1, description="local energies of this many electron walkers at a time (memory); unset: all")
-    configuration_batch: int | None = Field(None, ge=1, description="proton configurations processed at a time (memory); unset: all")
+    chunk_size: int | None = Field(None, ge=1, description="local energies of this many electron walkers at a time (memory); unset: all walkers x electron_walkers at once")
     sparse_laplacian: bool = Field(False, description="folx with sparse jets (as vmc.sparse_laplacian)")
     eval_blocks: int = Field(20, ge=2, description="final evaluation at the trained parameters: blocks of one step's moves each")
     checkpoint_every: int = Field(20, ge=1, description="steps between checkpoints")
     max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back with half the learning rates)")
+
+
+class ScanSection(StrictModel):
+    """An equation-of-state scan over densities at the state's temperature (one run per density, warm-started in order)."""
+
+    rs_bohr: list[float] = Field(min_length=1, description="densities r_s, bohr, run in this order (each warm-starts the next)")
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if any(not r > 0 for r in self.rs_bohr) or len(set(self.rs_bohr)) != len(self.rs_bohr):
+            raise ValueError(f"scan.rs_bohr must hold distinct positive values, got {self.rs_bohr}")
+        return self
 
 
 class VFEElectronsRunConfig(StrictModel):
@@ -135,6 +146,7 @@ class VFEElectronsRunConfig(StrictModel):
     wavefunction: WavefunctionConfig = Field(default_factory=WavefunctionConfig, description="the electrons' trial wavefunction "
                                              "(twist or twist_grid: the twists E(X) is averaged over, one wavefunction each)")
     vfe: JointVFESection = Field(default_factory=JointVFESection, description="joint training and evaluation")
+    scan: ScanSection | None = Field(None, description="an r_s scan (hydrogen.rs_bohr is then not used); unset: one run at hydrogen.rs_bohr")
 
     @model_validator(mode="after")
     def _fixed_cell(self):

@@ -21,6 +21,7 @@ References: H. Xie, Z.-H. Li, H. Wang, L. Zhang and L. Wang, Phys. Rev. Lett. 13
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -42,10 +43,11 @@ from thermoflow.electrons.twists import monkhorst_pack_twists
 from thermoflow.flows import electronic
 from thermoflow.flows.periodic import make_periodic_flow
 from thermoflow.io.atomic import atomic_write_text
+from thermoflow.io.checkpoint import load_latest_checkpoint
 from thermoflow.optimize import optimise
 from thermoflow.units import BOHR_A, EV_PER_HARTREE, GPA_PER_HARTREE_PER_BOHR3
-from thermoflow.workflows.plots import plot_rdf
-from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv, write_rdf_csv
+from thermoflow.workflows.plots import plot_curves, plot_rdf, plot_scan, plot_training_trace
+from thermoflow.workflows.run_dir import start_run_dir, write_csv, write_metrics_csv, write_rdf_csv
 from thermoflow.workflows.vfe_config import VFEElectronsRunConfig
 from thermoflow.workflows.vmc_run import build_wavefunction, initial_electrons, random_protons
 
@@ -75,7 +77,7 @@ _METRIC_COLUMNS = [
 
 
 def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *, resume: bool = False, log_every: int | None = 0,
-                     stop_after: int | None = None) -> dict:
+                     stop_after: int | None = None, warm_start: tuple[Path, float] | None = None) -> dict:
     """Train the proton flow and the electrons' wavefunctions jointly and write the run directory (module docstring).
 
     Args:
@@ -85,6 +87,9 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
         resume: continue from ``out_dir/checkpoints/state.npz``; the config must be the same.
         log_every: a progress line every this many steps (0: about 20 per run; None: none).
         stop_after: stop after this many steps (an interruption, for tests).
+        warm_start: ``(checkpoint, r_s of that run)`` of a finished run of the same system at another density: its flow
+            and wavefunction parameters, and its walkers scaled to this cell (fractional coordinates kept), start this
+            run (fresh optimiser states; ignored on resume).
 
     Returns:
         The results dictionary also written to ``results.json`` (``{"completed": False, ...}`` when stopped early).
@@ -119,7 +124,7 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     step, init_opt = electronic.make_joint_train_step(
         model, flow_learning_rate=vc.flow_learning_rate, wavefunction_optimizer=vc.optimizer, wavefunction_learning_rate=vc.learning_rate,
         proton_mcmc_steps=vc.proton_mcmc_steps, electron_mcmc_steps=vc.electron_mcmc_steps, damping=vc.damping, clip_width=vc.clip_width,
-        target_acceptance=vc.target_acceptance, chunk_size=vc.chunk_size, configuration_batch=vc.configuration_batch,
+        target_acceptance=vc.target_acceptance, chunk_size=vc.chunk_size,
         lipschitz_bound=config.flow.lipschitz_bound, lipschitz_weight=config.flow.lipschitz_weight)
 
     k_flow, k_protons, k_electrons, k_burn, k_run, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 6)
@@ -128,18 +133,21 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     electrons = jnp.stack([jnp.stack([initial_electrons(jax.random.fold_in(jax.random.fold_in(k_electrons, t), b), protons[b], cell,
                                                         vc.electron_walkers, n) for b in range(vc.walkers)]) for t in range(len(twists))])
     electron_steps = np.full(len(twists), vc.initial_electron_step_bohr)
+    state = electronic.initial_state(model, init_opt, flow.init(k_flow), wf_params, jnp.asarray(protons), electrons, k_run,
+                                     proton_step_size=vc.initial_proton_step_bohr, electron_step_size=electron_steps)
+    if warm_start is not None and not resume:
+        state = _warm_started(state, model, init_opt, *warm_start, hc.rs_bohr)
     if not resume and vc.equilibration_blocks:
-        burn_in = electronic.make_electron_equilibration(model, electron_mcmc_steps=vc.electron_mcmc_steps,
-                                                         configuration_batch=vc.configuration_batch)
+        burn_in = electronic.make_electron_equilibration(model, electron_mcmc_steps=vc.electron_mcmc_steps)
+        electrons, electron_steps = state.electrons, np.asarray(state.electron_step_size)
         for b in range(vc.equilibration_blocks):
-            electrons, acceptance = burn_in(tuple(wf_params), jnp.asarray(protons), electrons, jax.random.fold_in(k_burn, b),
+            electrons, acceptance = burn_in(state.wavefunction_params, state.protons, electrons, jax.random.fold_in(k_burn, b),
                                             jnp.asarray(electron_steps))
             electron_steps = np.asarray([tune_step_size(s, float(a), vc.target_acceptance, ELECTRON_STEP_BOUNDS)
                                          for s, a in zip(electron_steps, np.asarray(acceptance))])
         log.info("electron burn-in: %d blocks of %d moves per configuration, step sizes %s bohr, acceptance %s", vc.equilibration_blocks,
                  vc.electron_mcmc_steps, np.round(electron_steps, 3).tolist(), np.round(np.asarray(acceptance), 2).tolist())
-    state = electronic.initial_state(model, init_opt, flow.init(k_flow), wf_params, jnp.asarray(protons), electrons, k_run,
-                                     proton_step_size=vc.initial_proton_step_bohr, electron_step_size=electron_steps)
+        state = dataclasses.replace(state, electrons=electrons, electron_step_size=jnp.asarray(electron_steps))
     n_flow = int(sum(np.size(x) for x in jax.tree.leaves(state.flow_params)))
     n_wf = int(sum(np.size(x) for x in jax.tree.leaves(state.wavefunction_params[0])))
     log.info("VFE (hydrogen): %d protons + %d electrons, r_s = %g bohr (L = %.4f bohr), %g K, %d twist(s); flow %d parameters, "
@@ -171,7 +179,7 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     final = electronic.evaluate(model, s.flow_params, s.wavefunction_params, s.protons, s.electrons, k_eval, n_blocks=vc.eval_blocks,
                                 proton_mcmc_steps=vc.proton_mcmc_steps, electron_mcmc_steps=vc.electron_mcmc_steps,
                                 proton_step_size=float(s.proton_step_size), electron_step_sizes=np.asarray(s.electron_step_size),
-                                chunk_size=vc.chunk_size, configuration_batch=vc.configuration_batch)
+                                chunk_size=vc.chunk_size)
     results = {
         "completed": True, "n_protons": n, "n_electrons": n, "rs_bohr": hc.rs_bohr, "temperature_K": temperature,
         "cell_length_bohr": float(cell[0, 0]), "volume_bohr3_per_atom": volume / n, "volume_A3_per_atom": volume * BOHR_A**3 / n,
@@ -179,6 +187,8 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
         "wavefunction_parameters_per_twist": n_wf, "optimizer": vc.optimizer, "steps": vc.steps, "walkers": vc.walkers,
         "electron_walkers": vc.electron_walkers, "seconds_per_step": result.seconds_per_step, "n_rollbacks": result.n_rollbacks,
     }
+    if warm_start is not None:
+        results["warm_start_from"] = {"checkpoint": str(warm_start[0]), "rs_bohr": warm_start[1]}
     results.update(_per_atom_results(final["blocks"], n, model.kT_Ha))
     results["ideal_constant_eV_per_atom"] = model.constant_Ha * _HA_TO_EV / n
     results["ideal_gas_free_energy_eV_per_atom"] = (model.constant_Ha - model.kT_Ha * n * np.log(volume)) * _HA_TO_EV / n
@@ -202,11 +212,76 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     ase.io.write(out_dir / "samples.extxyz", [ase.Atoms(symbols, positions=x, cell=cell_A, pbc=True) for x in samples])
     results["wall_seconds"] = time.perf_counter() - t_start
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    _plot_free_energy(out_dir / "free_energy.png", result.history, n, results)
+    plot_training_trace(out_dir / "free_energy.png", result.history["step"], np.asarray(result.history["free_energy"]) * _HA_TO_EV / n,
+                        results["free_energy_eV_per_atom"], results["free_energy_stderr_eV_per_atom"], "F (eV/atom)", "eV")
     log.info("F = %.5f +- %.5f eV/atom, S = %.3f +- %.3f k_B/atom, P = %.1f +- %.1f GPa", results["free_energy_eV_per_atom"],
              results["free_energy_stderr_eV_per_atom"], results["entropy_kB_per_atom"], results["entropy_stderr_kB_per_atom"],
              results["pressure_GPa"], results["pressure_stderr_GPa"])
     return results
+
+
+def _warm_started(state: electronic.JointState, model: electronic.ElectronicFreeEnergy, init_opt, checkpoint: Path, rs_from: float,
+                  rs_to: float) -> electronic.JointState:
+    """``state`` with the parameters and walkers of a run at ``rs_from`` (its checkpoint; the same system otherwise), the
+    walkers scaled by rs_to / rs_from (the cell length at fixed N scales with r_s), fresh optimiser states, step 0."""
+    stored, _, _, path = load_latest_checkpoint(checkpoint, state)
+    scale = rs_to / rs_from
+    flow_opt, wf_opt = init_opt(stored.flow_params, stored.wavefunction_params)
+    log.info("warm start from %s (r_s = %g bohr): parameters and walkers scaled by %.4f", path, rs_from, scale)
+    return dataclasses.replace(state, flow_params=stored.flow_params, wavefunction_params=stored.wavefunction_params, flow_opt_state=flow_opt,
+                               wavefunction_opt_state=wf_opt, protons=stored.protons * scale, electrons=stored.electrons * scale,
+                               proton_step_size=stored.proton_step_size * scale, electron_step_size=stored.electron_step_size * scale)
+
+
+def run_vfe_hydrogen_scan(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *, resume: bool = False,
+                          log_every: int | None = 0) -> dict:
+    """The equation of state at fixed T over ``scan.rs_bohr``: one ordinary run directory per density (``rs-X.XXXX/``;
+    finished points are read back, interrupted ones resumed), each new point warm-started from the previous density's
+    final parameters and walkers (:func:`run_vfe_hydrogen`); then ``summary.csv``, ``summary.json`` and the plots
+    ``eos.png`` (P, S, F against r_s with error bars) and ``rdf.png`` (proton g(r) per density).
+
+    Raises:
+        ConfigError: as :func:`run_vfe_hydrogen`; a scan directory that already holds a scan (without ``resume``).
+    """
+    start_run_dir(out_dir, config, base, resume, markers=("summary.csv",) + tuple(f"rs-{r:.4f}" for r in config.scan.rs_bohr))
+    points, previous = [], None
+    for rs in config.scan.rs_bohr:
+        point_config = config.model_copy(update={"hydrogen": config.hydrogen.model_copy(update={"rs_bohr": float(rs)}), "scan": None})
+        point_dir = out_dir / f"rs-{rs:.4f}"
+        stored = point_dir / "results.json"
+        if stored.is_file() and json.loads(stored.read_text()).get("completed"):
+            res = json.loads(stored.read_text())
+        else:
+            log.info("r_s = %g bohr%s", rs, "" if previous is None else f" (warm start from r_s = {previous[1]:g})")
+            res = run_vfe_hydrogen(point_config, base, point_dir, resume=(point_dir / "checkpoints" / "state.npz").is_file(),
+                                   log_every=log_every, warm_start=previous)
+        points.append(res)
+        previous = (point_dir / "checkpoints" / "state.npz", float(rs))
+    keys = ("rs_bohr", "volume_A3_per_atom", "free_energy_eV_per_atom", "free_energy_stderr_eV_per_atom", "energy_eV_per_atom",
+            "energy_stderr_eV_per_atom", "entropy_kB_per_atom", "entropy_stderr_kB_per_atom", "pressure_GPa", "pressure_stderr_GPa",
+            "negative_jacobian_fraction")
+    write_csv(out_dir / "summary.csv", list(keys), [[p[k] for p in points] for k in keys])
+    summary = {"completed": True, "temperature_K": config.state.temperature_K, "n_protons": config.hydrogen.n_protons,
+               "points": [{k: p[k] for k in keys} for p in points]}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _plot_scan(out_dir, points, config.scan.rs_bohr)
+    return summary
+
+
+def _plot_scan(out_dir: Path, points: list[dict], rs_values) -> None:
+    rs = np.asarray([p["rs_bohr"] for p in points])
+    panels = {label: (np.asarray([p[key] for p in points]), np.asarray([p[err] for p in points]))
+              for label, key, err in (("P (GPa)", "pressure_GPa", "pressure_stderr_GPa"),
+                                      ("S (k_B/atom)", "entropy_kB_per_atom", "entropy_stderr_kB_per_atom"),
+                                      ("F (eV/atom)", "free_energy_eV_per_atom", "free_energy_stderr_eV_per_atom"))}
+    plot_scan(out_dir / "eos.png", rs, panels)
+    curves = {}
+    for rs_value in rs_values:
+        path = out_dir / f"rs-{rs_value:.4f}" / "rdf.csv"
+        if path.is_file():
+            data = np.genfromtxt(path, delimiter=",", names=True)
+            curves[f"r_s = {rs_value:g}"] = (data["r_A"], data["g_H_H"])
+    plot_curves(out_dir / "rdf.png", curves, "r (A)", "g(r), protons")
 
 
 def _per_atom_results(blocks: dict[str, np.ndarray], n: int, kT_Ha: float) -> dict:
@@ -225,21 +300,3 @@ def _per_atom_results(blocks: dict[str, np.ndarray], n: int, kT_Ha: float) -> di
     out["pressure_GPa"], out["pressure_stderr_GPa"] = pressure.mean, pressure.stderr
     out["kT_eV"] = kT_Ha * EV_PER_HARTREE
     return out
-
-
-def _plot_free_energy(path: Path, hist: dict, n: int, results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    ax.plot(hist["step"], np.asarray(hist["free_energy"]) * _HA_TO_EV / n, lw=0.8, label="walkers' mean (training)")
-    f, e = results["free_energy_eV_per_atom"], results["free_energy_stderr_eV_per_atom"]
-    ax.axhspan(f - e, f + e, color="C1", alpha=0.4, label=f"final: {f:.4f} +- {e:.4f} eV")
-    ax.set_xlabel("step")
-    ax.set_ylabel("F (eV/atom)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

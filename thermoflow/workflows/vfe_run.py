@@ -46,7 +46,7 @@ from thermoflow.optimize import optimise
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
 from thermoflow.workflows.build import build_potential, build_structure
 from thermoflow.workflows.config import ConfigError
-from thermoflow.workflows.plots import plot_rdf
+from thermoflow.workflows.plots import plot_rdf, plot_training_trace
 from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv, write_rdf_csv
 from thermoflow.workflows.vfe_config import VFERunConfig
 
@@ -217,23 +217,6 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
     ase.io.write(out_dir / "samples.extxyz", [ase.Atoms(symbols, positions=x, cell=cell, pbc=True) for x in samples])
     results["wall_seconds"] = time.perf_counter() - t_start
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    _plot_free_energy(out_dir / "free_energy.png", result.history, n, results)
+    plot_training_trace(out_dir / "free_energy.png", result.history["step"], np.asarray(result.history["free_energy"]) / n,
+                        results["free_energy_eV_per_particle"], results["free_energy_stderr_eV_per_particle"], "F (eV/particle)", "eV")
     return results
-
-
-def _plot_free_energy(path: Path, hist: dict, n: int, results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    ax.plot(hist["step"], np.asarray(hist["free_energy"]) / n, lw=0.8, label="walkers' mean (training)")
-    f, e = results["free_energy_eV_per_particle"], results["free_energy_stderr_eV_per_particle"]
-    ax.axhspan(f - e, f + e, color="C1", alpha=0.4, label=f"final: {f:.5f} +- {e:.5f} eV")
-    ax.set_xlabel("step")
-    ax.set_ylabel("F (eV/particle)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
