@@ -11,6 +11,8 @@ from ase.spacegroup import crystal
 
 from thermoflow.analysis.structure import (
     coordination_shells,
+    molecular_centres,
+    powder_xrd,
     quench,
     radial_distribution,
     space_group,
@@ -176,3 +178,35 @@ def test_default_rdf_range_stops_short_of_the_periodic_self_image():
     skewed = small.cell.array.copy()
     skewed[2] += skewed[0] + skewed[1]
     assert shortest_lattice_translation(skewed) == pytest.approx(2 * a)
+
+
+def test_molecular_centres_of_a_molecular_fcc_crystal_and_of_lone_atoms():
+    """H2 molecules (0.74 A, along z) on fcc sites, shuffled and wrapped: every atom paired, every bond 0.74 A, the
+    centres on the fcc lattice (Fm-3m); a simple cubic lattice of atoms (no mutual pair shorter than the bound) pairs none."""
+    fcc = bulk("H", "fcc", a=4.0, cubic=True).repeat(2)
+    cell = np.asarray(fcc.cell)
+    atoms = np.concatenate([fcc.positions + [0.0, 0.0, 0.37], fcc.positions - [0.0, 0.0, 0.37]])
+    atoms = atoms[np.random.default_rng(0).permutation(len(atoms))]
+    frac = np.linalg.solve(cell.T, atoms.T).T
+    atoms = (frac % 1.0) @ cell  # molecules cut by the cell boundary
+    molecules = molecular_centres(atoms, cell, 1.0)
+    assert molecules.paired_fraction == 1.0 and len(molecules.pairs) == 32
+    np.testing.assert_allclose(molecules.bond_lengths_A, 0.74, atol=1e-12)
+    assert space_group(molecules.centres_A, cell, [1] * 32) == ("Fm-3m", 225)
+    sc = bulk("H", "sc", a=1.5).repeat(3)
+    assert molecular_centres(sc.positions, np.asarray(sc.cell), 1.0).paired_fraction == 0.0
+    with pytest.raises(ValueError):
+        molecular_centres(sc.positions, np.asarray(sc.cell), 0.0)
+
+
+def test_powder_xrd_peaks_obey_bragg():
+    """Simple cubic lattice (a = 3 A) at lambda = 1 A: the (100), (110), (111) peaks at 2 arcsin(lambda sqrt(h^2+k^2+l^2) / 2a)."""
+    pytest.importorskip("pymatgen")
+    from scipy.signal import find_peaks
+
+    sc = bulk("H", "sc", a=3.0).repeat(2)
+    two_theta, intensity = powder_xrd(sc.positions, np.asarray(sc.cell), "H", wavelength_A=1.0)
+    peaks = two_theta[find_peaks(intensity, height=5.0)[0]][:3]
+    expected = np.degrees(2 * np.arcsin(np.sqrt([1.0, 2.0, 3.0]) / 6.0))
+    np.testing.assert_allclose(peaks, expected, atol=0.03)  # the 0.02-degree grid
+    assert intensity.max() == pytest.approx(100.0)

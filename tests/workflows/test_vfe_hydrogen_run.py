@@ -50,8 +50,12 @@ def test_hydrogen_vfe_resumes_exactly_and_reports_consistent_thermodynamics(tmp_
     virial = (kT_Ha + (2 * full["electron_kinetic_energy_Ha_per_atom"] + full["potential_energy_Ha_per_atom"]) / 3)
     assert full["pressure_GPa"] == pytest.approx(virial / full["volume_bohr3_per_atom"] * GPA_PER_HARTREE_PER_BOHR3, rel=1e-9)
     for name in ("config.resolved.toml", "metrics.csv", "results.json", "rdf.csv", "rdf.png", "samples.extxyz", "free_energy.png",
-                 "checkpoints/state.npz"):
+                 "checkpoints/state.npz", "quenched.extxyz", "structure.json"):
         assert (tmp_path / "full" / name).is_file(), name
+    structure = full["structure"]
+    assert len(structure["quench_betas"]) == 10 and structure["quench_betas"][-1] == pytest.approx(100.0)
+    assert 0.0 <= structure["paired_fraction_mean"] <= 1.0
+    assert (tmp_path / "full" / "xrd.csv").is_file() == ("xrd_wavelength_A" in structure)
 
 
 def test_vfe_cli_picks_the_hydrogen_config_and_names_bad_fields(tmp_path):

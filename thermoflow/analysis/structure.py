@@ -346,3 +346,95 @@ def wyckoff_x_16c(positions: np.ndarray, cell: np.ndarray, numbers: Sequence[int
     if np.ptp(xs) > 1e-6:
         raise ValueError(f"atoms on 16c give different x ({xs.min():.6f}-{xs.max():.6f}): more than one 16c orbit")
     return float(xs.mean())
+
+
+@dataclasses.dataclass(frozen=True)
+class MolecularCentres:
+    """Molecules found by mutual nearest-neighbour pairing in one periodic configuration.
+
+    Attributes:
+        pairs: (n_molecules, 2) atom indices.
+        bond_lengths_A: (n_molecules,) Angstrom.
+        centres_A: (n_molecules, 3) bond midpoints (wrapped into the cell), Angstrom.
+        paired_fraction: the fraction of atoms in a molecule.
+    """
+
+    pairs: np.ndarray
+    bond_lengths_A: np.ndarray
+    centres_A: np.ndarray
+    paired_fraction: float
+
+
+def molecular_centres(positions: np.ndarray, cell: np.ndarray, max_bond_A: float) -> MolecularCentres:
+    """Diatomic molecules of a periodic configuration: atoms i and j form one when each is the other's nearest
+    neighbour (any periodic image) and they are closer than ``max_bond_A``; the centre is the bond midpoint.
+
+    Args:
+        positions: (n_atoms, 3) Angstrom.
+        cell: (3, 3) lattice vectors as rows, Angstrom.
+        max_bond_A: longest bond counted, Angstrom (e.g. 1.0 for H2, whose bond is 0.74 A).
+
+    Raises:
+        ValueError: a non-positive ``max_bond_A`` or fewer than two atoms.
+
+    References: the nearest-neighbour pairing of molecular centres in dense hydrogen, e.g. H. Xie et al.,
+    Phys. Rev. Lett. 131, 126501 (2023), arXiv:2209.06095.
+    """
+    positions, cell = np.asarray(positions, dtype=float), np.asarray(cell, dtype=float)
+    if not max_bond_A > 0 or len(positions) < 2:
+        raise ValueError(f"molecular_centres needs max_bond_A > 0 and two atoms, got {max_bond_A} and {len(positions)}")
+    i, j, d, vectors = primitive_neighbor_list("ijdD", (True, True, True), cell, positions, max_bond_A, self_interaction=False)
+    n = len(positions)
+    nearest = np.full(n, -1)
+    best = np.full(n, np.inf)
+    vector_to = np.zeros((n, 3))
+    for a, b, dist, vec in zip(i, j, d, vectors):  # the ASE list holds each pair within the cutoff, every image
+        if dist < best[a]:
+            nearest[a], best[a], vector_to[a] = b, dist, vec
+    pairs = np.array([(a, b) for a, b in enumerate(nearest) if b > a and nearest[b] == a], dtype=int).reshape(-1, 2)
+    lengths = best[pairs[:, 0]] if len(pairs) else np.zeros(0)
+    centres = positions[pairs[:, 0]] + 0.5 * vector_to[pairs[:, 0]] if len(pairs) else np.zeros((0, 3))
+    frac = np.linalg.solve(cell.T, centres.T).T
+    centres = (frac - np.floor(frac)) @ cell
+    return MolecularCentres(pairs, lengths, centres, 2.0 * len(pairs) / n)
+
+
+def powder_xrd(configurations: np.ndarray, cell: np.ndarray, symbol: str, *, wavelength_A: float = 0.4133,
+               two_theta_deg: np.ndarray | None = None, width_deg: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Simulated powder X-ray diffraction pattern averaged over configurations (pymatgen's XRDCalculator:
+    atomic scattering factors and the Lorentz-polarisation factor), each peak broadened by a Gaussian.
+
+    Args:
+        configurations: (n_configs, n_atoms, 3) or (n_atoms, 3) positions, Angstrom (one species).
+        cell: (3, 3) lattice vectors as rows, Angstrom.
+        symbol: the chemical symbol of the atoms.
+        wavelength_A: X-ray wavelength, Angstrom (default 0.4133 A, a synchrotron wavelength of high-pressure
+            experiments).
+        two_theta_deg: (n,) grid of 2 theta, degrees (default 2-60 degrees in 0.02 steps).
+        width_deg: Gaussian standard deviation of each peak, degrees.
+
+    Returns:
+        ``(two_theta_deg, intensity)``: the mean pattern scaled to a maximum of 100.
+
+    Raises:
+        ImportError: pymatgen is not installed (``pip install pymatgen``).
+
+    References: pymatgen, S. P. Ong et al., Comput. Mater. Sci. 68, 314 (2013), doi:10.1016/j.commatsci.2012.10.028.
+    """
+    from pymatgen.analysis.diffraction.xrd import XRDCalculator
+    from pymatgen.core import Lattice, Structure
+
+    configurations = np.asarray(configurations, dtype=float)
+    if configurations.ndim == 2:
+        configurations = configurations[None]
+    grid = np.arange(2.0, 60.0, 0.02) if two_theta_deg is None else np.asarray(two_theta_deg, dtype=float)
+    calculator = XRDCalculator(wavelength=wavelength_A)
+    lattice = Lattice(np.asarray(cell, dtype=float))
+    total = np.zeros_like(grid)
+    for x in configurations:
+        pattern = calculator.get_pattern(Structure(lattice, [symbol] * len(x), x, coords_are_cartesian=True),
+                                         scaled=False, two_theta_range=(float(grid[0]), float(grid[-1])))
+        for angle, intensity in zip(pattern.x, pattern.y):
+            total += intensity * np.exp(-0.5 * ((grid - angle) / width_deg) ** 2)
+    total /= len(configurations)
+    return grid, 100.0 * total / total.max() if total.max() > 0 else total

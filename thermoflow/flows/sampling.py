@@ -65,3 +65,27 @@ def make_metropolis_block(log_density: Callable, cell: np.ndarray, n_steps: int)
 def init_walkers(log_density: Callable, params, positions: jax.Array) -> Walkers:
     """:class:`Walkers` at ``positions`` (n_walkers, N, 3) with their ln p under ``params``."""
     return Walkers(positions, jax.vmap(log_density, in_axes=(None, 0))(params, positions))
+
+
+def make_annealing(log_density: Callable, cell: np.ndarray, n_steps: int) -> Callable:
+    """``anneal(params, positions (n_walkers, N, 3), key, betas (K,), step_size) -> (positions, acceptances (K,))``:
+    Metropolis blocks of ``n_steps`` moves on p(X)^beta for beta = betas[0], ..., betas[K-1] in turn (e.g. rising
+    geometrically from 1), the step size shrunk as step_size / sqrt(beta): quenching sampled configurations
+    towards the maxima of the flow's density, i.e. the structures the density favours.
+
+    Raises:
+        ValueError: ``n_steps`` < 1.
+    """
+    block = make_metropolis_block(lambda pb, x: pb[1] * log_density(pb[0], x), cell, n_steps)
+    tempered = jax.jit(jax.vmap(lambda p, beta, x: beta * log_density(p, x), in_axes=(None, None, 0)))
+
+    def anneal(params, positions, key, betas, step_size):
+        acceptances = []
+        for k, beta in enumerate(np.asarray(betas, dtype=float)):
+            walkers = Walkers(positions, tempered(params, beta, positions))
+            walkers, acceptance = block(walkers, (params, beta), jax.random.fold_in(key, k), step_size / np.sqrt(beta))
+            positions = walkers.positions
+            acceptances.append(float(acceptance))
+        return positions, np.asarray(acceptances)
+
+    return anneal

@@ -119,6 +119,10 @@ class JointVFESection(StrictModel):
     chunk_size: int | None = Field(None, ge=1, description="local energies of this many electron walkers at a time (memory); unset: all walkers x electron_walkers at once")
     sparse_laplacian: bool = Field(False, description="folx with sparse jets (as vmc.sparse_laplacian)")
     eval_blocks: int = Field(20, ge=2, description="final evaluation at the trained parameters: blocks of one step's moves each")
+    quench_beta: float = Field(100.0, ge=1, description="structure: the final proton samples are annealed on p(X)^beta, beta rising "
+                               "geometrically from 1 to this (1: no quench)")
+    quench_stages: int = Field(10, ge=1, description="structure: annealing stages (proton_mcmc_steps moves each)")
+    molecule_max_bond_A: float = Field(1.0, gt=0, description="structure: mutual nearest neighbours closer than this are molecules, A")
     checkpoint_every: int = Field(20, ge=1, description="steps between checkpoints")
     max_rollbacks: int = Field(3, ge=0, description="non-finite steps tolerated (each rolls back with half the learning rates)")
 

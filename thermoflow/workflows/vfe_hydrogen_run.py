@@ -13,6 +13,10 @@ the trained parameters. Run directory::
                            the evaluation blocks; the electrons' kinetic and potential energies; the ideal-gas constant
     rdf.csv, rdf.png       proton g(r) of the final walkers (Angstrom)
     samples.extxyz         the final proton walkers (Angstrom; configurations sampled from the trained flow)
+    quenched.extxyz        those samples annealed on p(X)^beta (beta up to vfe.quench_beta): the structures p favours
+    structure.json         per quenched configuration: molecules (mutual nearest neighbours within vfe.molecule_max_bond_A),
+                           mean bond length, space groups of the protons and of the molecular centres (spglib)
+    xrd.csv, xrd.png       powder X-ray pattern of the samples and of the quenched configurations (pymatgen)
     checkpoints/state.npz  flow and wavefunction parameters, optimiser states, proton and electron walkers, step sizes (exact resume)
     free_energy.png        the optimisation trace and the final estimate
 
@@ -210,6 +214,8 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     write_rdf_csv(out_dir / "rdf.csv", rdf)
     plot_rdf(out_dir / "rdf.png", rdf, None, {}, "", label="proton samples")
     ase.io.write(out_dir / "samples.extxyz", [ase.Atoms(symbols, positions=x, cell=cell_A, pbc=True) for x in samples])
+    results["structure"] = _structure_outputs(out_dir, model, s.flow_params, final["protons"], cell, jax.random.fold_in(k_eval, 1), vc,
+                                              float(s.proton_step_size))
     results["wall_seconds"] = time.perf_counter() - t_start
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     plot_training_trace(out_dir / "free_energy.png", result.history["step"], np.asarray(result.history["free_energy"]) * _HA_TO_EV / n,
@@ -218,6 +224,60 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
              results["free_energy_stderr_eV_per_atom"], results["entropy_kB_per_atom"], results["entropy_stderr_kB_per_atom"],
              results["pressure_GPa"], results["pressure_stderr_GPa"])
     return results
+
+
+def _structure_outputs(out_dir: Path, model: electronic.ElectronicFreeEnergy, flow_params, protons_bohr, cell_bohr: np.ndarray,
+                       key: jax.Array, vc, step_size_bohr: float) -> dict:
+    """Quench the final proton samples on p(X)^beta (:func:`thermoflow.flows.sampling.make_annealing`), then per quenched
+    configuration the molecules (mutual nearest neighbours), their centres and the space groups (spglib) of the protons
+    and of the centres; the powder XRD pattern of the samples and of the quenched configurations. Writes
+    ``quenched.extxyz``, ``structure.json``, ``xrd.csv`` and ``xrd.png``; returns a summary for results.json."""
+    from collections import Counter
+
+    from thermoflow.analysis.structure import molecular_centres, powder_xrd, space_group
+    from thermoflow.flows.sampling import make_annealing
+
+    n = model.n_protons
+    betas = np.geomspace(1.0, vc.quench_beta, vc.quench_stages) if vc.quench_beta > 1 else np.zeros(0)
+    quenched, acceptances = jnp.asarray(protons_bohr), np.zeros(0)
+    if len(betas):
+        anneal = make_annealing(model.log_density, model.flow.cell, vc.proton_mcmc_steps)
+        quenched, acceptances = anneal(flow_params, quenched, key, betas, step_size_bohr)
+    cell_A = cell_bohr * BOHR_A
+    quenched_A = np.asarray(quenched) * BOHR_A
+    ase.io.write(out_dir / "quenched.extxyz", [ase.Atoms(["H"] * n, positions=x, cell=cell_A, pbc=True) for x in quenched_A])
+    rows = []
+    for x in quenched_A:
+        molecules = molecular_centres(x, cell_A, vc.molecule_max_bond_A)
+        row = {"paired_fraction": molecules.paired_fraction,
+               "mean_bond_length_A": float(np.mean(molecules.bond_lengths_A)) if len(molecules.pairs) else None}
+        for name, positions, tolerance in (("protons", x, 0.1), ("centres", molecules.centres_A, 0.2)):
+            try:
+                row[f"space_group_{name}"] = "%s (%d)" % space_group(positions, cell_A, [1] * len(positions), symprec_A=tolerance) if len(positions) else None
+            except ValueError:
+                row[f"space_group_{name}"] = None
+        rows.append(row)
+    bonds = [r["mean_bond_length_A"] for r in rows if r["mean_bond_length_A"] is not None]
+    summary = {
+        "quench_betas": betas.tolist(), "quench_acceptances": acceptances.tolist(),
+        "paired_fraction_mean": float(np.mean([r["paired_fraction"] for r in rows])),
+        "mean_bond_length_A": float(np.mean(bonds)) if bonds else None,
+        "space_groups_protons": dict(Counter(str(r["space_group_protons"]) for r in rows)),
+        "space_groups_centres": dict(Counter(str(r["space_group_centres"]) for r in rows)),
+        "molecule_max_bond_A": vc.molecule_max_bond_A, "symprec_A": {"protons": 0.1, "centres": 0.2},
+    }
+    atomic_write_text(out_dir / "structure.json", json.dumps({**summary, "configurations": rows}, indent=2) + "\n")
+    try:
+        two_theta, sampled = powder_xrd(np.asarray(protons_bohr) * BOHR_A, cell_A, "H")
+        _, annealed = powder_xrd(quenched_A, cell_A, "H", two_theta_deg=two_theta)
+    except ImportError:
+        log.info("no XRD pattern: pymatgen is not installed (pip install pymatgen)")
+        return summary
+    write_csv(out_dir / "xrd.csv", ["two_theta_deg", "intensity_samples", "intensity_quenched"], [two_theta, sampled, annealed])
+    plot_curves(out_dir / "xrd.png", {"samples": (two_theta, sampled), "quenched": (two_theta, annealed)},
+                "2 theta (deg), wavelength 0.4133 A", "intensity (max 100)")
+    summary["xrd_wavelength_A"] = 0.4133
+    return summary
 
 
 def _warm_started(state: electronic.JointState, model: electronic.ElectronicFreeEnergy, init_opt, checkpoint: Path, rs_from: float,
