@@ -1,11 +1,8 @@
 """NPT: the Gibbs free energy over an isotropic strain, and the pressure against -dF/dV."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import scipy.optimize
 

@@ -22,7 +22,6 @@ import pytest
 pytest.importorskip("deepmd", reason='deepmd-kit not installed: pip install "thermoflow[deepmd]"')
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from deepmd.dpmodel.model.model import get_model  # noqa: E402
 from deepmd.dpmodel.utils.serialization import save_dp_model  # noqa: E402
 from deepmd.infer import DeepPot  # noqa: E402

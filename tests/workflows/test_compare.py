@@ -1,6 +1,5 @@
 """Phase comparison on two Einstein "phases" with analytic free energies and crossing."""
 
-import json
 import logging
 
 import numpy as np
