@@ -56,6 +56,12 @@ def test_hydrogen_vfe_resumes_exactly_and_reports_consistent_thermodynamics(tmp_
     assert len(structure["quench_betas"]) == 10 and structure["quench_betas"][-1] == pytest.approx(100.0)
     assert 0.0 <= structure["paired_fraction_mean"] <= 1.0
     assert (tmp_path / "full" / "xrd.csv").is_file() == ("xrd_wavelength_A" in structure)
+    # recomputed from the run directory alone (thermoflow structure on a vfe run): the same annealing from the same samples
+    (tmp_path / "full" / "structure.json").unlink()
+    result = CliRunner().invoke(app, ["structure", str(tmp_path / "full"), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "full" / "structure.json").read_text())["quench_betas"] == structure["quench_betas"]
+    assert "structure" in json.loads((tmp_path / "full" / "results.json").read_text())
 
 
 def test_vfe_cli_picks_the_hydrogen_config_and_names_bad_fields(tmp_path):

@@ -227,10 +227,18 @@ def structure(
     symprec: float = typer.Option(1e-2, "--symprec", min=1e-6, help="spglib distance tolerance, A"),
     base: Optional[Path] = typer.Option(None, "--base", help="directory the run config's file names are relative to (default: recorded in the run)"),
 ) -> None:
-    """Structure of a trained run: g(r), quenched samples, space groups, Wyckoff x (cI16)."""
+    """Structure of a trained run: g(r), quenched samples, space groups, Wyckoff x (cI16). For a `thermoflow vfe` run with
+    [hydrogen]: its final proton samples annealed on p^beta, molecules, space groups and the XRD pattern (--seed only)."""
     _setup_logging()
     from thermoflow.workflows.structure_run import run_structure
 
+    if (run_dir / "config.resolved.toml").is_file() and "[hydrogen]" in (run_dir / "config.resolved.toml").read_text():
+        from thermoflow.workflows.vfe_hydrogen_run import vfe_hydrogen_structure
+
+        with _user_errors():
+            res = vfe_hydrogen_structure(run_dir, seed=seed)
+        _print_dict("structure of the trained proton flow (annealed samples)", res, run_dir)
+        return
     with _user_errors():
         res = run_structure(run_dir, n_samples=samples, n_quench=quench, seed=seed, r_max_A=r_max, symprec_A=symprec, base=base)
     shown = {}

@@ -31,6 +31,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import ase
 import ase.io
@@ -109,36 +110,11 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     start_run_dir(out_dir, config, base, resume, markers=("checkpoints/state.npz",))
     t_start = time.perf_counter()
     n = hc.n_protons
-    cell = cubic_cell_from_rs(hc.rs_bohr, n)
-    volume = float(abs(np.linalg.det(cell)))
     temperature = config.state.temperature_K
-    if wc.twist_grid is None:
-        twists, weights = np.asarray([wc.twist], dtype=np.float64), np.ones(1)
-    else:
-        grid = monkhorst_pack_twists(wc.twist_grid)
-        twists, weights = grid.twists, grid.weights
-    wavefunctions, wf_params = [], []
-    for twist in twists:
-        _, wf, local_energy = build_wavefunction(wc, cell, n, n, twist, seed=config.seed, sparse_laplacian=vc.sparse_laplacian)
-        wavefunctions.append(electronic.Wavefunction(wf.log_psi, local_energy))
-        wf_params.append(wf.init())
-    flow = make_periodic_flow(cell, n, n_layers=config.flow.n_layers, one_body=config.flow.one_body, two_body=config.flow.two_body)
-    model = electronic.make_electronic_free_energy(flow, wavefunctions, n_electrons=n, temperature_K=temperature, mass_amu=hc.mass_amu,
-                                                   twist_weights=weights)
-    step, init_opt = electronic.make_joint_train_step(
-        model, flow_learning_rate=vc.flow_learning_rate, wavefunction_optimizer=vc.optimizer, wavefunction_learning_rate=vc.learning_rate,
-        proton_mcmc_steps=vc.proton_mcmc_steps, electron_mcmc_steps=vc.electron_mcmc_steps, damping=vc.damping, clip_width=vc.clip_width,
-        target_acceptance=vc.target_acceptance, chunk_size=vc.chunk_size,
-        lipschitz_bound=config.flow.lipschitz_bound, lipschitz_weight=config.flow.lipschitz_weight)
-
-    k_flow, k_protons, k_electrons, k_burn, k_run, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 6)
-    rng = np.random.default_rng(config.seed)
-    protons = np.asarray([random_protons(rng, n, float(cell[0, 0]), hc.min_proton_distance_bohr) for _ in range(vc.walkers)])
-    electrons = jnp.stack([jnp.stack([initial_electrons(jax.random.fold_in(jax.random.fold_in(k_electrons, t), b), protons[b], cell,
-                                                        vc.electron_walkers, n) for b in range(vc.walkers)]) for t in range(len(twists))])
-    electron_steps = np.full(len(twists), vc.initial_electron_step_bohr)
-    state = electronic.initial_state(model, init_opt, flow.init(k_flow), wf_params, jnp.asarray(protons), electrons, k_run,
-                                     proton_step_size=vc.initial_proton_step_bohr, electron_step_size=electron_steps)
+    setup = build_joint_setup(config)
+    cell, twists, model, step, init_opt, state = setup.cell, setup.twists, setup.model, setup.step, setup.init_opt, setup.state
+    weights, volume = model.twist_weights, model.flow.volume
+    k_burn, k_eval = setup.keys["burn_in"], setup.keys["evaluation"]
     if warm_start is not None and not resume:
         state = _warm_started(state, model, init_opt, *warm_start, hc.rs_bohr)
     if not resume and vc.equilibration_blocks:
@@ -214,8 +190,8 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     write_rdf_csv(out_dir / "rdf.csv", rdf)
     plot_rdf(out_dir / "rdf.png", rdf, None, {}, "", label="proton samples")
     ase.io.write(out_dir / "samples.extxyz", [ase.Atoms(symbols, positions=x, cell=cell_A, pbc=True) for x in samples])
-    results["structure"] = _structure_outputs(out_dir, model, s.flow_params, final["protons"], cell, jax.random.fold_in(k_eval, 1), vc,
-                                              float(s.proton_step_size))
+    results["structure"] = structure_outputs(out_dir, model, s.flow_params, final["protons"], cell, jax.random.fold_in(k_eval, 1), vc,
+                                             float(s.proton_step_size))
     results["wall_seconds"] = time.perf_counter() - t_start
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     plot_training_trace(out_dir / "free_energy.png", result.history["step"], np.asarray(result.history["free_energy"]) * _HA_TO_EV / n,
@@ -226,7 +202,89 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     return results
 
 
-def _structure_outputs(out_dir: Path, model: electronic.ElectronicFreeEnergy, flow_params, protons_bohr, cell_bohr: np.ndarray,
+@dataclasses.dataclass(frozen=True)
+class JointSetup:
+    """The pieces of a hydrogen VFE run built from its config: ``cell`` (3, 3) bohr, ``twists`` (n_t, 3) fractional,
+    the ``model``, the jitted training ``step`` and ``init_opt`` (:func:`thermoflow.flows.electronic.make_joint_train_step`),
+    the initial ``state`` (before the electron burn-in) and the run's derived random ``keys``."""
+
+    cell: np.ndarray
+    twists: np.ndarray
+    model: electronic.ElectronicFreeEnergy
+    step: Any
+    init_opt: Any
+    state: electronic.JointState
+    keys: dict
+
+
+def build_joint_setup(config: VFEElectronsRunConfig) -> JointSetup:
+    """:class:`JointSetup` of ``config``: cubic cell of r_s, one wavefunction per twist, the proton flow, the joint step,
+    random initial protons (at least ``hydrogen.min_proton_distance_bohr`` apart) with electrons near them.
+
+    Raises:
+        ConfigError: an invalid wavefunction for the system, or random protons that cannot be placed.
+    """
+    hc, vc, wc = config.hydrogen, config.vfe, config.wavefunction
+    n = hc.n_protons
+    cell = cubic_cell_from_rs(hc.rs_bohr, n)
+    if wc.twist_grid is None:
+        twists, weights = np.asarray([wc.twist], dtype=np.float64), np.ones(1)
+    else:
+        grid = monkhorst_pack_twists(wc.twist_grid)
+        twists, weights = grid.twists, grid.weights
+    wavefunctions, wf_params = [], []
+    for twist in twists:
+        _, wf, local_energy = build_wavefunction(wc, cell, n, n, twist, seed=config.seed, sparse_laplacian=vc.sparse_laplacian)
+        wavefunctions.append(electronic.Wavefunction(wf.log_psi, local_energy))
+        wf_params.append(wf.init())
+    flow = make_periodic_flow(cell, n, n_layers=config.flow.n_layers, one_body=config.flow.one_body, two_body=config.flow.two_body)
+    model = electronic.make_electronic_free_energy(flow, wavefunctions, n_electrons=n, temperature_K=config.state.temperature_K,
+                                                   mass_amu=hc.mass_amu, twist_weights=weights)
+    step, init_opt = electronic.make_joint_train_step(
+        model, flow_learning_rate=vc.flow_learning_rate, wavefunction_optimizer=vc.optimizer, wavefunction_learning_rate=vc.learning_rate,
+        proton_mcmc_steps=vc.proton_mcmc_steps, electron_mcmc_steps=vc.electron_mcmc_steps, damping=vc.damping, clip_width=vc.clip_width,
+        target_acceptance=vc.target_acceptance, chunk_size=vc.chunk_size,
+        lipschitz_bound=config.flow.lipschitz_bound, lipschitz_weight=config.flow.lipschitz_weight)
+    k_flow, k_protons, k_electrons, k_burn, k_run, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 6)
+    rng = np.random.default_rng(config.seed)
+    protons = np.asarray([random_protons(rng, n, float(cell[0, 0]), hc.min_proton_distance_bohr) for _ in range(vc.walkers)])
+    electrons = jnp.stack([jnp.stack([initial_electrons(jax.random.fold_in(jax.random.fold_in(k_electrons, t), b), protons[b], cell,
+                                                        vc.electron_walkers, n) for b in range(vc.walkers)]) for t in range(len(twists))])
+    state = electronic.initial_state(model, init_opt, flow.init(k_flow), wf_params, jnp.asarray(protons), electrons, k_run,
+                                     proton_step_size=vc.initial_proton_step_bohr,
+                                     electron_step_size=np.full(len(twists), vc.initial_electron_step_bohr))
+    return JointSetup(cell=cell, twists=twists, model=model, step=step, init_opt=init_opt, state=state,
+                      keys={"burn_in": k_burn, "evaluation": k_eval})
+
+
+def vfe_hydrogen_structure(run_dir: Path, *, seed: int = 0) -> dict:
+    """The structure outputs (:func:`structure_outputs`) of a finished hydrogen VFE run directory, from its final samples
+    (samples.extxyz) and the trained flow (checkpoints/state.npz); written into the run directory and into
+    results.json's ``structure``.
+
+    Raises:
+        FileNotFoundError: a directory without config.resolved.toml, results.json, samples.extxyz or a checkpoint.
+        ConfigError: a config that is not a hydrogen VFE run.
+    """
+    from thermoflow.workflows.config import load_config
+
+    run_dir = Path(run_dir)
+    for name in ("config.resolved.toml", "results.json", "samples.extxyz"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} not found: not a finished thermoflow vfe run with [hydrogen]")
+    config, _ = load_config(run_dir / "config.resolved.toml", model=VFEElectronsRunConfig)
+    setup = build_joint_setup(config)
+    stored, _, _, _ = load_latest_checkpoint(run_dir / "checkpoints" / "state.npz", setup.state)
+    samples = jnp.asarray(np.stack([a.positions for a in ase.io.read(run_dir / "samples.extxyz", ":")]) / BOHR_A)
+    summary = structure_outputs(run_dir, setup.model, stored.flow_params, samples, setup.cell, jax.random.PRNGKey(seed), config.vfe,
+                                float(stored.proton_step_size))
+    results = json.loads((run_dir / "results.json").read_text())
+    results["structure"] = summary
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    return summary
+
+
+def structure_outputs(out_dir: Path, model: electronic.ElectronicFreeEnergy, flow_params, protons_bohr, cell_bohr: np.ndarray,
                        key: jax.Array, vc, step_size_bohr: float) -> dict:
     """Quench the final proton samples on p(X)^beta (:func:`thermoflow.flows.sampling.make_annealing`), then per quenched
     configuration the molecules (mutual nearest neighbours), their centres and the space groups (spglib) of the protons
