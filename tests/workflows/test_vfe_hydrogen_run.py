@@ -2,7 +2,7 @@
 
 The physics of the joint training is tested in tests/flows/test_electronic_flow.py (the exact classical limit and the
 VMC gradient at fixed protons); here two protons and two electrons (Slater-Jastrow) at r_s = 1.25 and 6000 K check the
-plumbing: a run interrupted and resumed repeats the uninterrupted one row for row, the reported F, E, S obey
+plumbing: a run interrupted and resumed repeats the uninterrupted one row for row (slow), the reported F, E, S obey
 S = (E - F) / T, E = 3/2 k_B T + E_el and P = (k_B T + (2 T_e + V) / 3) / (Omega / N) per atom, and the CLI picks the
 hydrogen config by its [hydrogen] section and names a bad field.
 """
@@ -30,13 +30,19 @@ H2 = {
 }
 
 
-def test_hydrogen_vfe_resumes_exactly_and_reports_consistent_thermodynamics(tmp_path):
+@pytest.mark.slow  # three short joint runs (compilation-bound, ~1.5 min); the driver's exact resume is tested in the default run
+def test_hydrogen_vfe_resumes_exactly(tmp_path):
     config = validate_config(H2, VFEElectronsRunConfig)
     full = run_vfe_hydrogen(config, tmp_path, tmp_path / "full", log_every=None)
     assert run_vfe_hydrogen(config, tmp_path, tmp_path / "split", log_every=None, stop_after=3) == {"completed": False, "steps_done": 3}
     resumed = run_vfe_hydrogen(config, tmp_path, tmp_path / "split", resume=True, log_every=None)
     assert metric_rows(tmp_path / "split" / "metrics.csv") == metric_rows(tmp_path / "full" / "metrics.csv")
     assert resumed["free_energy_eV_per_atom"] == full["free_energy_eV_per_atom"]
+
+
+def test_hydrogen_vfe_reports_consistent_thermodynamics_and_structure(tmp_path):
+    config = validate_config(H2, VFEElectronsRunConfig)
+    full = run_vfe_hydrogen(config, tmp_path, tmp_path / "full", log_every=None)
     kT = KB_EV_PER_K * 6000.0
     assert full["kT_eV"] == pytest.approx(kT, rel=1e-12)
     assert full["energy_eV_per_atom"] == pytest.approx(1.5 * kT + full["electronic_energy_eV_per_atom"], rel=1e-9)

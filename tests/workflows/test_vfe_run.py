@@ -60,6 +60,7 @@ def test_vfe_run_resumes_exactly_and_reports_the_gas_free_energy(tmp_path):
         run_vfe(config, tmp_path, tmp_path / "full", log_every=None)
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-03): AIS and the base-as-target identity are unit-tested in tests/flows
 def test_vfe_base_potential_by_annealed_importance_sampling(tmp_path):
     """With the target itself as the base, the identity flow is exact: F = -kT ln Z_AIS + the ideal constant (before
     training), and the base's AIS is stored and read back on resume."""
