@@ -175,6 +175,7 @@ def test_geminal_starts_at_the_slater_jastrow_state_and_keeps_the_symmetries():
     assert abs(complex(p2) - complex(phase)) < 1e-9 and abs(float(l2) - float(log_t)) < 1e-9
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-03): an option's accuracy, ~40 s
 def test_float32_streams_track_float64_and_keep_the_symmetries():
     """network_precision = 'float32' (streams in float32, orbitals and determinants in float64): ln|psi| and the
     local energy within float32 round-off of the float64 network at the same parameters, antisymmetric (the sign exactly,

@@ -102,6 +102,7 @@ def test_random_protons_that_cannot_fit_are_a_config_error(tmp_path):
         run_vmc(validate_config(data, VMCRunConfig), tmp_path, tmp_path / "run", log_every=None)
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-03): twist grids and averages are unit-tested in test_twists.py, twist-averaged training in tests/flows
 def test_twist_grid_runs_one_directory_per_twist_and_averages_with_the_grid_weights(tmp_path):
     """wavefunction.twist_grid = 2 (shifted 2x2x2 grid, reduced by t -> -t: 4 twists of weight 1/4): one run
     per twist (complex wavefunctions), the reported energy and pressure are the weighted means of the twists'
@@ -144,6 +145,7 @@ def test_chunked_local_energies_equal_the_batch(tmp_path):
     np.testing.assert_array_equal(results[1][0].electrons, results[0][0].electrons)
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-03): the multi-configuration wavefunction update is tested by the joint proton-electron step
 def test_ensemble_training_resumes_exactly_and_evaluates_held_out_configurations(tmp_path):
     """One network on 3 random proton configurations (2 drawn per step) and one held out: the interrupted and
     resumed run equals the uninterrupted one row for row (the drawn subsets and every configuration's walkers

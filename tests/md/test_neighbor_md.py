@@ -92,6 +92,7 @@ def _tight_allocation(monkeypatch):
     monkeypatch.setattr(md_run, "allocate_neighbor_list", tight)
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-03): cell lists stay tested against the dense trajectory and for bit-for-bit resume
 def test_md_run_with_cell_lists_matches_the_dense_run_across_an_overflow(tmp_path, monkeypatch, caplog):
     """``thermoflow md`` with md.neighbor_list = 'cell_list' and capacities without headroom (a
     block overflows and is run again with larger ones) reproduces the dense run's trajectory to

@@ -48,6 +48,7 @@ def test_rejects_one_dimension():
         make_realnvp(1)
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-03): an option's accuracy
 def test_float32_network_is_mixed_precision():
     """network_dtype=float32: identity at init exactly, float64 outputs within float32 round-off of the
     float64 flow, log-det still equal to slogdet of the (float64) Jacobian of the map it computes,

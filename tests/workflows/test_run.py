@@ -151,6 +151,7 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path, caplo
     assert resumed["free_energy_eV_per_atom"] == full["free_energy_eV_per_atom"]
 
 
+@pytest.mark.slow  # default-budget trim (2026-12-03): progress output and the per-step stress columns
 def test_progress_lines_and_per_step_stress(tmp_path, caplog):
     """Off a terminal: a progress line every --log-every steps. nct.training_stress: metrics.csv
     holds the stress tensor of every step, whose -trace/3 estimates the same pressure as the

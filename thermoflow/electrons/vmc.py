@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from thermoflow.electrons import mcmc
+from thermoflow.optimize import clip_to_median
 
 #: local energies are clipped to median +- CLIP_WIDTH x mean absolute deviation in the gradient
 CLIP_WIDTH = 5.0
@@ -57,14 +58,6 @@ def vmc_stats(local_energies: jax.Array, acceptance: jax.Array) -> VMCStats:
 def is_complex_wavefunction(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array) -> bool:
     """Whether ``log_psi`` returns a complex phase (traced shape only, no evaluation); ``electrons`` (n_e, 3)."""
     return bool(jnp.issubdtype(jax.eval_shape(lambda x: log_psi(params, x, protons)[0], electrons).dtype, jnp.complexfloating))
-
-
-def _clip(values, width):
-    if width is None:
-        return values
-    median = jnp.median(values)
-    spread = jnp.mean(jnp.abs(values - median))
-    return jnp.clip(values, median - width * spread, median + width * spread)
 
 
 def energy_gradient(log_psi: Callable, params, electrons: jax.Array, protons: jax.Array, local_energies: jax.Array, *,
@@ -92,9 +85,9 @@ def energy_gradient(log_psi: Callable, params, electrons: jax.Array, protons: ja
     complex_psi = is_complex_wavefunction(log_psi, params, electrons[0], protons)
     if complex_psi and not jnp.iscomplexobj(local_energies):
         raise ValueError("the wavefunction is complex: pass its complex local energies (LocalEnergy.total), not their real part")
-    real = _clip(jnp.real(local_energies), clip_width)
+    real = clip_to_median(jnp.real(local_energies), clip_width)
     centred_real = jax.lax.stop_gradient(real - jnp.sum(w * real))
-    imag = _clip(jnp.imag(local_energies), clip_width)
+    imag = clip_to_median(jnp.imag(local_energies), clip_width)
     centred_imag = jax.lax.stop_gradient(imag - jnp.sum(w * imag))
 
     def surrogate(p):

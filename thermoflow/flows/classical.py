@@ -47,6 +47,7 @@ import optax
 
 from thermoflow.flows.periodic import PeriodicFlow
 from thermoflow.flows.sampling import Walkers, init_walkers, make_metropolis_block, wrap
+from thermoflow.optimize import clip_to_median
 from thermoflow.potentials.base import EnergyFn, energy_forces_virial
 from thermoflow.units import HBAR_EV, KB_EV_PER_K
 
@@ -167,11 +168,7 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
         sign, log_p, norm = jax.vmap(log_density_and_norm, in_axes=(None, 0))(params, positions)
         potential = jax.vmap(energy_fn, in_axes=(0, None))(positions, cell)
         f = kT * jax.lax.stop_gradient(log_p) + potential
-        used = f
-        if clip_width is not None:
-            centre = jnp.median(f)
-            spread = jnp.mean(jnp.abs(f - centre))
-            used = jnp.clip(f, centre - clip_width * spread, centre + clip_width * spread)
+        used = clip_to_median(f, clip_width)
         surrogate = jnp.mean(jax.lax.stop_gradient(used - jnp.mean(used)) * log_p)
         if lipschitz_bound is not None:
             surrogate = surrogate + lipschitz_penalty(norm, kT, lipschitz_bound, lipschitz_weight)

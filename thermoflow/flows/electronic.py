@@ -55,6 +55,7 @@ from thermoflow.electrons.vmc import CLIP_WIDTH
 from thermoflow.flows.classical import STEP_SIZE_BOUNDS, ideal_constant, lipschitz_penalty
 from thermoflow.flows.periodic import PeriodicFlow
 from thermoflow.flows.sampling import Walkers, init_walkers, make_metropolis_block
+from thermoflow.optimize import clip_to_median
 from thermoflow.units import BOHR_A, EV_PER_HARTREE, KB_EV_PER_K
 
 
@@ -159,8 +160,9 @@ class JointState:
 
 def _flat(electrons: jax.Array, protons: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Electron walkers (B, W, n_e, 3) of B proton configurations (B, N, 3) as one flat batch: (B W, n_e, 3) and each
-    walker's own protons (B W, N, 3). One flat batch is faster than B nested batches of W (measured: the published-size
-    network's ln|psi| for 8 x 8 walkers 20.9 vs 30.1 ms on one CPU core)."""
+    walker's own protons (B W, N, 3): one Metropolis block and one batch of local energies for all configurations
+    (the joint step at the published settings: 15.69 s against 16.09 s with nested per-configuration batches, within
+    this machine's noise)."""
     b, w = electrons.shape[:2]
     return electrons.reshape(b * w, *electrons.shape[2:]), jnp.repeat(protons, w, axis=0)
 
@@ -170,14 +172,6 @@ def _walker_map(fn: Callable, electrons: jax.Array, protons: jax.Array, chunk_si
     if chunk_size is None or chunk_size >= electrons.shape[0]:
         return jax.vmap(fn)(electrons, protons)
     return jax.lax.map(lambda a: fn(*a), (electrons, protons), batch_size=chunk_size)
-
-
-def _clip(values, width):
-    if width is None:
-        return values
-    centre = jnp.median(values)
-    spread = jnp.mean(jnp.abs(values - centre))
-    return jnp.clip(values, centre - width * spread, centre + width * spread)
 
 
 def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: float, wavefunction_optimizer: str,
@@ -259,7 +253,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
 
         electronic = weights @ jnp.stack(e_means)  # (B,) twist-averaged E_W(X)
         f = kT * walkers.log_density + electronic
-        used = _clip(f, clip_width)
+        used = clip_to_median(f, clip_width)
         centred = jax.lax.stop_gradient(used - jnp.mean(used))
         grads, jacobian_norm_max = jax.grad(flow_surrogate, has_aux=True)(state.flow_params, protons, centred)
         updates, flow_opt_state = flow_transform.update(grads, state.flow_opt_state, state.flow_params)

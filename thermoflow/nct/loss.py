@@ -65,6 +65,7 @@ from thermoflow.nct.occupations import OccupationModel, baseline_weights, condit
 from thermoflow.nct.flow import Flow
 from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_jet_kinetic_energy, make_kinetic_energy, make_kinetic_stress
 from thermoflow.nct.wavefunction import make_log_psi, make_sampler
+from thermoflow.optimize import clip_to_median
 from thermoflow.parallel import check_batch_divisible, constrain_batch, map_over_batch, n_devices
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.potentials.base import EnergyFn, virial
@@ -111,13 +112,6 @@ class FreeEnergyModel:
     configuration: Callable | None = None
     occupations: OccupationModel | None = None
     mesh: Mesh | None = None
-
-
-def robust_clip(x: jax.Array, width: float) -> jax.Array:
-    """Clip to median +- width x mean |x - median| (FermiNet-style outlier control)."""
-    centre = jnp.median(x)
-    spread = jnp.mean(jnp.abs(x - centre))
-    return jnp.clip(x, centre - width * spread, centre + width * spread)
 
 
 def make_free_energy_model(
@@ -297,7 +291,7 @@ def make_free_energy_model(
         # the strain derivative of the F estimator below is exact
         excitation = levels @ eps / scale**2
         residual = e_loc - excitation
-        r_used = robust_clip(residual, clip_width) if clip_width > 0 else residual
+        r_used = clip_to_median(residual, clip_width) if clip_width > 0 else residual
         weight = baseline_weights(r_used)
         occ_params = params[occ.param_name]
         log_p = jax.vmap(occ.log_probability, in_axes=(None, 0))(occ_params, levels)
