@@ -220,9 +220,9 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         return flow_transform.init(flow_params), tuple(() if t is None else t.init(p) for (_, t), p in zip(updaters, wavefunction_params))
 
     def flow_surrogate(params, protons, f):
-        _, log_p, norm = jax.vmap(model.flow.log_density_and_norm, in_axes=(None, 0))(params, protons)
+        sign, log_p, norm = jax.vmap(model.flow.log_density_and_norm, in_axes=(None, 0))(params, protons)
         penalty = 0.0 if lipschitz_bound is None else lipschitz_penalty(norm, kT, lipschitz_bound, lipschitz_weight)
-        return jnp.mean(f * log_p) + penalty, jnp.max(norm)
+        return jnp.mean(f * log_p) + penalty, (jnp.max(norm), jnp.mean(sign < 0))  # the Jacobians once: loss and monitors
 
     @jax.jit
     def step(state: JointState):
@@ -255,19 +255,18 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         f = kT * walkers.log_density + electronic
         used = clip_to_median(f, clip_width)
         centred = jax.lax.stop_gradient(used - jnp.mean(used))
-        grads, jacobian_norm_max = jax.grad(flow_surrogate, has_aux=True)(state.flow_params, protons, centred)
+        grads, (jacobian_norm_max, negative_jacobians) = jax.grad(flow_surrogate, has_aux=True)(state.flow_params, protons, centred)
         updates, flow_opt_state = flow_transform.update(grads, state.flow_opt_state, state.flow_params)
         flow_params = optax.apply_updates(state.flow_params, jax.tree.map(lambda u: state.lr_scale * u, updates))
 
         electron_acceptance = jnp.stack(acceptances)
-        signs = jax.vmap(model.log_density_sign, in_axes=(None, 0))(state.flow_params, protons)
         free_energy = jnp.mean(f) + model.constant_Ha
         energy = 1.5 * model.n_protons * kT + jnp.mean(electronic)
         metrics = {
             "free_energy": free_energy, "free_energy_stderr": jnp.std(f) / jnp.sqrt(n_walkers), "energy": energy,
             "electronic_energy": jnp.mean(electronic), "entropy": (energy - free_energy) / kT,
             "variance": weights @ jnp.stack(e_variances), "energy_imaginary": weights @ jnp.stack(e_imag),
-            "negative_jacobians": jnp.mean(signs < 0), "jacobian_norm_max": jacobian_norm_max, "proton_acceptance": proton_acceptance,
+            "negative_jacobians": negative_jacobians, "jacobian_norm_max": jacobian_norm_max, "proton_acceptance": proton_acceptance,
             "electron_acceptance": weights @ electron_acceptance, "proton_step_size": state.proton_step_size,
             "electron_step_size": weights @ state.electron_step_size,
         }
