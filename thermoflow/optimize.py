@@ -57,6 +57,32 @@ def clip_to_median(values, width: float | None):
     return jnp.clip(values, centre - width * spread, centre + width * spread)
 
 
+SCHEDULES = ("constant", "cosine", "exponential")
+
+
+def learning_rate_factor(schedule: str, steps: int, final_fraction: float = 0.1) -> Callable:
+    """``factor(step) -> float``: the learning rate at ``step`` over the initial one, for engines whose updates are
+    not all optax transformations (minSR's ``tau``) and so scale them by hand.
+
+    ``constant`` (1), ``cosine`` (to ``final_fraction`` at ``steps``, then flat: optax's cosine decay, I. Loshchilov and
+    F. Hutter, arXiv:1608.03983) or ``exponential`` (``final_fraction ** (step / steps)``).
+
+    Raises:
+        ValueError: an unknown schedule, ``steps`` < 1 or ``final_fraction`` outside (0, 1].
+    """
+    import optax
+
+    if steps < 1 or not 0 < final_fraction <= 1:
+        raise ValueError(f"need steps >= 1 and 0 < final_fraction <= 1, got {steps}, {final_fraction}")
+    if schedule == "constant":
+        return lambda step: 1.0
+    if schedule == "cosine":
+        return optax.cosine_decay_schedule(1.0, steps, alpha=final_fraction)
+    if schedule == "exponential":
+        return optax.exponential_decay(1.0, steps, final_fraction)
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+
+
 def _whole_state(state) -> tuple[Any, dict]:
     return state, {}
 

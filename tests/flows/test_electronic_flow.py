@@ -23,7 +23,7 @@ import scipy.special as special
 from thermoflow.electrons.hamiltonian import LocalEnergy
 from thermoflow.flows import classical, electronic
 from thermoflow.flows.periodic import make_periodic_flow
-from thermoflow.optimize import optimise
+from thermoflow.optimize import learning_rate_factor, optimise
 from thermoflow.units import BOHR_A, EV_PER_HARTREE, KB_EV_PER_K
 
 TEMPERATURE_K = 3000.0
@@ -148,3 +148,27 @@ def test_joint_step_with_electrons_is_the_vmc_gradient_at_fixed_protons():
     for a, b in zip(jax.tree.leaves(new.wavefunction_params[0]), jax.tree.leaves(expected)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-12)
     assert abs(float(metrics["electronic_energy"]) - float(jnp.mean(e_loc))) < 1e-10
+
+
+def test_learning_rate_schedule_scales_both_updates():
+    """A schedule factor of 0.5 at step 0 halves the first update of the flow and of every twist's wavefunction (both
+    learning rates follow it); the factor of an optax cosine schedule reaches final_fraction at the last step."""
+    model, _ = _analytic_model(0.5)
+    moves = {}
+    for factor in (None, 0.5):
+        step, init_opt = electronic.make_joint_train_step(
+            model, flow_learning_rate=2e-2, wavefunction_optimizer="adam", wavefunction_learning_rate=1e-3, proton_mcmc_steps=2,
+            electron_mcmc_steps=1, learning_rate_schedule=None if factor is None else (lambda t: factor * jnp.ones(())))
+        state = _analytic_state(model, init_opt)
+        new, _, finite = step(state)
+        assert bool(finite)
+        moves[factor] = [np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree.leaves((new.flow_params, new.wavefunction_params)),
+                                                                      jax.tree.leaves((state.flow_params, state.wavefunction_params)))]
+    assert max(np.abs(m).max() for m in moves[None]) > 1e-4
+    for full, half in zip(moves[None], moves[0.5]):
+        np.testing.assert_allclose(half, 0.5 * full, rtol=1e-9, atol=1e-14)
+    factor = learning_rate_factor("cosine", 100, 0.1)
+    assert float(factor(0)) == 1.0 and abs(float(factor(100)) - 0.1) < 1e-12 and abs(float(factor(50)) - 0.55) < 1e-12
+    assert abs(float(learning_rate_factor("exponential", 100, 0.1)(50)) - 0.1**0.5) < 1e-12
+    with pytest.raises(ValueError, match="schedule"):
+        learning_rate_factor("linear", 100)

@@ -177,8 +177,8 @@ def _walker_map(fn: Callable, electrons: jax.Array, protons: jax.Array, chunk_si
 def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: float, wavefunction_optimizer: str,
                           wavefunction_learning_rate: float, proton_mcmc_steps: int, electron_mcmc_steps: int, damping: float = 1e-3,
                           clip_width: float | None = CLIP_WIDTH, target_acceptance: float = 0.5, chunk_size: int | None = None,
-                          lipschitz_bound: float | None = None,
-                          lipschitz_weight: float = 100.0) -> tuple[Callable, Callable]:
+                          lipschitz_bound: float | None = None, lipschitz_weight: float = 100.0,
+                          learning_rate_schedule: Callable | None = None) -> tuple[Callable, Callable]:
     """``(step(state) -> (state, metrics, finite), init_opt_states(flow_params, wavefunction_params))`` for
     :func:`thermoflow.optimize.optimise`.
 
@@ -201,6 +201,9 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         chunk_size: local energies of this many electron walkers at a time (None: all B x W at once).
         lipschitz_bound, lipschitz_weight: the flow's loss adds :func:`thermoflow.flows.classical.lipschitz_penalty`
             (folding prevention; None: none).
+        learning_rate_schedule: ``factor(step)`` multiplying both learning rates
+            (:func:`thermoflow.optimize.learning_rate_factor`; None: constant). With minSR the walkers lag the
+            parameters; a decaying rate closes the gap between the training trace and a frozen evaluation.
 
     Metrics (Hartree, cell totals): ``free_energy`` (the walkers' mean + the constant), ``free_energy_stderr``
     (plain, over the proton walkers), ``energy`` (E = 3/2 N k_B T + mean E_W), ``electronic_energy``,
@@ -231,6 +234,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         walkers, proton_acceptance = proton_block(walkers, state.flow_params, k_protons, state.proton_step_size)
         protons = walkers.positions
         n_walkers = protons.shape[0]
+        lr_scale = state.lr_scale if learning_rate_schedule is None else state.lr_scale * learning_rate_schedule(state.step)
 
         new_electrons, new_params, new_opt_states, e_means, e_variances, e_imag, acceptances = [], [], [], [], [], [], []
         for t, (wf, electron_block, (update, _)) in enumerate(zip(model.wavefunctions, electron_blocks, updaters)):
@@ -242,7 +246,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
                                                state.electron_step_size[t])
             e_loc = _walker_map(lambda x, r, p=params_t, wf=wf: wf.local_energy(p, x, r).total, moved.electrons, flat_r, chunk_size)
             electrons, e_loc = moved.electrons.reshape(shape), e_loc.reshape(shape[:2])
-            params_t, opt_t = update(params_t, state.wavefunction_opt_state[t], state.lr_scale, electrons, protons, e_loc)
+            params_t, opt_t = update(params_t, state.wavefunction_opt_state[t], lr_scale, electrons, protons, e_loc)
             new_electrons.append(electrons)
             new_params.append(params_t)
             new_opt_states.append(opt_t)
@@ -257,7 +261,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         centred = jax.lax.stop_gradient(used - jnp.mean(used))
         grads, (jacobian_norm_max, negative_jacobians) = jax.grad(flow_surrogate, has_aux=True)(state.flow_params, protons, centred)
         updates, flow_opt_state = flow_transform.update(grads, state.flow_opt_state, state.flow_params)
-        flow_params = optax.apply_updates(state.flow_params, jax.tree.map(lambda u: state.lr_scale * u, updates))
+        flow_params = optax.apply_updates(state.flow_params, jax.tree.map(lambda u: lr_scale * u, updates))
 
         electron_acceptance = jnp.stack(acceptances)
         free_energy = jnp.mean(f) + model.constant_Ha

@@ -21,12 +21,11 @@ import optax
 
 from thermoflow.nct.flow import PARAMETRISATION_VERSION
 from thermoflow.nct.loss import FreeEnergyModel
-from thermoflow.optimize import NonFiniteError, optimise, scalar_row
+from thermoflow.optimize import NonFiniteError, learning_rate_factor, optimise, scalar_row
 
 __all__ = ["NonFiniteError", "TrainResult", "TrainState", "evaluate", "host_row", "make_optimizer", "make_train_step", "train"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "exponential")
 
 
 @jax.tree_util.register_dataclass
@@ -102,14 +101,8 @@ def make_optimizer(
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     decay_steps = max(steps - warmup_steps, 1)
-    if schedule == "constant":
-        lr = optax.constant_schedule(learning_rate)
-    elif schedule == "cosine":
-        lr = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_fraction)
-    elif schedule == "exponential":
-        lr = optax.exponential_decay(learning_rate, decay_steps, final_fraction)
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    schedule_factor = learning_rate_factor(schedule, decay_steps, final_fraction)
+    lr = lambda count: learning_rate * schedule_factor(count)  # noqa: E731
     if warmup_steps > 0:
         ramp = optax.linear_schedule(learning_rate / warmup_steps, learning_rate, warmup_steps - 1)
         lr = optax.join_schedules([ramp, lr], boundaries=[warmup_steps])

@@ -1,5 +1,7 @@
 """The run-directory writer every workflow shares: the resolved config, where its relative file
-names point, and the per-step metrics table (units in the column names), all written atomically.
+names point, and the per-step metrics table (units in the column names), all written atomically;
+and the training loop of a run directory (checkpoints, metrics, progress lines) over the shared
+optimisation driver.
 """
 
 from __future__ import annotations
@@ -7,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -14,7 +17,10 @@ import numpy as np
 import tomli_w
 
 from thermoflow.io.atomic import atomic_write_text
+from thermoflow.optimize import OptimisationResult, optimise
 from thermoflow.workflows.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: the run directory's record of where the config's relative file names point
 RUN_INFO = "run_info.json"
@@ -77,3 +83,29 @@ def write_rdf_csv(path: Path, rdf) -> None:
     names = [f"{a}_{b}" for a, b in rdf.pairs]
     write_csv(path, ["r_A"] + [c for n in names for c in (f"g_{n}", f"g_{n}_stderr", f"n_{n}")],
               [rdf.r_A] + [c for k in range(len(names)) for c in (rdf.g[k], rdf.g_stderr[k], rdf.coordination[k])])
+
+
+def optimise_in_run_dir(step: Callable, state, out_dir: Path, columns: Sequence[Column], *, steps: int, checkpoint_every: int,
+                        resume: bool, max_rollbacks: int, advice: str, progress: Callable[[dict], str],
+                        log_every: int | None = 0, stop_after: int | None = None) -> tuple[OptimisationResult, bool]:
+    """``(result, completed)``: :func:`thermoflow.optimize.optimise` of a run directory's training: checkpoints in
+    ``out_dir/checkpoints/state.npz`` (resumed from there with ``resume``), ``metrics.csv`` rewritten at every
+    checkpoint and at the end (also of an interrupted run), and a progress line ``step i/n: <progress(row)>`` every
+    ``log_every`` steps (0: about 20 per run; None: none) and at the last step. ``completed``: all ``steps`` are done.
+
+    Raises:
+        thermoflow.optimize.NonFiniteError: non-finite steps beyond ``max_rollbacks`` (``advice`` says what to change).
+    """
+    metrics_csv = out_dir / "metrics.csv"
+    every = max(1, steps // 20) if log_every == 0 else log_every
+
+    def on_step(row):
+        done = row["step"] + 1
+        if every is not None and (done % every == 0 or done == steps):
+            log.info("step %d/%d: %s", done, steps, progress(row))
+
+    result = optimise(step, state, steps=steps, checkpoint_path=out_dir / "checkpoints" / "state.npz", checkpoint_every=checkpoint_every,
+                      resume=resume, max_rollbacks=max_rollbacks, on_step=on_step,
+                      on_checkpoint=lambda history: write_metrics_csv(metrics_csv, history, columns), stop_after=stop_after, advice=advice)
+    write_metrics_csv(metrics_csv, result.history, columns)
+    return result, len(result.history.get("step", ())) >= steps

@@ -110,6 +110,9 @@ class JointVFESection(StrictModel):
     flow_learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the flow")
     optimizer: Literal["adam", "minsr"] = Field("adam", description="the wavefunction's optimiser (minsr: an N x N solve, N = walkers x electron_walkers)")
     learning_rate: float = Field(1e-3, gt=0, description="the wavefunction's Adam learning rate, or minSR step tau")
+    schedule: Literal["constant", "cosine", "exponential"] = Field(
+        "constant", description="both learning rates (flow and wavefunction) decay on this schedule to final_lr_fraction at vfe.steps")
+    final_lr_fraction: float = Field(0.1, gt=0, le=1, description="final / initial learning rate for decaying schedules")
     damping: float = Field(1e-3, gt=0, description="minsr: diagonal shift")
     clip_width: float | None = Field(5.0, gt=0, description="gradients: f and E_loc clipped to median +- width x mean abs deviation")
     target_acceptance: float = Field(0.5, gt=0, lt=1, description="both Metropolis step sizes are tuned towards this acceptance")

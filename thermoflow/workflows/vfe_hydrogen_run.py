@@ -49,10 +49,10 @@ from thermoflow.flows import electronic
 from thermoflow.flows.periodic import make_periodic_flow
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.io.checkpoint import load_latest_checkpoint
-from thermoflow.optimize import optimise
+from thermoflow.optimize import learning_rate_factor
 from thermoflow.units import BOHR_A, EV_PER_HARTREE, GPA_PER_HARTREE_PER_BOHR3
 from thermoflow.workflows.plots import plot_curves, plot_rdf, plot_scan, plot_training_trace
-from thermoflow.workflows.run_dir import start_run_dir, write_csv, write_metrics_csv, write_rdf_csv
+from thermoflow.workflows.run_dir import optimise_in_run_dir, start_run_dir, write_csv, write_rdf_csv
 from thermoflow.workflows.vfe_config import VFEElectronsRunConfig
 from thermoflow.workflows.vmc_run import build_wavefunction, initial_electrons, random_protons
 
@@ -134,25 +134,14 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
              "%s wavefunction %d parameters per twist (%s); %d proton walkers x %d electron walkers", n, n, hc.rs_bohr, cell[0, 0],
              temperature, len(twists), n_flow, wc.kind, n_wf, vc.optimizer, vc.walkers, vc.electron_walkers)
 
-    metrics_csv = out_dir / "metrics.csv"
     columns = [(key, name, functools.partial(convert, n=n)) for key, name, convert in _METRIC_COLUMNS]
-    every = max(1, vc.steps // 20) if log_every == 0 else log_every
-
-    def on_step(row):
-        done = row["step"] + 1
-        if log_every is not None and (done % every == 0 or done == vc.steps):
-            log.info("step %d/%d: F = %.4f eV/atom, E_el = %.5f Ha/atom, acceptance %.2f / %.2f, %.2f s/step", done, vc.steps,
-                     row["free_energy"] * _HA_TO_EV / n, row["electronic_energy"] / n, row["proton_acceptance"], row["electron_acceptance"],
-                     row["seconds"])
-
-    result = optimise(step, state, steps=vc.steps, checkpoint_path=out_dir / "checkpoints" / "state.npz",
-                      checkpoint_every=vc.checkpoint_every, resume=resume, max_rollbacks=vc.max_rollbacks, on_step=on_step,
-                      on_checkpoint=lambda h: write_metrics_csv(metrics_csv, h, columns), stop_after=stop_after,
-                      advice="lower vfe.flow_learning_rate and vfe.learning_rate, or raise vfe.electron_walkers")
-    n_done = len(result.history.get("step", ()))
-    if n_done < vc.steps:
-        return {"completed": False, "steps_done": n_done}
-    write_metrics_csv(metrics_csv, result.history, columns)
+    result, completed = optimise_in_run_dir(
+        step, state, out_dir, columns, steps=vc.steps, checkpoint_every=vc.checkpoint_every, resume=resume, max_rollbacks=vc.max_rollbacks,
+        log_every=log_every, stop_after=stop_after, advice="lower vfe.flow_learning_rate and vfe.learning_rate, or raise vfe.electron_walkers",
+        progress=lambda row: (f"F = {row['free_energy'] * _HA_TO_EV / n:.4f} eV/atom, E_el = {row['electronic_energy'] / n:.5f} Ha/atom, "
+                              f"acceptance {row['proton_acceptance']:.2f} / {row['electron_acceptance']:.2f}, {row['seconds']:.2f} s/step"))
+    if not completed:
+        return {"completed": False, "steps_done": len(result.history.get("step", ()))}
 
     t_eval = time.perf_counter()
     s = result.state
@@ -244,7 +233,8 @@ def build_joint_setup(config: VFEElectronsRunConfig) -> JointSetup:
         model, flow_learning_rate=vc.flow_learning_rate, wavefunction_optimizer=vc.optimizer, wavefunction_learning_rate=vc.learning_rate,
         proton_mcmc_steps=vc.proton_mcmc_steps, electron_mcmc_steps=vc.electron_mcmc_steps, damping=vc.damping, clip_width=vc.clip_width,
         target_acceptance=vc.target_acceptance, chunk_size=vc.chunk_size,
-        lipschitz_bound=config.flow.lipschitz_bound, lipschitz_weight=config.flow.lipschitz_weight)
+        lipschitz_bound=config.flow.lipschitz_bound, lipschitz_weight=config.flow.lipschitz_weight,
+        learning_rate_schedule=None if vc.schedule == "constant" else learning_rate_factor(vc.schedule, max(vc.steps, 1), vc.final_lr_fraction))
     k_flow, k_protons, k_electrons, k_burn, k_run, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 6)
     rng = np.random.default_rng(config.seed)
     protons = np.asarray([random_protons(rng, n, float(cell[0, 0]), hc.min_proton_distance_bohr) for _ in range(vc.walkers)])

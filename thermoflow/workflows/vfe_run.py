@@ -42,12 +42,11 @@ from thermoflow.flows import classical
 from thermoflow.flows.ais import annealed_importance_sampling
 from thermoflow.flows.periodic import make_periodic_flow
 from thermoflow.io.atomic import atomic_write_text
-from thermoflow.optimize import optimise
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
 from thermoflow.workflows.build import build_potential, build_structure
 from thermoflow.workflows.config import ConfigError
 from thermoflow.workflows.plots import plot_rdf, plot_training_trace
-from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv, write_rdf_csv
+from thermoflow.workflows.run_dir import optimise_in_run_dir, start_run_dir, write_rdf_csv
 from thermoflow.workflows.vfe_config import VFERunConfig
 
 log = logging.getLogger(__name__)
@@ -151,24 +150,14 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
     log.info("VFE: %d %s (%.4f amu) in a cell of %.3f A^3 at %g K, %s base, flow with %d parameters, %d walkers",
              n, symbol, mass, flow.volume, temperature, config.base.kind, n_parameters, vc.walkers)
 
-    metrics_csv = out_dir / "metrics.csv"
     columns = [(key, name, functools.partial(convert, n=n)) for key, name, convert in _METRIC_COLUMNS]
-    every = max(1, vc.steps // 20) if log_every == 0 else log_every
-
-    def on_step(row):
-        done = row["step"] + 1
-        if log_every is not None and (done % every == 0 or done == vc.steps):
-            log.info("step %d/%d: F = %.5f eV/particle, acceptance %.2f, %.2f s/step", done, vc.steps, row["free_energy"] / n,
-                     row["acceptance"], row["seconds"])
-
-    result = optimise(step, state, steps=vc.steps, checkpoint_path=out_dir / "checkpoints" / "state.npz",
-                      checkpoint_every=vc.checkpoint_every, resume=resume, max_rollbacks=vc.max_rollbacks, on_step=on_step,
-                      on_checkpoint=lambda h: write_metrics_csv(metrics_csv, h, columns), stop_after=stop_after,
-                      advice="lower vfe.learning_rate, or use a base potential (base.kind = 'potential') for dense systems")
-    n_done = len(result.history.get("step", ()))
-    if n_done < vc.steps:
-        return {"completed": False, "steps_done": n_done}
-    write_metrics_csv(metrics_csv, result.history, columns)
+    result, completed = optimise_in_run_dir(
+        step, state, out_dir, columns, steps=vc.steps, checkpoint_every=vc.checkpoint_every, resume=resume, max_rollbacks=vc.max_rollbacks,
+        log_every=log_every, stop_after=stop_after,
+        advice="lower vfe.learning_rate, or use a base potential (base.kind = 'potential') for dense systems",
+        progress=lambda row: f"F = {row['free_energy'] / n:.5f} eV/particle, acceptance {row['acceptance']:.2f}, {row['seconds']:.2f} s/step")
+    if not completed:
+        return {"completed": False, "steps_done": len(result.history.get("step", ()))}
 
     t_eval = time.perf_counter()
     final = classical.evaluate(model, result.state.params, result.state.positions, jax.random.PRNGKey(config.seed + 2),

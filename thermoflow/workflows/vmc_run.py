@@ -41,11 +41,10 @@ from thermoflow.electrons.network import make_periodic_network
 from thermoflow.electrons.plane_waves import cubic_cell_from_rs, hartree_fock_energy
 from thermoflow.electrons.twists import twisted_kvectors, unoccupied_kvectors
 from thermoflow.io.atomic import atomic_write_text
-from thermoflow.optimize import optimise
 from thermoflow.parallel import is_writer
 from thermoflow.units import BOHR_A, EV_PER_HARTREE
 from thermoflow.workflows.config import ConfigError, resolve_path
-from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv
+from thermoflow.workflows.run_dir import optimise_in_run_dir, start_run_dir
 from thermoflow.workflows.vmc_config import PROTON_LATTICES, VMCRunConfig, WavefunctionConfig
 
 log = logging.getLogger(__name__)
@@ -234,24 +233,14 @@ def run_vmc(config: VMCRunConfig, base: Path, out_dir: Path, *, resume: bool = F
              n, n_protons, f" x {n_train} configurations ({vc.holdout} held out)" if ensemble or vc.holdout else "",
              config.system.rs_bohr, cell[0, 0], config.wavefunction.kind, n_parameters, vc.optimizer, vc.walkers)
 
-    metrics_csv = out_dir / "metrics.csv"
     columns = [(key, name, functools.partial(convert, n=n)) for key, name, convert in _METRIC_COLUMNS]
-    every = max(1, vc.steps // 20) if log_every == 0 else log_every
-
-    def on_step(row):
-        if every and (row["step"] + 1) % every == 0:
-            log.info("step %d/%d: E = %.5f Ha/electron, variance %.4f Ha^2, acceptance %.2f, %.2f s/step", row["step"] + 1,
-                     vc.steps, row["energy"] / n, row["variance"], row["acceptance"], row["seconds"])
-
-    result = optimise(
-        step, state, steps=vc.steps, checkpoint_path=out_dir / "checkpoints" / "state.npz", checkpoint_every=vc.checkpoint_every,
-        resume=resume, max_rollbacks=vc.max_rollbacks, on_step=on_step,
-        on_checkpoint=lambda hist: write_metrics_csv(metrics_csv, hist, columns), stop_after=stop_after,
-        advice="lower vmc.learning_rate or raise vmc.walkers",
-    )
+    result, completed = optimise_in_run_dir(
+        step, state, out_dir, columns, steps=vc.steps, checkpoint_every=vc.checkpoint_every, resume=resume, max_rollbacks=vc.max_rollbacks,
+        log_every=log_every, stop_after=stop_after, advice="lower vmc.learning_rate or raise vmc.walkers",
+        progress=lambda row: (f"E = {row['energy'] / n:.5f} Ha/electron, variance {row['variance']:.4f} Ha^2, "
+                              f"acceptance {row['acceptance']:.2f}, {row['seconds']:.2f} s/step"))
     hist = result.history
-    write_metrics_csv(metrics_csv, hist, columns)
-    if len(hist.get("step", [])) < vc.steps:
+    if not completed:
         return {"completed": False, "steps_done": len(hist.get("step", []))}
 
     final = result.state
