@@ -167,6 +167,16 @@ def _flat(electrons: jax.Array, protons: jax.Array) -> tuple[jax.Array, jax.Arra
     return electrons.reshape(b * w, *electrons.shape[2:]), jnp.repeat(protons, w, axis=0)
 
 
+def _move_electrons(wf: Wavefunction, electron_block: Callable, params, electrons: jax.Array, protons: jax.Array, key: jax.Array,
+                    step_size) -> tuple[mcmc.WalkerState, jax.Array, jax.Array]:
+    """One Metropolis block of one twist's electron walkers (B, W, n_e, 3) at the proton configurations (B, N, 3), as one
+    flat batch: ``(moved walkers (B W, ...), acceptance, each walker's protons (B W, N, 3))``."""
+    flat_x, flat_r = _flat(electrons, protons)
+    log_abs = jax.vmap(lambda x, r: wf.log_psi(params, x, r)[1])(flat_x, flat_r)
+    moved, acceptance = electron_block(mcmc.WalkerState(flat_x, log_abs, key), params, flat_r, step_size)
+    return moved, acceptance, flat_r
+
+
 def _walker_map(fn: Callable, electrons: jax.Array, protons: jax.Array, chunk_size: int | None):
     """``fn(electrons (n_e, 3), protons (N, 3))`` over a flat batch: vmapped at once (None) or ``chunk_size`` at a time."""
     if chunk_size is None or chunk_size >= electrons.shape[0]:
@@ -240,10 +250,8 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         for t, (wf, electron_block, (update, _)) in enumerate(zip(model.wavefunctions, electron_blocks, updaters)):
             params_t = state.wavefunction_params[t]
             shape = state.electrons[t].shape
-            flat_x, flat_r = _flat(state.electrons[t], protons)
-            log_abs = jax.vmap(lambda x, r, p=params_t, wf=wf: wf.log_psi(p, x, r)[1])(flat_x, flat_r)
-            moved, acceptance = electron_block(mcmc.WalkerState(flat_x, log_abs, jax.random.fold_in(k_electrons, t)), params_t, flat_r,
-                                               state.electron_step_size[t])
+            moved, acceptance, flat_r = _move_electrons(wf, electron_block, params_t, state.electrons[t], protons,
+                                                        jax.random.fold_in(k_electrons, t), state.electron_step_size[t])
             e_loc = _walker_map(lambda x, r, p=params_t, wf=wf: wf.local_energy(p, x, r).total, moved.electrons, flat_r, chunk_size)
             electrons, e_loc = moved.electrons.reshape(shape), e_loc.reshape(shape[:2])
             params_t, opt_t = update(params_t, state.wavefunction_opt_state[t], lr_scale, electrons, protons, e_loc)
@@ -319,10 +327,8 @@ def make_evaluation_block(model: ElectronicFreeEnergy, *, proton_mcmc_steps: int
         for t, (wf, electron_block) in enumerate(zip(model.wavefunctions, electron_blocks)):
             params_t = wavefunction_params[t]
             shape = electrons[t].shape
-            flat_x, flat_r = _flat(electrons[t], protons)
-            log_abs = jax.vmap(lambda x, r, p=params_t, wf=wf: wf.log_psi(p, x, r)[1])(flat_x, flat_r)
-            state, acceptance = electron_block(mcmc.WalkerState(flat_x, log_abs, jax.random.fold_in(k_electrons, t)), params_t, flat_r,
-                                               electron_step_sizes[t])
+            state, acceptance, flat_r = _move_electrons(wf, electron_block, params_t, electrons[t], protons,
+                                                        jax.random.fold_in(k_electrons, t), electron_step_sizes[t])
             e = _walker_map(lambda x, r, p=params_t, wf=wf: wf.local_energy(p, x, r), state.electrons, flat_r, chunk_size)
             means = jnp.stack([jnp.real(e.total), jnp.real(e.kinetic), e.potential], axis=-1).reshape(*shape[:2], 3).mean(axis=1)
             moved.append(state.electrons.reshape(shape))
@@ -385,9 +391,7 @@ def make_electron_equilibration(model: ElectronicFreeEnergy, *, electron_mcmc_st
         moved, acceptances = [], []
         for t, (wf, block) in enumerate(zip(model.wavefunctions, blocks)):
             params_t = wavefunction_params[t]
-            flat_x, flat_r = _flat(electrons[t], protons)
-            log_abs = jax.vmap(lambda x, r, p=params_t, wf=wf: wf.log_psi(p, x, r)[1])(flat_x, flat_r)
-            state, acceptance = block(mcmc.WalkerState(flat_x, log_abs, jax.random.fold_in(key, t)), params_t, flat_r, step_sizes[t])
+            state, acceptance, _ = _move_electrons(wf, block, params_t, electrons[t], protons, jax.random.fold_in(key, t), step_sizes[t])
             moved.append(state.electrons.reshape(electrons[t].shape))
             acceptances.append(acceptance)
         return jnp.stack(moved), jnp.stack(acceptances)
