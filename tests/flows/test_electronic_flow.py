@@ -172,3 +172,30 @@ def test_learning_rate_schedule_scales_both_updates():
     assert abs(float(learning_rate_factor("exponential", 100, 0.1)(50)) - 0.1**0.5) < 1e-12
     with pytest.raises(ValueError, match="schedule"):
         learning_rate_factor("linear", 100)
+
+
+def test_base_potential_makes_the_identity_flow_exact():
+    """With the analytic E(X) as the base potential (in eV and Angstrom, as a thermoflow potential) and its exact ln Z_b
+    (Angstrom units), the identity flow is the Boltzmann density: k_B T ln p + E(X) = -k_B T ln Z_b for every
+    configuration, so the first step's F is the exact F with zero spread (the unit conversions of the base included)."""
+    kappa = 0.5
+    model_uniform, exact = _analytic_model(kappa)
+    inverse = np.linalg.inv(CELL * BOHR_A)
+
+    def base_ev(positions_A, cell_A):
+        frac = (positions_A[0] - positions_A[1]) @ jnp.asarray(inverse)
+        return -kappa * KT_HA * EV_PER_HARTREE * jnp.sum(jnp.cos(2 * jnp.pi * frac))
+
+    log_z_A = 2 * math.log(27.0) + 3 * math.log(special.i0(kappa)) + 6 * math.log(BOHR_A)
+    model = electronic.make_electronic_free_energy(model_uniform.flow, model_uniform.wavefunctions, n_electrons=1,
+                                                   temperature_K=TEMPERATURE_K, mass_amu=1.008, base_energy_fn=base_ev,
+                                                   base_log_partition_A=log_z_A)
+    step, init_opt = electronic.make_joint_train_step(model, flow_learning_rate=1e-2, wavefunction_optimizer="adam",
+                                                      wavefunction_learning_rate=1e-3, proton_mcmc_steps=3, electron_mcmc_steps=1)
+    _, metrics, finite = step(_analytic_state(model, init_opt, n_walkers=64))
+    assert bool(finite)
+    assert abs(float(metrics["free_energy"]) - exact) < 1e-9
+    assert float(metrics["free_energy_stderr"]) < 1e-9
+    with pytest.raises(ValueError, match="ln Z"):
+        electronic.make_electronic_free_energy(model_uniform.flow, model_uniform.wavefunctions, n_electrons=1, temperature_K=TEMPERATURE_K,
+                                               mass_amu=1.008, base_energy_fn=base_ev)

@@ -2,7 +2,8 @@
 
 The physics of the joint training is tested in tests/flows/test_electronic_flow.py (the exact classical limit and the
 VMC gradient at fixed protons); here two protons and two electrons (Slater-Jastrow) at r_s = 1.25 and 6000 K check the
-plumbing: a run interrupted and resumed repeats the uninterrupted one row for row (slow), the reported F, E, S obey
+plumbing: a run interrupted and resumed repeats the uninterrupted one row for row (slow), the reported F, E, S (on a base
+potential, whose ln Z_b error enters F's) obey
 S = (E - F) / T, E = 3/2 k_B T + E_el and P = (k_B T + (2 T_e + V) / 3) / (Omega / N) per atom, and the CLI picks the
 hydrogen config by its [hydrogen] section and names a bad field.
 """
@@ -41,9 +42,16 @@ def test_hydrogen_vfe_resumes_exactly(tmp_path):
 
 
 def test_hydrogen_vfe_reports_consistent_thermodynamics_and_structure(tmp_path):
-    config = validate_config(H2, VFEElectronsRunConfig)
+    """On a base potential (a soft Lennard-Jones repulsion; ln Z_b by AIS, its error in F's): the identities, the files, and
+    the structure command rebuilding the model from the run directory (base_ais.json read back)."""
+    base = {"kind": "potential", "potential": {"kind": "lennard_jones", "epsilon_eV": 0.05, "sigma_A": 0.3, "cutoff_A": 0.6},
+            "ais_walkers": 16, "ais_temperatures": 4, "ais_mcmc_steps": 2}
+    config = validate_config({**H2, "base": base}, VFEElectronsRunConfig)
     full = run_vfe_hydrogen(config, tmp_path, tmp_path / "full", log_every=None)
     kT = KB_EV_PER_K * 6000.0
+    ais = json.loads((tmp_path / "full" / "base_ais.json").read_text())
+    assert full["base"] == "potential" and full["base_ln_Z"] == ais["ln_Z"]
+    assert full["free_energy_stderr_eV_per_atom"] >= kT * ais["ln_Z_stderr"] / 2 - 1e-15
     assert full["kT_eV"] == pytest.approx(kT, rel=1e-12)
     assert full["energy_eV_per_atom"] == pytest.approx(1.5 * kT + full["electronic_energy_eV_per_atom"], rel=1e-9)
     assert full["entropy_kB_per_atom"] == pytest.approx((full["energy_eV_per_atom"] - full["free_energy_eV_per_atom"]) / kT, rel=1e-9)

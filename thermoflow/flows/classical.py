@@ -110,6 +110,31 @@ def lipschitz_penalty(norms: jax.Array, kT: float, bound: float, weight: float) 
     return kT * weight * jnp.mean(jnp.square(jnp.maximum(norms - bound, 0.0)))
 
 
+def make_base_correction(flow: PeriodicFlow, kT: float, base_energy_fn: EnergyFn | None = None,
+                         base_log_partition: float | None = None) -> Callable:
+    """``with_base(params, X, ln p_uniform) -> ln p``: the flow's log density on its uniform base (``flow.log_density``,
+    ln det(1 + dg/dX) - N ln V) turned into that on the Boltzmann density of ``base_energy_fn`` at k_B T:
+    ln p(X) = ln det(1 + dg/dX) - U_b(Z) / k_B T - ln Z_b with Z = X + g(X) wrapped into the cell. The identity
+    without a base potential. Lengths and energies in the units of the flow's cell and of ``kT`` (the base potential
+    and ln Z_b in the same units).
+
+    Raises:
+        ValueError: a base potential without its ln Z_b, or ln Z_b without a potential.
+    """
+    if (base_energy_fn is None) != (base_log_partition is None):
+        raise ValueError("a base potential needs its ln Z (base_log_partition), and ln Z needs the base potential")
+    if base_energy_fn is None:
+        return lambda params, x, log_p: log_p
+    cell = jnp.asarray(flow.cell)
+    log_volume = flow.n_particles * float(np.log(flow.volume))
+
+    def with_base(params, x, log_p):
+        z = wrap(flow.forward(params, x), cell)
+        return log_p + log_volume - base_energy_fn(z, cell) / kT - base_log_partition
+
+    return with_base
+
+
 def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, temperature_K: float, mass_amu: float,
                                clip_width: float | None = 5.0, base_energy_fn: EnergyFn | None = None,
                                base_log_partition: float | None = None, lipschitz_bound: float | None = None,
@@ -136,19 +161,11 @@ def make_classical_free_energy(energy_fn: EnergyFn, flow: PeriodicFlow, *, tempe
     """
     if lipschitz_bound is not None and not 0.0 < lipschitz_bound < 1.0:
         raise ValueError(f"lipschitz_bound must lie in (0, 1), got {lipschitz_bound}")
-    if (base_energy_fn is None) != (base_log_partition is None):
-        raise ValueError("a base potential needs its ln Z (base_log_partition), and ln Z needs the base potential")
     kT = KB_EV_PER_K * temperature_K
     constant = ideal_constant(flow.n_particles, mass_amu, temperature_K)
     cell = jnp.asarray(flow.cell)
     n = flow.n_particles
-    log_volume = n * float(np.log(flow.volume))
-
-    def with_base(params, x, log_p):
-        if base_energy_fn is None:
-            return log_p
-        z = wrap(flow.forward(params, x), cell)
-        return log_p + log_volume - base_energy_fn(z, cell) / kT - base_log_partition
+    with_base = make_base_correction(flow, kT, base_energy_fn, base_log_partition)
 
     def log_density(params, x):
         sign, log_p = flow.log_density(params, x)

@@ -1,7 +1,9 @@
 """Deep variational free energy of classical protons and quantum electrons (dense hydrogen), Hartree atomic units.
 
 N protons at positions X (N, 3) bohr in a periodic cell of volume Omega, distributed as the flow's
-density p(X) (:mod:`thermoflow.flows.periodic`, uniform base), each configuration carrying the
+density p(X) (:mod:`thermoflow.flows.periodic`; on a uniform base, or on the Boltzmann density of a base
+potential such as a machine-learned hydrogen potential, ln Z_b by annealed importance sampling as in
+:mod:`thermoflow.flows.classical`: the base carries the packing, the flow the correction), each configuration carrying the
 electrons' ground state in the Born-Oppenheimer sense, approximated by a trial wavefunction psi_X
 conditioned on the protons (:mod:`thermoflow.electrons.network`). The variational free energy
 
@@ -52,10 +54,11 @@ from thermoflow.electrons import mcmc
 from thermoflow.electrons.driver import STEP_SIZE_BOUNDS as ELECTRON_STEP_BOUNDS
 from thermoflow.electrons.driver import make_wavefunction_update
 from thermoflow.electrons.vmc import CLIP_WIDTH
-from thermoflow.flows.classical import STEP_SIZE_BOUNDS, ideal_constant, lipschitz_penalty
+from thermoflow.flows.classical import STEP_SIZE_BOUNDS, ideal_constant, lipschitz_penalty, make_base_correction
 from thermoflow.flows.periodic import PeriodicFlow
 from thermoflow.flows.sampling import Walkers, init_walkers, make_metropolis_block
 from thermoflow.optimize import clip_to_median
+from thermoflow.potentials.base import EnergyFn
 from thermoflow.units import BOHR_A, EV_PER_HARTREE, KB_EV_PER_K
 
 
@@ -79,6 +82,8 @@ class ElectronicFreeEnergy:
         n_electrons: electrons per cell.
         kT_Ha: thermal energy, Hartree.
         constant_Ha: k_B T (3N ln lambda + ln N!) with lambda in bohr, Hartree.
+        with_base: ``(params, X, ln p on the uniform base) -> ln p`` (:func:`thermoflow.flows.classical.make_base_correction`,
+            bohr and Hartree): the identity for the uniform base.
     """
 
     flow: PeriodicFlow
@@ -87,6 +92,7 @@ class ElectronicFreeEnergy:
     n_electrons: int
     kT_Ha: float
     constant_Ha: float
+    with_base: Callable = lambda params, x, log_p: log_p
 
     @property
     def n_protons(self) -> int:
@@ -94,14 +100,20 @@ class ElectronicFreeEnergy:
 
     def log_density(self, params, protons):
         """ln p(X) of one configuration (N, 3) bohr (the sign of the flow's Jacobian dropped: see :meth:`log_density_sign`)."""
-        return self.flow.log_density(params, protons)[1]
+        return self.with_base(params, protons, self.flow.log_density(params, protons)[1])
+
+    def log_density_and_norm(self, params, protons):
+        """``(sign of the flow's Jacobian, ln p(X), spectral norm of dg/dX)`` of one configuration."""
+        sign, log_p, norm = self.flow.log_density_and_norm(params, protons)
+        return sign, self.with_base(params, protons, log_p), norm
 
     def log_density_sign(self, params, protons):
         return self.flow.log_density(params, protons)[0]
 
 
 def make_electronic_free_energy(flow: PeriodicFlow, wavefunctions: Sequence[Wavefunction], *, n_electrons: int, temperature_K: float,
-                                mass_amu: float, twist_weights: Sequence[float] | None = None) -> ElectronicFreeEnergy:
+                                mass_amu: float, twist_weights: Sequence[float] | None = None, base_energy_fn: EnergyFn | None = None,
+                                base_log_partition_A: float | None = None) -> ElectronicFreeEnergy:
     """The model of the module docstring.
 
     Args:
@@ -111,9 +123,15 @@ def make_electronic_free_energy(flow: PeriodicFlow, wavefunctions: Sequence[Wave
         temperature_K: T.
         mass_amu: proton mass (amu).
         twist_weights: (n_t,) non-negative twist weights (normalised here); None: equal weights.
+        base_energy_fn: the flow's base is the Boltzmann density of this potential at T (a thermoflow energy function:
+            ``(positions (N, 3) A, cell (3, 3) A) -> eV``, e.g. a Deep Potential of hydrogen); None: uniform base.
+        base_log_partition_A: ln Z_b = ln of the integral of exp(-U_b / k_B T) over the cell^N with lengths in Angstrom
+            (:func:`thermoflow.flows.ais.annealed_importance_sampling`), required with ``base_energy_fn``; converted here
+            to bohr (ln Z_b - 3N ln(bohr / A)).
 
     Raises:
-        ValueError: no wavefunction, mismatched or non-positive twist weights, non-positive temperature or mass.
+        ValueError: no wavefunction, mismatched or non-positive twist weights, non-positive temperature or mass, a base
+            potential without its ln Z_b (or the reverse).
     """
     if not wavefunctions:
         raise ValueError("the electronic free energy needs at least one wavefunction (one per twist)")
@@ -124,8 +142,11 @@ def make_electronic_free_energy(flow: PeriodicFlow, wavefunctions: Sequence[Wave
     # ideal_constant is k_B T (3N ln lambda + ln N!) with lambda in Angstrom: lambda in bohr shifts it by -3N k_B T ln(bohr/A)
     n = flow.n_particles
     constant_eV = ideal_constant(n, mass_amu, temperature_K) - KB_EV_PER_K * temperature_K * 3 * n * math.log(BOHR_A)
+    base_ha = None if base_energy_fn is None else (lambda z, cell: base_energy_fn(z * BOHR_A, cell * BOHR_A) / EV_PER_HARTREE)
+    log_z_bohr = None if base_log_partition_A is None else base_log_partition_A - 3 * n * math.log(BOHR_A)
     return ElectronicFreeEnergy(flow=flow, wavefunctions=tuple(wavefunctions), twist_weights=weights / weights.sum(),
-                                n_electrons=n_electrons, kT_Ha=kT_Ha, constant_Ha=constant_eV / EV_PER_HARTREE)
+                                n_electrons=n_electrons, kT_Ha=kT_Ha, constant_Ha=constant_eV / EV_PER_HARTREE,
+                                with_base=make_base_correction(flow, kT_Ha, base_ha, log_z_bohr))
 
 
 @jax.tree_util.register_dataclass
@@ -233,7 +254,7 @@ def make_joint_train_step(model: ElectronicFreeEnergy, *, flow_learning_rate: fl
         return flow_transform.init(flow_params), tuple(() if t is None else t.init(p) for (_, t), p in zip(updaters, wavefunction_params))
 
     def flow_surrogate(params, protons, f):
-        sign, log_p, norm = jax.vmap(model.flow.log_density_and_norm, in_axes=(None, 0))(params, protons)
+        sign, log_p, norm = jax.vmap(model.log_density_and_norm, in_axes=(None, 0))(params, protons)
         penalty = 0.0 if lipschitz_bound is None else lipschitz_penalty(norm, kT, lipschitz_bound, lipschitz_weight)
         return jnp.mean(f * log_p) + penalty, (jnp.max(norm), jnp.mean(sign < 0))  # the Jacobians once: loss and monitors
 

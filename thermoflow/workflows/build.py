@@ -51,7 +51,17 @@ def build_structure(cfg: StructureConfig, base: Path) -> Atoms:
 
 def build_potential(config: RunConfig, atoms: Atoms, base: Path) -> EnergyFn:
     """The energy function of the potential section, for this structure."""
-    pot = config.potential
+    return build_energy_fn(config.potential, atoms, base)
+
+
+def build_energy_fn(pot, atoms: Atoms, base: Path) -> EnergyFn:
+    """The energy function ``(positions (N, 3) A, cell (3, 3) A) -> eV`` of a validated potential section (any
+    :data:`thermoflow.workflows.config_sections.PotentialConfig`) for the species and cell of ``atoms``; relative file
+    names are resolved against ``base``.
+
+    Raises:
+        FileNotFoundError: a missing model or force-constants file.
+    """
     cell = np.asarray(atoms.cell.array)
     if pot.kind == "lennard_jones":
         return make_lennard_jones_energy_fn(pot.epsilon_eV, pot.sigma_A, pot.cutoff_A, cell)

@@ -18,7 +18,7 @@ import jax
 from thermoflow.io.checkpoint import load_latest_checkpoint
 from thermoflow.nct.loss import FreeEnergyModel
 from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
-from thermoflow.workflows.run_dir import RUN_INFO
+from thermoflow.workflows.run_dir import config_base
 from thermoflow.workflows.nct_setup import NCTSetup, prepare_nct
 
 log = logging.getLogger(__name__)
@@ -43,17 +43,6 @@ class FinishedRun:
     model: FreeEnergyModel
     params: dict
     checkpoint: Path
-
-
-def config_base(run_dir: Path, base: Path | None = None) -> Path:
-    """The directory a run config's relative file names refer to: ``base`` if given, else the
-    one recorded in the run's run_info.json, else the run directory itself."""
-    if base is not None:
-        return Path(base)
-    info = Path(run_dir) / RUN_INFO
-    if info.is_file():
-        return Path(json.loads(info.read_text())["config_base_dir"])
-    return Path(run_dir)
 
 
 def load_finished_run(run_dir: Path, base: Path | None = None) -> FinishedRun:

@@ -58,6 +58,17 @@ def start_run_dir(out_dir: Path, config, base: Path, resume: bool, markers: tupl
     atomic_write_text(out_dir / RUN_INFO, json.dumps({"config_base_dir": str(Path(base).resolve())}, indent=2) + "\n")
 
 
+def config_base(run_dir: Path, base: Path | None = None) -> Path:
+    """The directory a run config's relative file names refer to: ``base`` if given, else the
+    one recorded in the run's run_info.json, else the run directory itself."""
+    if base is not None:
+        return Path(base)
+    info = Path(run_dir) / RUN_INFO
+    if info.is_file():
+        return Path(json.loads(info.read_text())["config_base_dir"])
+    return Path(run_dir)
+
+
 def write_metrics_csv(path: Path, history: dict, columns: Sequence[Column]) -> None:
     """``metrics.csv``: one row per step of ``history`` (equal-length sequences); a column is written
     when its key is in the history."""

@@ -150,6 +150,8 @@ class VFEElectronsRunConfig(StrictModel):
     state: StateConfig
     hydrogen: HydrogenSection
     flow: FlowSection = Field(default_factory=FlowSection, description="the proton flow")
+    base: BaseSection = Field(default_factory=BaseSection, description="the proton flow's base distribution (base.potential: "
+                              "a potential of hydrogen in eV and Angstrom, e.g. a Deep Potential; it sees the species and the cell)")
     wavefunction: WavefunctionConfig = Field(default_factory=WavefunctionConfig, description="the electrons' trial wavefunction "
                                              "(twist or twist_grid: the twists E(X) is averaged over, one wavefunction each)")
     vfe: JointVFESection = Field(default_factory=JointVFESection, description="joint training and evaluation")
@@ -159,6 +161,9 @@ class VFEElectronsRunConfig(StrictModel):
     def _fixed_cell(self):
         if self.state.pressure_GPa is not None:
             raise ValueError("state.pressure_GPa: the hydrogen variational free energy runs at fixed r_s; remove it (scan r_s for the EOS)")
+        if self.base.potential is not None and self.base.potential.kind == "harmonic":
+            raise ValueError("base.potential.kind = 'harmonic' needs reference sites, which a hydrogen run does not have; "
+                             "use a potential of the positions alone (deepmd, python, ase, pair potentials)")
         return self
 
 

@@ -1,7 +1,8 @@
 """The ``thermoflow vfe`` workflow with quantum electrons: the deep variational free energy of dense hydrogen.
 
 Config (:class:`thermoflow.workflows.vfe_config.VFEElectronsRunConfig`) -> cubic cell of r_s with N protons
-and N electrons, the proton flow (:mod:`thermoflow.flows.periodic`, uniform base), one trial wavefunction per
+and N electrons, the proton flow (:mod:`thermoflow.flows.periodic`; uniform base, or a base potential's Boltzmann
+density with ln Z_b by annealed importance sampling), one trial wavefunction per
 twist (:func:`thermoflow.workflows.vmc_run.build_wavefunction`) -> electron burn-in -> joint optimisation on the
 shared driver (:mod:`thermoflow.optimize`, engine :mod:`thermoflow.flows.electronic`) -> final evaluation at
 the trained parameters. Run directory::
@@ -18,6 +19,7 @@ the trained parameters. Run directory::
                            mean bond length, space groups of the protons and of the molecular centres (spglib)
     xrd.csv, xrd.png       powder X-ray pattern of the samples and of the quenched configurations (pymatgen)
     checkpoints/state.npz  flow and wavefunction parameters, optimiser states, proton and electron walkers, step sizes (exact resume)
+    base_ais.json          base.kind = 'potential': ln Z_b of the base (lengths in Angstrom) with its error, the AIS chains
     free_energy.png        the optimisation trace and the final estimate
 
 References: H. Xie, Z.-H. Li, H. Wang, L. Zhang and L. Wang, Phys. Rev. Lett. 131, 126501 (2023), arXiv:2209.06095.
@@ -50,10 +52,13 @@ from thermoflow.flows.periodic import make_periodic_flow
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.io.checkpoint import load_latest_checkpoint
 from thermoflow.optimize import learning_rate_factor
-from thermoflow.units import BOHR_A, EV_PER_HARTREE, GPA_PER_HARTREE_PER_BOHR3
+from thermoflow.units import BOHR_A, EV_PER_HARTREE, GPA_PER_HARTREE_PER_BOHR3, KB_EV_PER_K
+from thermoflow.workflows.build import build_energy_fn
+from thermoflow.workflows.config import ConfigError
 from thermoflow.workflows.plots import plot_curves, plot_rdf, plot_scan, plot_training_trace
-from thermoflow.workflows.run_dir import optimise_in_run_dir, start_run_dir, write_csv, write_rdf_csv
+from thermoflow.workflows.run_dir import config_base, optimise_in_run_dir, start_run_dir, write_csv, write_rdf_csv
 from thermoflow.workflows.vfe_config import VFEElectronsRunConfig
+from thermoflow.workflows.vfe_run import base_ais
 from thermoflow.workflows.vmc_run import build_wavefunction, initial_electrons, random_protons
 
 log = logging.getLogger(__name__)
@@ -111,7 +116,7 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     t_start = time.perf_counter()
     n = hc.n_protons
     temperature = config.state.temperature_K
-    setup = build_joint_setup(config)
+    setup = build_joint_setup(config, base=base, run_dir=out_dir, resume=resume)
     cell, twists, model, step, init_opt, state = setup.cell, setup.twists, setup.model, setup.step, setup.init_opt, setup.state
     weights, volume = model.twist_weights, model.flow.volume
     k_burn, k_eval = setup.keys["burn_in"], setup.keys["evaluation"]
@@ -159,6 +164,14 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     if warm_start is not None:
         results["warm_start_from"] = {"checkpoint": str(warm_start[0]), "rs_bohr": warm_start[1]}
     results.update(_per_atom_results(final["blocks"], n, model.kT_Ha))
+    results["base"] = config.base.kind
+    if setup.ais is not None:  # ln Z_b's error adds to F's and S's
+        results["base_ln_Z"], results["base_ln_Z_stderr"] = setup.ais["ln_Z"], setup.ais["ln_Z_stderr"]
+        ln_z_error = setup.ais["ln_Z_stderr"] / n  # per atom, in units of k_B T
+        for unit, kT_unit in (("eV", model.kT_Ha * EV_PER_HARTREE), ("Ry", 2.0 * model.kT_Ha), ("Ha", model.kT_Ha)):
+            key = f"free_energy_stderr_{unit}_per_atom"
+            results[key] = float(np.hypot(results[key], kT_unit * ln_z_error))
+        results["entropy_stderr_kB_per_atom"] = float(np.hypot(results["entropy_stderr_kB_per_atom"], ln_z_error))
     results["ideal_constant_eV_per_atom"] = model.constant_Ha * _HA_TO_EV / n
     results["ideal_gas_free_energy_eV_per_atom"] = (model.constant_Ha - model.kT_Ha * n * np.log(volume)) * _HA_TO_EV / n
     for key in ("proton_acceptance", "electron_acceptance", "negative_jacobians"):
@@ -204,18 +217,38 @@ class JointSetup:
     init_opt: Any
     state: electronic.JointState
     keys: dict
+    ais: dict | None = None
 
 
-def build_joint_setup(config: VFEElectronsRunConfig) -> JointSetup:
-    """:class:`JointSetup` of ``config``: cubic cell of r_s, one wavefunction per twist, the proton flow, the joint step,
-    random initial protons (at least ``hydrogen.min_proton_distance_bohr`` apart) with electrons near them.
+def build_joint_setup(config: VFEElectronsRunConfig, *, base: Path | None = None, run_dir: Path | None = None,
+                      resume: bool = True) -> JointSetup:
+    """:class:`JointSetup` of ``config``: cubic cell of r_s, one wavefunction per twist, the proton flow (on its base), the
+    joint step, initial protons with electrons near them: uniform random (at least ``hydrogen.min_proton_distance_bohr``
+    apart), or with ``base.kind = "potential"`` the final chains of the base's annealed importance sampling, whose ln Z_b
+    (``ais``) is computed into ``run_dir/base_ais.json`` or read back from it (``resume``).
+
+    Args:
+        config: a validated hydrogen VFE config.
+        base: directory the base potential's relative file names refer to (base potentials only).
+        run_dir: where ``base_ais.json`` is written or read (base potentials only).
+        resume: read a stored ``base_ais.json`` instead of computing it.
 
     Raises:
-        ConfigError: an invalid wavefunction for the system, or random protons that cannot be placed.
+        ConfigError: an invalid wavefunction for the system, random protons that cannot be placed, or a base potential
+            without ``base`` and ``run_dir``.
+        FileNotFoundError: a base potential's missing model file.
     """
     hc, vc, wc = config.hydrogen, config.vfe, config.wavefunction
     n = hc.n_protons
     cell = cubic_cell_from_rs(hc.rs_bohr, n)
+    base_energy, ais = None, None
+    if config.base.kind == "potential":
+        if base is None or run_dir is None:
+            raise ConfigError("base.kind = 'potential' needs the config's directory and the run directory (for base_ais.json)")
+        atoms = ase.Atoms(["H"] * n, cell=cell * BOHR_A, pbc=True)
+        base_energy = build_energy_fn(config.base.potential, atoms, base)
+        ais = base_ais(config.base, base_energy, atoms, KB_EV_PER_K * config.state.temperature_K, Path(run_dir) / "base_ais.json", resume,
+                       seed=config.seed, step_size_A=vc.initial_proton_step_bohr * BOHR_A)
     if wc.twist_grid is None:
         twists, weights = np.asarray([wc.twist], dtype=np.float64), np.ones(1)
     else:
@@ -228,7 +261,8 @@ def build_joint_setup(config: VFEElectronsRunConfig) -> JointSetup:
         wf_params.append(wf.init())
     flow = make_periodic_flow(cell, n, n_layers=config.flow.n_layers, one_body=config.flow.one_body, two_body=config.flow.two_body)
     model = electronic.make_electronic_free_energy(flow, wavefunctions, n_electrons=n, temperature_K=config.state.temperature_K,
-                                                   mass_amu=hc.mass_amu, twist_weights=weights)
+                                                   mass_amu=hc.mass_amu, twist_weights=weights, base_energy_fn=base_energy,
+                                                   base_log_partition_A=None if ais is None else ais["ln_Z"])
     step, init_opt = electronic.make_joint_train_step(
         model, flow_learning_rate=vc.flow_learning_rate, wavefunction_optimizer=vc.optimizer, wavefunction_learning_rate=vc.learning_rate,
         proton_mcmc_steps=vc.proton_mcmc_steps, electron_mcmc_steps=vc.electron_mcmc_steps, damping=vc.damping, clip_width=vc.clip_width,
@@ -237,14 +271,17 @@ def build_joint_setup(config: VFEElectronsRunConfig) -> JointSetup:
         learning_rate_schedule=None if vc.schedule == "constant" else learning_rate_factor(vc.schedule, max(vc.steps, 1), vc.final_lr_fraction))
     k_flow, k_protons, k_electrons, k_burn, k_run, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 6)
     rng = np.random.default_rng(config.seed)
-    protons = np.asarray([random_protons(rng, n, float(cell[0, 0]), hc.min_proton_distance_bohr) for _ in range(vc.walkers)])
+    if ais is None:
+        protons = np.asarray([random_protons(rng, n, float(cell[0, 0]), hc.min_proton_distance_bohr) for _ in range(vc.walkers)])
+    else:  # the base's own samples: the flow starts at the identity, p = the base density
+        protons = np.asarray(ais["positions"])[np.arange(vc.walkers) % len(ais["positions"])] / BOHR_A
     electrons = jnp.stack([jnp.stack([initial_electrons(jax.random.fold_in(jax.random.fold_in(k_electrons, t), b), protons[b], cell,
                                                         vc.electron_walkers, n) for b in range(vc.walkers)]) for t in range(len(twists))])
     state = electronic.initial_state(model, init_opt, flow.init(k_flow), wf_params, jnp.asarray(protons), electrons, k_run,
                                      proton_step_size=vc.initial_proton_step_bohr,
                                      electron_step_size=np.full(len(twists), vc.initial_electron_step_bohr))
     return JointSetup(cell=cell, twists=twists, model=model, step=step, init_opt=init_opt, state=state,
-                      keys={"burn_in": k_burn, "evaluation": k_eval})
+                      keys={"burn_in": k_burn, "evaluation": k_eval}, ais=ais)
 
 
 def vfe_hydrogen_structure(run_dir: Path, *, seed: int = 0) -> dict:
@@ -263,7 +300,7 @@ def vfe_hydrogen_structure(run_dir: Path, *, seed: int = 0) -> dict:
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} not found: not a finished thermoflow vfe run with [hydrogen]")
     config, _ = load_config(run_dir / "config.resolved.toml", model=VFEElectronsRunConfig)
-    setup = build_joint_setup(config)
+    setup = build_joint_setup(config, base=config_base(run_dir), run_dir=run_dir, resume=True)
     stored, _, _, _ = load_latest_checkpoint(run_dir / "checkpoints" / "state.npz", setup.state)
     samples = jnp.asarray(np.stack([a.positions for a in ase.io.read(run_dir / "samples.extxyz", ":")]) / BOHR_A)
     summary = structure_outputs(run_dir, setup.model, stored.flow_params, samples, setup.cell, jax.random.PRNGKey(seed), config.vfe,

@@ -43,11 +43,11 @@ from thermoflow.flows.ais import annealed_importance_sampling
 from thermoflow.flows.periodic import make_periodic_flow
 from thermoflow.io.atomic import atomic_write_text
 from thermoflow.units import GPA_PER_EV_PER_A3, KB_EV_PER_K
-from thermoflow.workflows.build import build_potential, build_structure
+from thermoflow.workflows.build import build_energy_fn, build_potential, build_structure
 from thermoflow.workflows.config import ConfigError
 from thermoflow.workflows.plots import plot_rdf, plot_training_trace
 from thermoflow.workflows.run_dir import optimise_in_run_dir, start_run_dir, write_rdf_csv
-from thermoflow.workflows.vfe_config import VFERunConfig
+from thermoflow.workflows.vfe_config import BaseSection, VFERunConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +79,18 @@ def _particles(config: VFERunConfig, base: Path) -> ase.Atoms:
     return atoms
 
 
-def _base_ais(config: VFERunConfig, energy, atoms: ase.Atoms, kT: float, path: Path, resume: bool) -> dict:
-    """ln Z_b of the base potential ``energy`` by annealed importance sampling, stored in ``path`` and read back on resume."""
+def base_ais(bc: BaseSection, energy, atoms: ase.Atoms, kT: float, path: Path, resume: bool, *, seed: int, step_size_A: float) -> dict:
+    """ln Z_b (lengths in Angstrom) of the base potential ``energy`` in the cell of ``atoms`` at k_B T = ``kT`` (eV) by annealed
+    importance sampling (:func:`thermoflow.flows.ais.annealed_importance_sampling`, settings of ``bc``), stored in ``path``
+    (with the final chains' positions, Angstrom) and read back on resume; ``{"ln_Z", "ln_Z_stderr", "positions", ...}``."""
     if resume and path.is_file():
         stored = json.loads(path.read_text())
         log.info("base ln Z read from %s", path)
         return {**stored, "positions": np.asarray(stored["positions_A"])}
-    bc = config.base
     t0 = time.perf_counter()
     out = annealed_importance_sampling(energy, np.asarray(atoms.cell.array), len(atoms), kT_eV=kT, n_walkers=bc.ais_walkers,
                                        n_temperatures=bc.ais_temperatures, mcmc_steps=bc.ais_mcmc_steps,
-                                       key=jax.random.PRNGKey(config.seed + 1), step_size=config.vfe.initial_step_size_A)
+                                       key=jax.random.PRNGKey(seed + 1), step_size=step_size_A)
     log.info("base ln Z = %.4f +- %.4f by AIS (%d chains, %d temperatures; effective sample size %.0f) in %.0f s",
              out["ln_Z"], out["ln_Z_stderr"], bc.ais_walkers, bc.ais_temperatures, out["effective_sample_size"], time.perf_counter() - t0)
     if out["effective_sample_size"] < 0.1 * bc.ais_walkers:
@@ -134,8 +135,9 @@ def run_vfe(config: VFERunConfig, base: Path, out_dir: Path, *, resume: bool = F
     energy_fn = build_potential(config, atoms, base)
     ais, base_kwargs = None, {}
     if config.base.kind == "potential":
-        base_energy = build_potential(config.model_copy(update={"potential": config.base.potential}), atoms, base)
-        ais = _base_ais(config, base_energy, atoms, kT, out_dir / "base_ais.json", resume)
+        base_energy = build_energy_fn(config.base.potential, atoms, base)
+        ais = base_ais(config.base, base_energy, atoms, kT, out_dir / "base_ais.json", resume, seed=config.seed,
+                       step_size_A=config.vfe.initial_step_size_A)
         base_kwargs = {"base_energy_fn": base_energy, "base_log_partition": ais["ln_Z"]}
     flow = make_periodic_flow(cell, n, n_layers=config.flow.n_layers, one_body=config.flow.one_body, two_body=config.flow.two_body)
     model = classical.make_classical_free_energy(energy_fn, flow, temperature_K=temperature, mass_amu=mass, clip_width=vc.clip_width,
