@@ -51,6 +51,7 @@ def test_hydrogen_vfe_reports_consistent_thermodynamics_and_structure(tmp_path):
     kT = KB_EV_PER_K * 6000.0
     ais = json.loads((tmp_path / "full" / "base_ais.json").read_text())
     assert full["base"] == "potential" and full["base_ln_Z"] == ais["ln_Z"]
+    assert 0.0 < full["closest_proton_pair_A"] and 0.0 <= full["close_pair_sample_fraction"] <= 1.0
     assert full["free_energy_stderr_eV_per_atom"] >= kT * ais["ln_Z_stderr"] / 2 - 1e-15
     assert full["kT_eV"] == pytest.approx(kT, rel=1e-12)
     assert full["energy_eV_per_atom"] == pytest.approx(1.5 * kT + full["electronic_energy_eV_per_atom"], rel=1e-9)

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from thermoflow.analysis.statistics import blocking_stderr
-from thermoflow.analysis.structure import default_rdf_range, radial_distribution
+from thermoflow.analysis.structure import default_rdf_range, pair_distances, radial_distribution
 from thermoflow.electrons.driver import STEP_SIZE_BOUNDS as ELECTRON_STEP_BOUNDS
 from thermoflow.electrons.mcmc import tune_step_size
 from thermoflow.electrons.plane_waves import cubic_cell_from_rs
@@ -190,6 +190,7 @@ def run_vfe_hydrogen(config: VFEElectronsRunConfig, base: Path, out_dir: Path, *
     symbols = ["H"] * n
     rdf = radial_distribution(samples, cell_A, symbols, default_rdf_range(samples[0], cell_A))
     write_rdf_csv(out_dir / "rdf.csv", rdf)
+    results.update(_close_pairs(samples, cell_A))
     plot_rdf(out_dir / "rdf.png", rdf, None, {}, "", label="proton samples")
     ase.io.write(out_dir / "samples.extxyz", [ase.Atoms(symbols, positions=x, cell=cell_A, pbc=True) for x in samples])
     results["structure"] = structure_outputs(out_dir, model, s.flow_params, final["protons"], cell, jax.random.fold_in(k_eval, 1), vc,
@@ -427,6 +428,29 @@ def _plot_scan(out_dir: Path, points: list[dict], rs_values) -> None:
             data = np.genfromtxt(path, delimiter=",", names=True)
             curves[f"r_s = {rs_value:g}"] = (data["r_A"], data["g_H_H"])
     plot_curves(out_dir / "rdf.png", curves, "r (A)", "g(r), protons")
+
+
+#: protons closer than this (Angstrom) are improbable in hydrogen below about 10^4 K (the H2 bond is 0.74 A; the H2
+#: Born-Oppenheimer energy at 0.5 A is about 2.5 eV above its minimum)
+CLOSE_PAIR_A = 0.5
+
+
+def _close_pairs(samples_A: np.ndarray, cell_A: np.ndarray) -> dict:
+    """The closest proton pair over the evaluated samples (B, N, 3) and the fraction of samples holding a pair closer than
+    :data:`CLOSE_PAIR_A`, with a warning when any does: a sanity check of the trained flow (a folded flow can put protons
+    on top of each other, measured at 1200 K on a uniform base, docs/results/hydrogen.md)."""
+    closest = np.full(len(samples_A), np.inf)
+    for b, x in enumerate(samples_A):
+        _, _, d = pair_distances(x, cell_A, CLOSE_PAIR_A * 4)
+        if len(d):
+            closest[b] = d.min()
+    fraction = float(np.mean(closest < CLOSE_PAIR_A))
+    if fraction > 0:
+        log.warning("%.0f %% of the evaluated proton samples hold a pair closer than %.1f A (closest %.3f A), improbable for "
+                    "hydrogen below about 10^4 K: the flow may fold (negative_jacobian_fraction) or need more training or a "
+                    "repulsive base potential ([base])",
+                    100 * fraction, CLOSE_PAIR_A, closest.min())
+    return {"closest_proton_pair_A": float(closest.min()), "close_pair_sample_fraction": fraction, "close_pair_threshold_A": CLOSE_PAIR_A}
 
 
 def _per_atom_results(blocks: dict[str, np.ndarray], n: int, kT_Ha: float) -> dict:
