@@ -34,6 +34,7 @@ GAS = {
 }
 
 
+@pytest.mark.slow  # a compilation-bound run directory (~70 s); the ideal-gas F is exact in tests/flows, resume in the driver's tests
 def test_vfe_run_resumes_exactly_and_reports_the_gas_free_energy(tmp_path):
     config = validate_config(GAS, VFERunConfig)
     full = run_vfe(config, tmp_path, tmp_path / "full", log_every=None)
