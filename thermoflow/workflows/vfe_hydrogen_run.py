@@ -439,18 +439,19 @@ def _close_pairs(samples_A: np.ndarray, cell_A: np.ndarray) -> dict:
     """The closest proton pair over the evaluated samples (B, N, 3) and the fraction of samples holding a pair closer than
     :data:`CLOSE_PAIR_A`, with a warning when any does: a sanity check of the trained flow (a folded flow can put protons
     on top of each other, measured at 1200 K on a uniform base, docs/results/hydrogen.md)."""
-    closest = np.full(len(samples_A), np.inf)
+    closest = np.full(len(samples_A), np.inf)  # inf: no pair within the search radius (a dilute sample)
     for b, x in enumerate(samples_A):
         _, _, d = pair_distances(x, cell_A, CLOSE_PAIR_A * 4)
         if len(d):
             closest[b] = d.min()
     fraction = float(np.mean(closest < CLOSE_PAIR_A))
+    nearest = float(closest.min()) if np.isfinite(closest.min()) else None  # JSON has no infinity
     if fraction > 0:
         log.warning("%.0f %% of the evaluated proton samples hold a pair closer than %.1f A (closest %.3f A), improbable for "
                     "hydrogen below about 10^4 K: the flow may fold (negative_jacobian_fraction) or need more training or a "
                     "repulsive base potential ([base])",
                     100 * fraction, CLOSE_PAIR_A, closest.min())
-    return {"closest_proton_pair_A": float(closest.min()), "close_pair_sample_fraction": fraction, "close_pair_threshold_A": CLOSE_PAIR_A}
+    return {"closest_proton_pair_A": nearest, "close_pair_sample_fraction": fraction, "close_pair_threshold_A": CLOSE_PAIR_A}
 
 
 def _per_atom_results(blocks: dict[str, np.ndarray], n: int, kT_Ha: float) -> dict:
