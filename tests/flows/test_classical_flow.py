@@ -26,7 +26,7 @@ from thermoflow.flows import classical
 from thermoflow.flows.ais import annealed_importance_sampling
 from thermoflow.flows.periodic import make_periodic_flow
 from thermoflow.flows.sampling import init_walkers, make_metropolis_block
-from thermoflow.lattice import smooth_periodic_distance
+from thermoflow.lattice import fractional_phases, pair_inputs, pair_inputs_from_phases, pair_phases, smooth_periodic_distance
 from thermoflow.optimize import optimise
 from thermoflow.units import KB_EV_PER_K
 
@@ -51,6 +51,18 @@ def test_smooth_periodic_distance_any_lattice():
     r = jnp.array([0.7, -1.1, 2.2])
     for shift in (cell[0], cell[1] - 2 * cell[2], cell[0] + cell[1] + cell[2]):
         assert abs(float(smooth_periodic_distance(r + shift, cell) - smooth_periodic_distance(r, cell))) < 1e-12
+
+
+def test_pair_phases_equal_the_phases_of_the_displacements():
+    """The angle-difference identities of pair_phases give the pair inputs of every displacement r_j - r_i to
+    round-off (triclinic cell, particles up to two cells apart)."""
+    cell = jnp.asarray(TRICLINIC)
+    a = jax.random.uniform(jax.random.PRNGKey(0), (5, 3), minval=-2.0, maxval=2.0) @ cell
+    b = jax.random.uniform(jax.random.PRNGKey(1), (4, 3), minval=-2.0, maxval=2.0) @ cell
+    sin, cos = pair_phases(fractional_phases(a, cell), fractional_phases(b, cell))
+    assert sin.shape == cos.shape == (5, 4, 3)
+    direct = pair_inputs(b[None, :, :] - a[:, None, :], cell)
+    np.testing.assert_allclose(pair_inputs_from_phases(sin, cos, cell), direct, rtol=0, atol=1e-13)
 
 
 def test_flow_symmetries_and_log_density():

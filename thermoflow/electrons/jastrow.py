@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from thermoflow.electrons.plane_waves import inversion_symmetric, make_slater_determinant, make_twisted_determinant
-from thermoflow.lattice import smooth_periodic_distance
+from thermoflow.lattice import distance_from_phases, fractional_phases, pair_phases, smooth_periodic_distance
 
 
 class Wavefunction(NamedTuple):
@@ -54,11 +54,14 @@ def rpa_pair_function(d: jax.Array, amplitude: jax.Array, cusp: float) -> jax.Ar
     return amplitude * -jnp.expm1(-d / decay) / d
 
 
-def log_jastrow(params: dict, electrons: jax.Array, protons: jax.Array | None, n_up: int, cell: jax.Array) -> jax.Array:
+def log_jastrow(params: dict, electrons: jax.Array, protons: jax.Array | None, n_up: int, cell: jax.Array, *,
+                distances: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """ln J = -sum_{i<j} u_{s_i s_j}(d_ij) + sum_{i, I} u_ep(d_iI) (scalar): the RPA pair terms with the
     electron-electron cusps (1/2 antiparallel, 1/4 parallel) and, with protons, the electron-proton
     term with the cusp d ln psi / dr = -1 (Z = 1) at every proton. ``params``: ``a_parallel``,
-    ``a_antiparallel``, ``a_electron_proton`` (amplitudes A = softplus(a)).
+    ``a_antiparallel``, ``a_electron_proton`` (amplitudes A = softplus(a)). ``distances``: the smooth
+    periodic distances ``(electron-electron (n, n), any diagonal; electron-proton (n, n_p))`` when the
+    caller has them (the network wavefunction computes them with its pair inputs), else computed here.
 
     References: doi:10.1103/PhysRevB.18.3126; Kato (1957).
     """
@@ -66,12 +69,18 @@ def log_jastrow(params: dict, electrons: jax.Array, protons: jax.Array | None, n
     spin = jnp.arange(n) < n_up
     same = spin[:, None] == spin[None, :]
     upper = jnp.triu(jnp.ones((n, n), dtype=bool), k=1)
-    d = jnp.where(upper, periodic_distance(electrons[None, :, :] - electrons[:, None, :], cell), 1.0)
+    with_protons = protons is not None and protons.shape[0] > 0
+    if distances is None:
+        phases = fractional_phases(electrons, cell)
+        d_ee = distance_from_phases(*pair_phases(phases, phases), cell)
+        d_ep = distance_from_phases(*pair_phases(phases, fractional_phases(protons, cell)), cell) if with_protons else None
+    else:
+        d_ee, d_ep = distances
+    d = jnp.where(upper, d_ee, 1.0)
     u = jnp.where(same, rpa_pair_function(d, jax.nn.softplus(params["a_parallel"]), 0.25),
                   rpa_pair_function(d, jax.nn.softplus(params["a_antiparallel"]), 0.5))
     log_j = -jnp.sum(jnp.where(upper, u, 0.0))
-    if protons is not None and protons.shape[0] > 0:
-        d_ep = periodic_distance(electrons[:, None, :] - protons[None, :, :], cell)
+    if with_protons:
         log_j = log_j + jnp.sum(rpa_pair_function(d_ep, jax.nn.softplus(params["a_electron_proton"]), 1.0))
     return log_j
 

@@ -43,15 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thermoflow.electrons.jastrow import Wavefunction, jastrow_params, log_jastrow, periodic_distance
+from thermoflow.electrons.jastrow import Wavefunction, jastrow_params, log_jastrow
 from thermoflow.electrons.plane_waves import inversion_symmetric, real_orbitals
-
-
-def _pair_features(displacements, cell, inverse_cell):
-    """(..., 7): sin and cos of 2 pi x the fractional displacement and the periodic distance."""
-    frac = displacements @ inverse_cell
-    return jnp.concatenate([jnp.sin(2 * jnp.pi * frac), jnp.cos(2 * jnp.pi * frac),
-                            periodic_distance(displacements, cell)[..., None]], axis=-1)
+from thermoflow.lattice import fractional_phases, pair_inputs_from_phases, pair_phases
 
 
 def _dense(key, n_in, n_out, scale=1.0):
@@ -178,15 +172,27 @@ def make_periodic_network(
                                                  (n_determinants, n_amplitudes_up))
         return params
 
-    def features(params, electrons, protons):
+    def pair_geometry(electrons, protons):
+        """The pair inputs of the streams and the distances of the Jastrow factor, from one set of per-particle phases
+        (:func:`thermoflow.lattice.pair_phases`): ``(e-e inputs (n, n, 7) zero on the diagonal, mean e-p inputs (n, 7),
+        e-e distances (n, n) with a placeholder diagonal, e-p distances (n, n_p))``."""
         n = electrons.shape[0]
         self_pair = jnp.eye(n, dtype=bool)[:, :, None]
-        displacements = jnp.where(self_pair, 0.5, electrons[None, :, :] - electrons[:, None, :])  # no d = 0 in the derivatives
-        pairs = jnp.where(self_pair, 0.0, _pair_features(displacements, cell_j, inverse_j))  # (n, n, 7), zero on the diagonal
+        phases_e = fractional_phases(electrons, cell_j, inverse_j)
+        sin_ee, cos_ee = pair_phases(phases_e, phases_e)  # [i, j]: the displacement r_j - r_i
+        # a quarter lattice vector stands in on the diagonal: no d = 0 in the derivatives
+        sin_ee, cos_ee = jnp.where(self_pair, 1.0, sin_ee), jnp.where(self_pair, 0.0, cos_ee)
+        pair_ee = pair_inputs_from_phases(sin_ee, cos_ee, cell_j)
         if protons.shape[0] > 0:
-            h = jnp.mean(_pair_features(electrons[:, None, :] - protons[None, :, :], cell_j, inverse_j), axis=1)
+            sin_ep, cos_ep = pair_phases(fractional_phases(protons, cell_j, inverse_j), phases_e)  # [I, i]: r_i - R_I
+            pair_ep = pair_inputs_from_phases(sin_ep.swapaxes(0, 1), cos_ep.swapaxes(0, 1), cell_j)  # (n, n_p, 7)
+            h, d_ep = jnp.mean(pair_ep, axis=1), pair_ep[..., 6]
         else:
-            h = jnp.zeros((n, 7), electrons.dtype)
+            h, d_ep = jnp.zeros((n, 7), electrons.dtype), jnp.zeros((n, 0), electrons.dtype)
+        return jnp.where(self_pair, 0.0, pair_ee), h, pair_ee[..., 6], d_ep
+
+    def features(params, pairs, h):
+        n = pairs.shape[0]
         g, h = pairs.astype(stream_dtype), h.astype(stream_dtype)
         up = jnp.arange(n) < n_up
         for layer in params["layers"]:
@@ -206,9 +212,9 @@ def make_periodic_network(
         protons = jnp.zeros((0, 3), electrons.dtype) if protons is None else protons
         if atomic and protons.shape[0] == 0:
             raise ValueError("the atomic envelope needs protons")
-        h = features(params, electrons, protons)
+        pairs, one_body, d_ee, d_ep = pair_geometry(electrons, protons)
+        h = features(params, pairs, one_body)
         shifted = electrons + h @ params["backflow"]
-        d_ep = periodic_distance(electrons[:, None, :] - protons[None, :, :], cell_j) if atomic else None  # (n_e, n_p)
 
         def orbitals(x, hs, d, k, shift, modulation, exponent, pair, k_sign=1.0):
             """(n_det, n, m) orbital matrices of one spin's electrons; exp(i k_sign k . x) columns when twisted."""
@@ -241,6 +247,7 @@ def make_periodic_network(
             total = jnp.sum(signs * jnp.exp(logs - top))
             sign, log_abs = total / jnp.abs(total), top + jnp.log(jnp.abs(total))
         jastrow_protons = protons[:0] if atomic else protons
-        return sign, log_abs + log_jastrow(params, electrons, jastrow_protons, n_up, cell_j)
+        distances = (d_ee, d_ep[:, :0] if atomic else d_ep)
+        return sign, log_abs + log_jastrow(params, electrons, jastrow_protons, n_up, cell_j, distances=distances)
 
     return Wavefunction(init=init, log_psi=log_psi)

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thermoflow.lattice import periodic_vector, smooth_periodic_distance
+from thermoflow.lattice import pair_inputs, periodic_vector
 
 N_PAIR_INPUTS = 7
 
@@ -84,13 +84,6 @@ class PeriodicFlow:
     @property
     def volume(self) -> float:
         return float(abs(np.linalg.det(self.cell)))
-
-
-def pair_inputs(displacements: jax.Array, cell: jax.Array, inverse_cell: jax.Array) -> jax.Array:
-    """(..., 7): sin and cos of 2 pi f and the smooth periodic distance (:func:`thermoflow.lattice.smooth_periodic_distance`) of d = f A."""
-    frac = displacements @ inverse_cell
-    return jnp.concatenate([jnp.sin(2.0 * jnp.pi * frac), jnp.cos(2.0 * jnp.pi * frac),
-                            smooth_periodic_distance(displacements, cell)[..., None]], axis=-1)
 
 
 def _dense(key, n_in: int, n_out: int, scale: float = 1.0) -> dict:
