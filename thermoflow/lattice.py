@@ -44,6 +44,15 @@ def pair_phases(origin: tuple[jax.Array, jax.Array], target: tuple[jax.Array, ja
     return sin, cos
 
 
+def pair_phases_within(phases: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """:func:`pair_phases` of one set of particles with itself, ``(sin, cos)`` each (n, n, 3), with a quarter lattice
+    vector (sin 1, cos 0) standing in for the zero self-displacement on the diagonal: derivatives of the smooth distance
+    never meet d = 0 there (callers mask the diagonal out)."""
+    sin, cos = pair_phases(phases, phases)
+    self_pair = jnp.eye(sin.shape[0], dtype=bool)[:, :, None]
+    return jnp.where(self_pair, 1.0, sin), jnp.where(self_pair, 0.0, cos)
+
+
 def distance_from_phases(sin: jax.Array, cos: jax.Array, cell: jax.Array) -> jax.Array:
     """The smooth periodic distance D (module docstring) from ``(sin, cos)`` of 2 pi f, each (..., 3): (...,), in the
     length unit of ``cell`` (3, 3)."""

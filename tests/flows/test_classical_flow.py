@@ -26,7 +26,7 @@ from thermoflow.flows import classical
 from thermoflow.flows.ais import annealed_importance_sampling
 from thermoflow.flows.periodic import make_periodic_flow
 from thermoflow.flows.sampling import init_walkers, make_metropolis_block
-from thermoflow.lattice import fractional_phases, pair_inputs, pair_inputs_from_phases, pair_phases, smooth_periodic_distance
+from thermoflow.lattice import fractional_phases, pair_inputs, pair_inputs_from_phases, pair_phases, pair_phases_within, smooth_periodic_distance
 from thermoflow.optimize import optimise
 from thermoflow.units import KB_EV_PER_K
 
@@ -63,6 +63,13 @@ def test_pair_phases_equal_the_phases_of_the_displacements():
     assert sin.shape == cos.shape == (5, 4, 3)
     direct = pair_inputs(b[None, :, :] - a[:, None, :], cell)
     np.testing.assert_allclose(pair_inputs_from_phases(sin, cos, cell), direct, rtol=0, atol=1e-13)
+    # within one set: the same off the diagonal, the quarter-lattice-vector placeholder on it
+    sin, cos = pair_phases_within(fractional_phases(a, cell))
+    within = pair_inputs(a[None, :, :] - a[:, None, :], cell)
+    off = ~np.eye(5, dtype=bool)
+    np.testing.assert_allclose(np.asarray(pair_inputs_from_phases(sin, cos, cell))[off], np.asarray(within)[off], rtol=0, atol=1e-13)
+    np.testing.assert_array_equal(np.diagonal(sin, axis1=0, axis2=1), 1.0)
+    np.testing.assert_array_equal(np.diagonal(cos, axis1=0, axis2=1), 0.0)
 
 
 def test_flow_symmetries_and_log_density():

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from thermoflow.electrons.plane_waves import inversion_symmetric, make_slater_determinant, make_twisted_determinant
-from thermoflow.lattice import distance_from_phases, fractional_phases, pair_phases, smooth_periodic_distance
+from thermoflow.lattice import distance_from_phases, fractional_phases, pair_phases, pair_phases_within, smooth_periodic_distance
 
 
 class Wavefunction(NamedTuple):
@@ -71,9 +71,10 @@ def log_jastrow(params: dict, electrons: jax.Array, protons: jax.Array | None, n
     upper = jnp.triu(jnp.ones((n, n), dtype=bool), k=1)
     with_protons = protons is not None and protons.shape[0] > 0
     if distances is None:
-        phases = fractional_phases(electrons, cell)
-        d_ee = distance_from_phases(*pair_phases(phases, phases), cell)
-        d_ep = distance_from_phases(*pair_phases(phases, fractional_phases(protons, cell)), cell) if with_protons else None
+        inverse = jnp.linalg.inv(cell)
+        phases = fractional_phases(electrons, cell, inverse)
+        d_ee = distance_from_phases(*pair_phases_within(phases), cell)
+        d_ep = distance_from_phases(*pair_phases(phases, fractional_phases(protons, cell, inverse)), cell) if with_protons else None
     else:
         d_ee, d_ep = distances
     d = jnp.where(upper, d_ee, 1.0)

@@ -45,7 +45,7 @@ import numpy as np
 
 from thermoflow.electrons.jastrow import Wavefunction, jastrow_params, log_jastrow
 from thermoflow.electrons.plane_waves import inversion_symmetric, real_orbitals
-from thermoflow.lattice import fractional_phases, pair_inputs_from_phases, pair_phases
+from thermoflow.lattice import fractional_phases, pair_inputs_from_phases, pair_phases, pair_phases_within
 
 
 def _dense(key, n_in, n_out, scale=1.0):
@@ -179,10 +179,7 @@ def make_periodic_network(
         n = electrons.shape[0]
         self_pair = jnp.eye(n, dtype=bool)[:, :, None]
         phases_e = fractional_phases(electrons, cell_j, inverse_j)
-        sin_ee, cos_ee = pair_phases(phases_e, phases_e)  # [i, j]: the displacement r_j - r_i
-        # a quarter lattice vector stands in on the diagonal: no d = 0 in the derivatives
-        sin_ee, cos_ee = jnp.where(self_pair, 1.0, sin_ee), jnp.where(self_pair, 0.0, cos_ee)
-        pair_ee = pair_inputs_from_phases(sin_ee, cos_ee, cell_j)
+        pair_ee = pair_inputs_from_phases(*pair_phases_within(phases_e), cell_j)  # [i, j]: the displacement r_j - r_i
         if protons.shape[0] > 0:
             sin_ep, cos_ep = pair_phases(fractional_phases(protons, cell_j, inverse_j), phases_e)  # [I, i]: r_i - R_I
             pair_ep = pair_inputs_from_phases(sin_ep.swapaxes(0, 1), cos_ep.swapaxes(0, 1), cell_j)  # (n, n_p, 7)
