@@ -62,7 +62,8 @@ def test_symmetrisation_keeps_invariant_and_removes_symmetry_breaking_parts():
     import jax
     import jax.numpy as jnp
 
-    from thermoflow.phonons.cubic import potential_has_symmetry, space_group_operations, symmetrise_cubic
+    from thermoflow.phonons.cubic import symmetrise_cubic
+    from thermoflow.phonons.symmetry import potential_has_symmetry, space_group_operations
     from thermoflow.phonons.scha import make_mode_potential
 
     energy_fn, modes = crystals.anharmonic_neon()

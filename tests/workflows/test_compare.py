@@ -112,11 +112,40 @@ def test_two_einstein_phases_cross_where_the_analytic_free_energies_do(tmp_path,
         drift = KB_EV_PER_K * temps * 1e-4 * np.abs(truncated) * 1e3  # the rtol of the entropy check above
         assert np.all(np.abs(expected - truncation) <= drift + 1e-9)
         assert np.all(np.abs(expected) < 1e-2)
-    # a second invocation reads the finished points back instead of rerunning them
+    # a second invocation reads the finished points back instead of rerunning them; with the
+    # harmonic finite-size correction: none for Einstein crystals (no dispersion, no translations)
     caplog.set_level(logging.INFO)
-    again = run_compare(path, tmp_path / "out")
+    again = run_compare(path, tmp_path / "out", overrides=["compare.harmonic_correction={mesh=[4, 4, 4], force_constants_min_atoms=8}"])
     assert caplog.text.count("finished, read back") == 2 * len(TEMPERATURES)
     assert again["phases"]["soft"]["crossings"] == soft["crossings"]
+    for name in SPRINGS:
+        # to phonopy's unit conversion (its own physical constants) and the O(delta^2) displacements
+        np.testing.assert_allclose(again["phases"][name]["harmonic_finite_size_correction_eV_per_atom"], 0.0, atol=1e-7)
+        assert (tmp_path / "out" / name / "harmonic_mesh.json").is_file()
+    assert again["phases"]["soft"]["corrected_crossings"][0]["temperature_K"] == pytest.approx(crossing["temperature_K"], abs=1e-3)
+
+
+def test_harmonic_correction_shifts_each_phase_by_mesh_minus_cell(tmp_path):
+    """The corrected values are G + F_harm(mesh) - F_harm(cell) per phase, the corrected
+    difference and crossing follow from them (synthetic points and mesh values)."""
+    from thermoflow.workflows.compare import _summarise, load_comparison
+
+    section, shared, _ = load_comparison(write(tmp_path))
+    temps = np.array(TEMPERATURES)
+    f = {"stiff": np.array([0.0, 0.0, 0.0]), "soft": np.array([2.0, 1.0, -1.0]) * 1e-3}
+    harm = {"stiff": np.array([10.0, 9.0, 8.0]) * 1e-3, "soft": np.array([7.0, 6.0, 5.0]) * 1e-3}
+    results = [{"free_energy_eV_per_atom": f[n][i], "free_energy_stderr_eV_per_atom": 1e-5, "harmonic_vibrational_free_energy_eV_per_atom": harm[n][i]}
+               for i in range(len(temps)) for n in ("stiff", "soft")]
+    mesh = {"stiff": harm["stiff"] + 1e-3, "soft": harm["soft"] - 0.5e-3}  # corrections +1 and -0.5 meV/atom
+    summary = _summarise(section, shared, tmp_path, temps, results, mesh)
+    soft = summary["phases"]["soft"]
+    np.testing.assert_allclose(soft["harmonic_finite_size_correction_eV_per_atom"], -0.5e-3, atol=1e-15)
+    np.testing.assert_allclose(soft["corrected_delta_eV_per_atom"], f["soft"] - 1.5e-3, atol=1e-15)
+    # corrected difference 0.5, -0.5, -2.5 meV/atom: the crossing moves from 135 K to 90 K
+    assert soft["crossings"][0]["temperature_K"] == pytest.approx(135.0)
+    assert soft["corrected_crossings"][0]["temperature_K"] == pytest.approx(90.0)
+    assert (tmp_path / "corrected_free_energy_differences.png").is_file()
+    assert "corrected_delta_eV_per_atom" in (tmp_path / "summary.csv").read_text()
 
 
 def test_crossing_error_bar_from_the_bootstrap():

@@ -104,10 +104,19 @@ def test_non_finite_training_rolls_back_then_stops_with_clear_error(tmp_path):
 def test_cli_phonons_and_invalid_config(tmp_path):
     runner = CliRunner()
     out = tmp_path / "ph"
-    result = runner.invoke(app, ["phonons", "--out", str(out), "--set", "structure.supercell=[1,1,1]"])
+    result = runner.invoke(app, ["phonons", "--out", str(out), "--set", "structure.supercell=[1,1,1]", "--set", "phonons.mesh=[16,16,16]",
+                                 "--set", "phonons.force_constants_supercell=[2,2,2]", "--set", "phonons.temperatures_K=[10, 40]"])
     assert result.exit_code == 0, result.output
     ph = json.loads((out / "phonons.json").read_text())
     assert ph["n_modes"] == 9 and ph["n_imaginary_modes"] == 0
+    # the 4-atom cell's own Gamma point equals its commensurate q-points from the 32-atom force constants
+    mesh = ph["mesh"]
+    assert mesh["force_constants_atoms"] == 32 and (out / "mesh_thermodynamics.csv").is_file()
+    for own, interpolated in zip(mesh["cell_vibrational_free_energy_eV_per_atom"], mesh["cell_from_force_constants_free_energy_eV_per_atom"]):
+        assert abs(own - interpolated) < 1e-7
+    assert all(abs(c) > 1e-4 for c in mesh["finite_size_correction_eV_per_atom"])  # a 4-atom cell is far from converged
+    bad_mesh = runner.invoke(app, ["phonons", "--out", str(tmp_path / "bad"), "--set", "phonons.mesh=[0,4,4]"])
+    assert bad_mesh.exit_code == 2 and "phonons.mesh" in bad_mesh.output
     res = runner.invoke(app, ["scha", "--out", str(tmp_path / "g"), "--set", "structure.supercell=[1,1,1]",
                               "--set", "nct.reference.iterations=10", "--set", "nct.reference.n_samples=256"])
     assert res.exit_code == 0, res.output

@@ -390,8 +390,16 @@ def _print_dict(title: str, res: dict, out: Path) -> None:
     table = Table(title=title)
     table.add_column("quantity")
     table.add_column("value", justify="right")
+    def fmt(value):
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+            return ", ".join(f"{v:.6g}" for v in value)
+        return str(value)
+
     for key, value in res.items():
-        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+        for sub, item in (value.items() if isinstance(value, dict) else [(None, value)]):
+            table.add_row(key if sub is None else f"{key}.{sub}", fmt(item))
     console.print(table)
     console.print(f"output: {out}")
 

@@ -42,12 +42,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import spglib
 from jax.sharding import Mesh
 
 from thermoflow.parallel import map_samples
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.phonons.scha import antithetic_normals, mode_to_cartesian, mode_variances
+from thermoflow.phonons.symmetry import potential_has_symmetry, space_group_operations
 from thermoflow.potentials.base import EnergyFn, hessian as cartesian_hessian
 from thermoflow.units import HBAR_EV
 
@@ -76,65 +76,6 @@ class CubicForceConstants:
 
 def _symmetrise(t: np.ndarray) -> np.ndarray:
     return (t + t.transpose(0, 2, 1) + t.transpose(1, 0, 2) + t.transpose(1, 2, 0) + t.transpose(2, 0, 1) + t.transpose(2, 1, 0)) / 6.0
-
-
-def space_group_operations(modes: HarmonicModes, symprec: float = 1e-4) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Two groups of operations whose successive averages are the space-group projector: the pure
-    lattice translations of the cell, then one operation per point-group rotation (coset
-    representatives); each operation is (Cartesian rotation (3, 3), atom permutation (N,)). Found by spglib (all atoms treated as
-    one species when masses agree: symmetry of the reference positions and masses).
-
-    Raises:
-        ValueError: if an operation does not map the atoms onto atoms (within ``symprec``, A).
-    """
-    cell = np.asarray(modes.cell)
-    pos = np.asarray(modes.reference_positions)
-    frac = pos @ np.linalg.inv(cell)
-    _, species = np.unique(np.round(modes.masses, 6), return_inverse=True)
-    sym = spglib.get_symmetry((cell, frac, species), symprec=symprec)
-    to_cart = cell.T
-    ops, seen = [], set()
-
-    def permutation(rot, trans):
-        image = frac @ rot.T + trans
-        diff = image[:, None, :] - frac[None, :, :]
-        diff -= np.round(diff)
-        dist = np.linalg.norm(diff @ cell, axis=-1)
-        perm = np.argmin(dist, axis=1)
-        if np.max(dist[np.arange(len(perm)), perm]) > 10 * symprec or len(set(perm)) != len(perm):
-            raise ValueError("a symmetry operation does not map the atoms onto atoms")
-        return perm
-
-    identity = np.eye(3, dtype=int)
-    translations = [(r, t) for r, t in zip(sym["rotations"], sym["translations"]) if np.array_equal(r, identity)]
-    cosets = []
-    for r, t in zip(sym["rotations"], sym["translations"]):
-        key = r.tobytes()
-        if key not in seen:
-            seen.add(key)
-            cosets.append((r, t))
-    for group in (translations, cosets):
-        ops.append([(to_cart @ r @ np.linalg.inv(to_cart), permutation(r, t)) for r, t in group])
-    return ops
-
-
-def potential_has_symmetry(energy_fn: EnergyFn, modes: HarmonicModes, operations, amplitude_A: float = 0.05, seed: int = 0) -> bool:
-    """Whether ``energy_fn`` is invariant under the operations: V(R0 + u) = V(R0 + g u) for a
-    random displacement u (``amplitude_A`` per component), within 1e-6 of the displacement
-    energy. A potential of the atoms alone is; one with an external field (or a toy model with
-    direction-dependent springs) need not be."""
-    r0 = np.asarray(modes.reference_positions)
-    cell = jnp.asarray(modes.cell)
-    u = amplitude_A * np.random.default_rng(seed).normal(size=r0.shape)
-    images = []
-    for group in operations:
-        for rot, perm in group:
-            moved = np.empty_like(u)
-            moved[perm] = u @ rot.T
-            images.append(r0 + moved)
-    energies = np.asarray(jax.jit(jax.vmap(lambda r: energy_fn(r, cell)))(jnp.asarray(np.stack([r0, r0 + u] + images))))
-    scale = max(abs(energies[1] - energies[0]), 1e-12)
-    return bool(np.all(np.abs(energies[2:] - energies[1]) < 1e-6 * scale))
 
 
 def symmetrise_cubic(phi3: np.ndarray, modes: HarmonicModes, operations=None) -> np.ndarray:

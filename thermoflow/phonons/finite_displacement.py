@@ -107,24 +107,11 @@ def phonopy_hessian(
     unit = PhonopyAtoms(numbers=numbers, cell=cell, scaled_positions=positions @ np.linalg.inv(cell))
     phonon = Phonopy(unit, supercell_matrix=np.eye(3, dtype=int), primitive_matrix="P", symprec=symprec, log_level=0)
     phonon.generate_displacements(distance=displacement_A, is_plusminus=True)
-    # displaced cells: phonopy's displacements applied to our positions (phonopy wraps its own
-    # positions into the cell; the potential must see the same configuration as for the reference)
-    displaced = np.repeat(positions[None], len(phonon.displacements), axis=0)
-    for k, (atom, *step) in enumerate(phonon.displacements):
-        displaced[k, atom] += np.asarray(step, dtype=np.float64)
     shift = (np.asarray(phonon.supercell.scaled_positions) - positions @ np.linalg.inv(cell) + 0.5) % 1.0 - 0.5
     if np.max(np.abs(shift)) > 1e-8:
         raise RuntimeError("phonopy reordered the atoms of the cell; the Hessian's indices would not match")
-
-    cell_j = jnp.asarray(cell)
-    forces_fn = jax.jit(jax.vmap(lambda r: -jax.grad(energy_fn)(r, cell_j)))
-    forces = []
-    for lo in range(0, len(displaced), batch_size):
-        chunk = displaced[lo : lo + batch_size]
-        pad = batch_size - len(chunk)  # one compiled shape for every batch
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
-        forces.append(np.asarray(forces_fn(jnp.asarray(padded)))[: len(chunk)])
-    phonon.forces = np.concatenate(forces)
+    phonon.forces = displaced_forces(energy_fn, positions, cell, phonon.displacements, batch_size=batch_size)
+    n_displaced = len(phonon.displacements)
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants()
     fc = np.asarray(phonon.force_constants)  # (N, N, 3, 3): d^2E / dR_ia dR_jb as fc[i, j, a, b]
@@ -132,5 +119,35 @@ def phonopy_hessian(
     h = 0.5 * (h + h.T)
     seconds = time.perf_counter() - start
     symbol = phonon.symmetry.get_international_table()
-    log.info("phonopy Hessian: %d displaced cells (space group %s, delta %.3g A) in %.1f s", len(displaced), symbol, displacement_A, seconds)
-    return DisplacementHessian(hessian=h, n_displacements=len(displaced), displacement_A=displacement_A, space_group=symbol, seconds=seconds)
+    log.info("phonopy Hessian: %d displaced cells (space group %s, delta %.3g A) in %.1f s", n_displaced, symbol, displacement_A, seconds)
+    return DisplacementHessian(hessian=h, n_displacements=n_displaced, displacement_A=displacement_A, space_group=symbol, seconds=seconds)
+
+
+def displaced_forces(energy_fn: EnergyFn, positions: np.ndarray, cell: np.ndarray, displacements, *, batch_size: int = 8) -> np.ndarray:
+    """Forces of ``energy_fn`` on phonopy's displaced cells, (K, N, 3) eV/Angstrom.
+
+    Each displacement ``(atom, dx, dy, dz)`` (phonopy's ``displacements``, Angstrom) is applied to
+    our own ``positions`` (N, 3): phonopy wraps its displaced cells into the cell, and a potential
+    tied to site positions (or one whose neighbour images were fixed for these positions) must see
+    the same configuration as at the reference. Batched through one jitted ``vmap`` of
+    ``batch_size`` cells (the last batch padded: one compiled shape).
+
+    Raises:
+        ValueError: if a force is not finite.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    displaced = np.repeat(positions[None], len(displacements), axis=0)
+    for k, (atom, *step) in enumerate(displacements):
+        displaced[k, atom] += np.asarray(step, dtype=np.float64)
+    cell_j = jnp.asarray(cell)
+    forces_fn = jax.jit(jax.vmap(lambda r: -jax.grad(energy_fn)(r, cell_j)))
+    forces = []
+    for lo in range(0, len(displaced), batch_size):
+        chunk = displaced[lo : lo + batch_size]
+        pad = batch_size - len(chunk)
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
+        forces.append(np.asarray(forces_fn(jnp.asarray(padded)))[: len(chunk)])
+    forces = np.concatenate(forces)
+    if not np.all(np.isfinite(forces)):
+        raise ValueError("the potential's forces are not finite on the displaced cells")
+    return forces

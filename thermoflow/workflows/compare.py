@@ -33,6 +33,14 @@ same phase stored at the previous temperature (``nct.reference.start``) and runs
 temperatures, and the cold start from the harmonic modes is the most expensive part of a point.
 The flow still starts at each point from its own perturbative (or identity) map.
 
+With ``[compare.harmonic_correction]`` (``mesh = [32, 32, 32]``, ``force_constants_min_atoms``) each
+phase also gets its harmonic finite-size (q-point sampling) correction, F_harm of the infinite
+crystal on a dense q-mesh (force constants of a large supercell by phonopy, interpolated) minus
+the harmonic F of the point's own supercell (its results.json), both at the phase's harmonic
+reference structure (:mod:`thermoflow.phonons.qmesh`; stored in ``OUT/<phase>/harmonic_mesh.json``).
+The summary then adds the corrected values, differences and crossings. It corrects the harmonic
+part of the size effect only: the anharmonic part still needs larger cells.
+
 The crossing temperature between two grid points where Delta G changes sign is the zero of the
 linear interpolation; its error bar is the standard deviation over a parametric bootstrap (every
 point's value drawn from a normal distribution with its standard error).
@@ -73,6 +81,22 @@ class PhaseConfig(StrictModel):
         return self
 
 
+class HarmonicCorrectionConfig(StrictModel):
+    """``[compare.harmonic_correction]``: the harmonic q-point (finite-size) correction of each phase."""
+
+    mesh: list[int] = Field(min_length=3, max_length=3, description="Gamma-centred q-point mesh of the primitive cell, e.g. [32, 32, 32]")
+    force_constants_min_atoms: int = Field(
+        200, ge=1, description="force constants from the smallest n x n x n repetition of the phase's unit cell with at least this many atoms",
+    )
+    displacement_A: float = Field(1e-3, gt=0, description="phonopy displacement, Angstrom")
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if min(self.mesh) < 1:
+            raise ValueError(f"mesh entries must be >= 1, got {self.mesh}")
+        return self
+
+
 class CompareSection(StrictModel):
     """The ``[compare]`` section."""
 
@@ -88,6 +112,10 @@ class CompareSection(StrictModel):
         12, ge=1, description="self-consistency iterations of a warm-started point (at most nct.reference.iterations)",
     )
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="where the points run ([compare.executor])")
+    harmonic_correction: HarmonicCorrectionConfig | None = Field(
+        None, description="add each phase's harmonic finite-size correction (dense q-mesh minus the point's supercell, "
+        "at the harmonic reference) and report corrected values, differences and crossings too",
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -236,7 +264,42 @@ def run_compare(path: Path, out_dir: Path, *, overrides: list[str] | None = None
     finally:
         if owned:
             executor.close()
-    return _summarise(section, shared, out_dir, temps, results)
+    mesh = None
+    if section.harmonic_correction is not None:
+        mesh = {phase.name: mesh_free_energies(section.harmonic_correction, point_config(shared, phase, float(temps[0])), base,
+                                               out_dir / phase.name, temps) for phase in section.phases}
+    return _summarise(section, shared, out_dir, temps, results, mesh)
+
+
+def mesh_free_energies(correction: HarmonicCorrectionConfig, config, base: Path, phase_dir: Path, temps: np.ndarray) -> np.ndarray:
+    """The phase's harmonic vibrational F per atom (eV) of the infinite crystal on the correction's
+    q-mesh at ``temps`` (:func:`thermoflow.workflows.phonon_run.unit_cell_phonons`), stored in
+    ``phase_dir/harmonic_mesh.json`` and read back when the settings and temperatures match."""
+    from thermoflow.workflows.phonon_run import unit_cell_phonons
+
+    path = phase_dir / "harmonic_mesh.json"
+    settings = {"correction": correction.model_dump(), "structure": config.structure.model_dump(mode="json"),
+                "potential": config.potential.model_dump(mode="json"), "temperatures_K": [float(t) for t in temps]}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("settings") == settings:
+            return np.array([np.nan if f is None else f for f in stored["vibrational_free_energy_eV_per_atom"]])
+    phonons = unit_cell_phonons(config, base, min_atoms=correction.force_constants_min_atoms, displacement_A=correction.displacement_A)
+    mesh = phonons.mesh_thermodynamics(correction.mesh, temps)
+    if mesh.undefined_reason:
+        log.warning("%s: no harmonic finite-size correction: %s", phase_dir.name, mesh.undefined_reason)
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({
+        "settings": settings,
+        "force_constants_supercell": np.diag(phonons.supercell_matrix).tolist(),
+        "force_constants_atoms": phonons.n_supercell_atoms,
+        "n_irreducible_qpoints": mesh.n_qpoints,
+        "vibrational_free_energy_eV_per_atom": _nullable(mesh.free_energy_eV_per_atom),
+        "entropy_kB_per_atom": _nullable(mesh.entropy_kB_per_atom),
+        "zero_point_energy_eV_per_atom": None if mesh.undefined_reason else mesh.zero_point_energy_eV_per_atom,
+        "undefined_reason": mesh.undefined_reason,
+    }, indent=2) + "\n")
+    return mesh.free_energy_eV_per_atom
 
 
 def _run_points(section: CompareSection, shared: dict, base: Path, out_dir: Path, temps: np.ndarray, executor) -> list[dict]:
@@ -257,8 +320,10 @@ def _run_points(section: CompareSection, shared: dict, base: Path, out_dir: Path
     return results
 
 
-def _summarise(section: CompareSection, shared: dict, out_dir: Path, temps: np.ndarray, results: list[dict]) -> dict:
-    """summary.csv / summary.json and the plots from the points' results."""
+def _summarise(section: CompareSection, shared: dict, out_dir: Path, temps: np.ndarray, results: list[dict],
+               mesh: dict[str, np.ndarray] | None = None) -> dict:
+    """summary.csv / summary.json and the plots from the points' results; ``mesh``: each phase's
+    infinite-crystal harmonic vibrational F (eV/atom) at ``temps``, for the finite-size correction."""
     n_phases = len(section.phases)
     npt = shared.get("state", {}).get("pressure_GPa") is not None
     key = "gibbs_free_energy" if npt else "free_energy"
@@ -273,6 +338,9 @@ def _summarise(section: CompareSection, shared: dict, out_dir: Path, temps: np.n
             "entropy": _column(rows, "entropy_kB_per_atom"),
             "harmonic_entropy": _column(rows, "harmonic_entropy_kB_per_atom"),
         }
+        if mesh is not None:
+            # F_harm(mesh) - F_harm(the point's supercell), both at the harmonic reference structure
+            table[phase.name]["correction"] = np.asarray(mesh[phase.name]) - _column(rows, "harmonic_vibrational_free_energy_eV_per_atom")
     ref = table[section.reference]
     summary: dict[str, Any] = {
         "quantity": f"{'G = F + P V at ' + str(shared['state']['pressure_GPa']) + ' GPa' if npt else 'F at the given structures (NVT)'}, eV/atom",
@@ -282,9 +350,11 @@ def _summarise(section: CompareSection, shared: dict, out_dir: Path, temps: np.n
     }
     buffer = io.StringIO()
     writer = csv.writer(buffer)
+    corrected = mesh is not None
     writer.writerow(["phase", "temperature_K", f"{key}_eV_per_atom", f"{key}_stderr_eV_per_atom",
                      "delta_eV_per_atom", "delta_stderr_eV_per_atom", "volume_A3_per_atom", "pressure_GPa",
-                     "entropy_kB_per_atom", "harmonic_entropy_kB_per_atom", "anharmonic_entropy_term_meV_per_atom"])
+                     "entropy_kB_per_atom", "harmonic_entropy_kB_per_atom", "anharmonic_entropy_term_meV_per_atom"]
+                    + (["harmonic_finite_size_correction_eV_per_atom", f"corrected_{key}_eV_per_atom", "corrected_delta_eV_per_atom"] if corrected else []))
     for name, row in table.items():
         delta = row["value"] - ref["value"]
         delta_err = np.zeros_like(delta) if name == section.reference else np.hypot(row["stderr"], ref["stderr"])
@@ -296,10 +366,19 @@ def _summarise(section: CompareSection, shared: dict, out_dir: Path, temps: np.n
                  "anharmonic_entropy_term_meV_per_atom": _nullable(entropy_term)}
         if name != section.reference:
             entry["crossings"] = crossing_temperatures(temps, delta, delta_err, n_bootstrap=section.bootstrap_samples)
+        if corrected:
+            fixed = row["value"] + row["correction"]
+            fixed_delta = fixed - (ref["value"] + ref["correction"])
+            row["corrected_delta"] = fixed_delta
+            entry.update({"harmonic_finite_size_correction_eV_per_atom": _nullable(row["correction"]),
+                          "corrected_value_eV_per_atom": _nullable(fixed), "corrected_delta_eV_per_atom": _nullable(fixed_delta)})
+            if name != section.reference and np.all(np.isfinite(fixed_delta)):
+                entry["corrected_crossings"] = crossing_temperatures(temps, fixed_delta, delta_err, n_bootstrap=section.bootstrap_samples)
         summary["phases"][name] = entry
         for j, t in enumerate(temps):
             writer.writerow([name, t, row["value"][j], row["stderr"][j], delta[j], delta_err[j], row["volume"][j], row["pressure"][j],
-                             row["entropy"][j], row["harmonic_entropy"][j], entropy_term[j]])
+                             row["entropy"][j], row["harmonic_entropy"][j], entropy_term[j]]
+                            + ([row["correction"][j], row["value"][j] + row["correction"][j], row["corrected_delta"][j]] if corrected else []))
     atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     label = "G" if npt else "F"
@@ -309,6 +388,11 @@ def _summarise(section: CompareSection, shared: dict, out_dir: Path, temps: np.n
                             {n: (np.asarray(e["delta_eV_per_atom"]) * 1e3, np.asarray(e["delta_stderr_eV_per_atom"]) * 1e3)
                              for n, e in summary["phases"].items() if n != section.reference},
                             f"{label} - {label}({section.reference}) (meV/atom)", zero_line=True)
+    if corrected:
+        plots.plot_phase_curves(out_dir / "corrected_free_energy_differences.png", temps,
+                                {n: (np.asarray(e["corrected_delta_eV_per_atom"], dtype=float) * 1e3, np.asarray(e["delta_stderr_eV_per_atom"]) * 1e3)
+                                 for n, e in summary["phases"].items() if n != section.reference},
+                                f"{label} - {label}({section.reference}), harmonic finite-size corrected (meV/atom)", zero_line=True)
     entropies = {}
     for name, row in table.items():  # the NCT entropy is exact for the trained state: no error band
         entropies[f"{name} (NCT)"] = (row["entropy"], np.zeros_like(temps))

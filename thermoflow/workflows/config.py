@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from thermoflow.nct.hamiltonian import LAPLACIAN_METHODS
 from thermoflow.structures.build import LATTICES
-from thermoflow.workflows.config_sections import HarmonicReferenceConfig, PotentialConfig, StrictModel
+from thermoflow.workflows.config_sections import HarmonicReferenceConfig, PhononMeshConfig, PotentialConfig, StrictModel
 
 
 class StructureConfig(StrictModel):
@@ -133,6 +133,10 @@ class ReferenceConfig(StrictModel):
     mixing: float = Field(0.5, gt=0, le=1, description="scha: damping of each iteration, in (0, 1]")
     averaging_fraction: float = Field(0.25, gt=0, le=1, description="scha: final fraction of iterates averaged")
     eval_samples: int = Field(8192, ge=2, description="scha: independent samples of the final F, E evaluation")
+    symmetrise: bool = Field(
+        True, description="scha: project each curvature estimate onto the matrices invariant under the structure's space "
+        "group (spglib; skipped with a warning when the potential lacks that symmetry): unbiased, far less noise",
+    )
     start: str | None = Field(
         None, description="scha: start the self-consistency from this stored Gaussian (a run directory's "
         "gaussian_reference.npz, e.g. of a neighbouring temperature; same structure and supercell) instead of the "
@@ -234,6 +238,7 @@ class RunConfig(StrictModel):
     potential: PotentialConfig
     nct: NCTConfig
     harmonic: HarmonicReferenceConfig = Field(default_factory=HarmonicReferenceConfig, description="how the harmonic reference's Hessian is computed")
+    phonons: PhononMeshConfig = Field(default_factory=PhononMeshConfig, description="thermoflow phonons: q-point mesh analysis")
     parallel: ParallelConfig = Field(default_factory=ParallelConfig, description="devices the batch is split over")
 
     @model_validator(mode="before")

@@ -108,6 +108,32 @@ PotentialConfig = Annotated[
 ]
 
 
+class PhononMeshConfig(StrictModel):
+    """`thermoflow phonons`: the infinite crystal's harmonic thermodynamics on a q-point mesh, from the force
+    constants of a (large) supercell, next to the run's supercell (its q-point sampling error)."""
+
+    mesh: list[int] | None = Field(
+        None, min_length=3, max_length=3,
+        description="Gamma-centred q-point mesh of the primitive cell's Brillouin zone, e.g. [32, 32, 32]; unset: no mesh analysis",
+    )
+    force_constants_supercell: list[int] | None = Field(
+        None, min_length=3, max_length=3,
+        description="repetitions of the structure's unit cell for the force constants (phonopy displacements); unset: structure.supercell",
+    )
+    temperatures_K: list[float] | None = Field(None, min_length=1, description="temperatures of the mesh table, K; unset: state.temperature_K")
+    displacement_A: float = Field(1e-3, gt=0, description="phonopy displacement, Angstrom (error O(delta^2))")
+
+    @model_validator(mode="after")
+    def _positive(self):
+        for name in ("mesh", "force_constants_supercell"):
+            value = getattr(self, name)
+            if value is not None and min(value) < 1:
+                raise ValueError(f"phonons.{name} entries must be >= 1, got {value}")
+        if self.temperatures_K is not None and min(self.temperatures_K) <= 0:
+            raise ValueError(f"phonons.temperatures_K must be positive, got {self.temperatures_K}")
+        return self
+
+
 class HarmonicReferenceConfig(StrictModel):
     """How the Hessian of the harmonic reference (the phonon modes at the structure) is computed."""
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from thermoflow.phonons.modes import HarmonicModes
+from thermoflow.phonons.qmesh import InterpolatedPhonons, interpolated_phonons
 from thermoflow.phonons.scha import GaussianReference, curvature_in_basis, optimise_gaussian
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import KB_EV_PER_K, MEV_PER_EV, omega_to_thz
-from thermoflow.workflows.build import build_modes
+from thermoflow.workflows.build import build_modes, build_potential, build_structure, relax_positions
 from thermoflow.workflows.config import ConfigError, RunConfig, resolve_path
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,73 @@ def run_phonons(config: RunConfig, base: Path, out_dir: Path) -> dict:
         "frequency_min_THz": float(freq_thz.min()),
         "frequency_max_THz": float(freq_thz.max()),
     }
+    if config.phonons.mesh is not None:
+        result["mesh"] = _mesh_analysis(config, base, out_dir, modes)
     (out_dir / "phonons.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def unit_cell_phonons(config: RunConfig, base: Path, force_constants_supercell: list[int] | None = None, *,
+                      min_atoms: int | None = None, displacement_A: float = 1e-3) -> InterpolatedPhonons:
+    """Force constants of the config's crystal (its structure section with ``supercell = [1, 1, 1]``,
+    relaxed like the run's if ``structure.relax_positions``) from ``force_constants_supercell``
+    repetitions, or from the smallest cubic repetition n x n x n with at least ``min_atoms`` atoms."""
+    unit = build_structure(config.structure.model_copy(update={"supercell": (1, 1, 1)}), base)
+    if config.structure.relax_positions:
+        unit = relax_positions(build_potential(config, unit, base), unit)
+    if force_constants_supercell is None:
+        if min_atoms is None:
+            raise ValueError("give force_constants_supercell or min_atoms")
+        n = int(np.ceil((min_atoms / len(unit)) ** (1.0 / 3.0) - 1e-9))
+        force_constants_supercell = [n, n, n]
+    return interpolated_phonons(lambda atoms: build_potential(config, atoms, base), unit, force_constants_supercell,
+                                displacement_A=displacement_A)
+
+
+def _mesh_analysis(config: RunConfig, base: Path, out_dir: Path, modes: HarmonicModes) -> dict:
+    """``[phonons] mesh``: the infinite crystal's harmonic F, E, S per atom on a q-point mesh
+    (:mod:`thermoflow.phonons.qmesh`) next to the run supercell's own (Gamma-point) values; their
+    difference is the supercell's harmonic finite-size correction. Writes ``mesh_thermodynamics.csv``."""
+    mesh_cfg = config.phonons
+    temps = np.asarray(mesh_cfg.temperatures_K or [config.state.temperature_K], dtype=np.float64)
+    phonons = unit_cell_phonons(config, base, mesh_cfg.force_constants_supercell or list(config.structure.supercell),
+                                displacement_A=mesh_cfg.displacement_A)
+    dense = phonons.mesh_thermodynamics(mesh_cfg.mesh, temps)
+    on_cell = phonons.commensurate_thermodynamics(np.diag(config.structure.supercell), temps)
+    n = modes.n_atoms
+    cell_values = [harmonic_results(modes, KB_EV_PER_K * t) for t in temps]
+    cell_f = np.array([np.nan if r["harmonic_vibrational_free_energy_eV_per_atom"] is None else r["harmonic_vibrational_free_energy_eV_per_atom"] for r in cell_values])
+    cell_s = np.array([np.nan if r["harmonic_entropy_kB_per_atom"] is None else r["harmonic_entropy_kB_per_atom"] for r in cell_values])
+    correction = dense.free_energy_eV_per_atom - cell_f
+    with open(out_dir / "mesh_thermodynamics.csv", "w") as fh:
+        fh.write("temperature_K,mesh_free_energy_eV_per_atom,mesh_energy_eV_per_atom,mesh_entropy_kB_per_atom,"
+                 "cell_free_energy_eV_per_atom,cell_entropy_kB_per_atom,finite_size_correction_eV_per_atom\n")
+        for k, t in enumerate(temps):
+            fh.write(f"{t:g},{dense.free_energy_eV_per_atom[k]:.9f},{dense.energy_eV_per_atom[k]:.9f},{dense.entropy_kB_per_atom[k]:.6f},"
+                     f"{cell_f[k]:.9f},{cell_s[k]:.6f},{correction[k]:.9f}\n")
+    as_list = lambda a: [None if not np.isfinite(x) else float(x) for x in a]  # noqa: E731
+    return {
+        "mesh": list(mesh_cfg.mesh),
+        "n_irreducible_qpoints": dense.n_qpoints,
+        "force_constants_supercell": np.diag(phonons.supercell_matrix).tolist(),
+        "force_constants_atoms": phonons.n_supercell_atoms,
+        "n_displacements": phonons.n_displacements,
+        "space_group": phonons.space_group,
+        "temperatures_K": temps.tolist(),
+        "vibrational_free_energy_eV_per_atom": as_list(dense.free_energy_eV_per_atom),
+        "energy_eV_per_atom": as_list(dense.energy_eV_per_atom),
+        "entropy_kB_per_atom": as_list(dense.entropy_kB_per_atom),
+        "zero_point_energy_eV_per_atom": dense.zero_point_energy_eV_per_atom,
+        "frequency_min_THz": dense.frequency_min_THz,
+        "undefined_reason": dense.undefined_reason,
+        "cell_atoms": n,
+        "cell_vibrational_free_energy_eV_per_atom": as_list(cell_f),
+        # the run cell's Gamma point from these force constants: equal to the cell's own value when the
+        # force-constant supercell is a multiple of the run's (else interpolated); a check of the interpolation
+        "cell_from_force_constants_free_energy_eV_per_atom": as_list(on_cell.free_energy_eV_per_atom),
+        "finite_size_correction_eV_per_atom": as_list(correction),
+        "seconds": phonons.seconds,
+    }
 
 
 def load_gaussian_basis(path: Path, reference: HarmonicModes) -> HarmonicModes:
@@ -107,7 +173,7 @@ def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_
     return optimise_gaussian(
         energy_fn, modes, kT_eV, n_samples=ref.n_samples, n_iterations=ref.iterations, mixing=ref.mixing,
         averaging_fraction=ref.averaging_fraction, n_eval_samples=ref.eval_samples, seed=config.seed,
-        chunk_size=config.nct.chunk_size, initial_curvature=start, mesh=mesh,
+        chunk_size=config.nct.chunk_size, initial_curvature=start, symmetrise=ref.symmetrise, mesh=mesh,
     )
 
 
