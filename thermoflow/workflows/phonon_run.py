@@ -125,7 +125,7 @@ def _mesh_analysis(config: RunConfig, base: Path, out_dir: Path, modes: Harmonic
         "vibrational_free_energy_eV_per_atom": as_list(dense.free_energy_eV_per_atom),
         "energy_eV_per_atom": as_list(dense.energy_eV_per_atom),
         "entropy_kB_per_atom": as_list(dense.entropy_kB_per_atom),
-        "zero_point_energy_eV_per_atom": dense.zero_point_energy_eV_per_atom,
+        "zero_point_energy_eV_per_atom": None if dense.undefined_reason else dense.zero_point_energy_eV_per_atom,
         "frequency_min_THz": dense.frequency_min_THz,
         "undefined_reason": dense.undefined_reason,
         "cell_atoms": n,
