@@ -224,3 +224,26 @@ def test_npt_run_reports_gibbs_free_energy_and_resumes_exactly(tmp_path):
     out = json.loads((tmp_path / "full" / "spectrum.json").read_text())
     assert out["harmonic_reference_volume_A3_per_atom"] == pytest.approx(full["volume_A3_per_atom"], rel=1e-12)
     assert out["harmonic_reference_volume_A3_per_atom"] < full["reference_volume_A3_per_atom"]
+
+
+def test_orthorhombic_npt_run_reports_the_cell_per_direction(tmp_path):
+    """nct.cell_strain = "orthorhombic" (Gaussian level): three strains trained, the cell and the
+    pressure per direction reported; spectrum and structure read the strained cell; with a flow
+    the config is refused."""
+    ortho = TINY + ["nct.freeze_flow=true", "nct.cell_strain=orthorhombic", "state.pressure_GPa=0.5", "nct.strain_learning_rate=3e-3"]
+    cfg, base = load_config(None, ortho)
+    res = run_nct(cfg, base, tmp_path / "run", progress=False)
+    strain = np.asarray(res["strain"])
+    assert strain.shape == (3,) and np.all(strain < 0)  # compressed towards 0.5 GPa in every direction
+    cell = np.asarray(res["cell_A"])
+    assert np.allclose(cell, np.diag(np.diag(cell)))
+    assert abs(np.linalg.det(cell)) / res["n_atoms"] == pytest.approx(res["volume_A3_per_atom"])
+    with open(tmp_path / "run" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {"pressure_x_GPa", "pressure_y_GPa", "pressure_z_GPa", "pressure_GPa"} <= set(rows[0])
+    spec = CliRunner().invoke(app, ["spectrum", str(tmp_path / "run"), "--samples", "16", "--batch", "16"])
+    assert spec.exit_code == 0, spec.output
+    out = json.loads((tmp_path / "run" / "spectrum.json").read_text())
+    assert out["harmonic_reference_volume_A3_per_atom"] == pytest.approx(res["volume_A3_per_atom"], rel=1e-12)
+    with pytest.raises(ConfigError, match="freeze_flow"):
+        load_config(None, TINY + ["nct.cell_strain=orthorhombic", "state.pressure_GPa=0.5"])

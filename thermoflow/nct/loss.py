@@ -94,7 +94,7 @@ class FreeEnergyModel:
         n_levels: K.
         configuration: ``(params, s (D,)) -> (positions (N, 3) A, cell (3, 3) A)``, the nuclear
             configuration of mode coordinates s: R0 + B s (B = ``modes.displacement_matrix()``),
-            positions and cell scaled by 1 + the isotropic strain of an NPT model.
+            positions and cell (Cartesian components) scaled by 1 + the strain of an NPT model.
         occupations: the occupation model (its parameters are ``params[occupations.param_name]``).
         mesh: the device mesh the batch is split over (None: one device).
     """
@@ -129,6 +129,7 @@ def make_free_energy_model(
     stress: bool = False,
     pressure_eV_per_A3: float | None = None,
     strain_samples: int | None = None,
+    cell_strain: str = "isotropic",
     occupations: str = "product",
     occupation_hidden: int = 64,
     mesh: Mesh | None = None,
@@ -178,6 +179,19 @@ def make_free_energy_model(
             batch's samples (unbiased, noisier; the derivative costs more than an energy on a
             Deep Potential, see benchmarks/npt_step.py). None: all. With ``stress`` the virial of
             every sample gives it instead (no second strain derivative).
+        cell_strain: NPT: ``"isotropic"`` (one strain e, above) or ``"orthorhombic"``: three
+            strains e = (e_x, e_y, e_z) (``params["strain"]`` of shape (3,)) scale the Cartesian
+            components of the cell, R0 and the state separately, V = V0 prod(1 + e), for a cell
+            whose lattice vectors lie along x, y, z. The kinetic energy then scales per
+            direction, K(e) = sum_a K_a / (1 + e_a)^2, which needs the state's kinetic energy
+            split by Cartesian direction: for the harmonic states of the basis (``freeze_flow``)
+            it is exact, K_a(n) = sum_k (n_k + 1/2) hbar omega_k P_k,aa / 2 with P_k,aa the
+            weight of mode k along a; with a flow it would need three directional Laplacians
+            (not built: an orthorhombic NPT therefore requires ``freeze_flow``). The strain
+            gradient is the exact derivative of the F estimator (a forward-mode Jacobian of the
+            potential, or the virial's diagonal with ``stress``); metrics gain ``"pressure_x"``,
+            ``"pressure_y"``, ``"pressure_z"`` (-sigma_aa, eV/A^3) and ``"pressure"`` their mean.
+            The control variate H0(n) is then not scaled with the strain (it stays exact).
         occupations: ``"product"`` (exact entropy and <H0>) or ``"autoregressive"`` (a VAN over
             the modes' levels, estimators in the module docstring); both start at the harmonic
             Boltzmann occupations of the basis (:func:`thermoflow.nct.occupations.make_occupations`).
@@ -191,7 +205,9 @@ def make_free_energy_model(
 
     Raises:
         ValueError: for batch_size < 2, a chunk_size < 1, a flow of the wrong dimension, an
-            unknown occupation model, or a batch that does not split evenly over the mesh.
+            unknown occupation model or cell strain, an orthorhombic strain with a flow or a cell
+            whose lattice vectors do not lie along x, y, z, or a batch that does not split evenly
+            over the mesh.
     """
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2 (the baseline needs two samples)")
@@ -213,18 +229,39 @@ def make_free_energy_model(
     occ = make_occupations(occupations, np.asarray(modes.phonon_energies_eV), kT_eV, n_levels, n_hidden=occupation_hidden)
 
     npt = pressure_eV_per_A3 is not None
+    if cell_strain not in ("isotropic", "orthorhombic"):
+        raise ValueError(f"unknown cell strain {cell_strain!r} (isotropic or orthorhombic)")
+    orthorhombic = npt and cell_strain == "orthorhombic"
+    if orthorhombic:
+        if not freeze_flow:
+            raise ValueError("an orthorhombic NPT strain needs freeze_flow: with a flow the kinetic energy per Cartesian "
+                             "direction needs directional Laplacians, which are not built")
+        c = np.asarray(modes.cell)
+        if np.abs(c - np.diag(np.diag(c))).max() > 1e-8 * np.abs(c).max():
+            raise ValueError(f"an orthorhombic NPT strain needs the lattice vectors along x, y, z (a diagonal cell), got {c.tolist()}")
+    # weight of mode k along each Cartesian direction: P_k,aa = sum over atoms of e_(atom a),k^2 (rows sum to 1)
+    e_atoms = np.asarray(modes.modes).reshape(len(modes.masses), 3, -1)
+    directional_weights = jnp.asarray(np.einsum("aik->ki", e_atoms**2))  # (D, 3)
     n_strain = batch_size if strain_samples is None else min(max(strain_samples, 2), batch_size)
     volume = float(abs(np.linalg.det(np.asarray(modes.cell))))
 
     def init(key):
         params = {"flow": flow.init(key), occ.param_name: occ.init(key)}
         if npt:
-            params["strain"] = jnp.zeros(())
+            params["strain"] = jnp.zeros((3,) if orthorhombic else ())
         return params
 
     def scale_of(params):
-        """1 + the isotropic strain of the cell (NPT), else 1."""
+        """1 + the strain of the cell (NPT; () isotropic or (3,) per Cartesian direction), else 1."""
         return 1.0 + params["strain"] if npt else jnp.ones(())
+
+    def control_variate_scale(scale):
+        """The strain's factor on H0(n): the kinetic energy's (1 + e)^-2 if isotropic, else 1."""
+        return 1.0 if orthorhombic else scale**2
+
+    def directional_kinetic(levels):
+        """(3,) exact kinetic energy of the harmonic state n per Cartesian direction, eV."""
+        return 0.5 * ((levels + 0.5) * eps) @ directional_weights
 
     def positions(s, scale):
         return (r0 + (disp @ s).reshape(r0.shape)) * scale
@@ -241,18 +278,23 @@ def make_free_energy_model(
 
     def local_energy(params, levels, s, key):
         scale = scale_of(params)
+        if orthorhombic:  # the state's exact kinetic energy, per direction
+            return jnp.sum(directional_kinetic(levels) / scale**2), potential_energy(s, scale)
         return kinetic(params, levels, s, key) / scale**2, potential_energy(s, scale)
 
     def potential_strain_derivative(params, levels, s, key):
-        """d V / d strain at the params' strain, by one forward-mode derivative."""
+        """d V / d strain at the params' strain, by forward mode (one derivative, three if orthorhombic)."""
         scale = scale_of(params)
+        if orthorhombic:
+            return jax.jacfwd(lambda x: potential_energy(s, x))(scale)
         return jax.jvp(lambda x: potential_energy(s, x), (scale,), (jnp.ones_like(scale),))[1]
 
     kinetic_tensor = make_kinetic_stress(flow, n_levels, modes.modes, modes.omega, modes.masses)
 
     def tensors(shared, levels, s, key):
         flow_params, scale = shared
-        pi = kinetic_tensor(flow_params, levels, s) / scale**2
+        axes = jnp.broadcast_to(scale, (3,))  # the state is fixed in scaled coordinates: Pi_ab / (s_a s_b)
+        pi = kinetic_tensor(flow_params, levels, s) / jnp.outer(axes, axes)
         return pi, virial(energy_fn, positions(s, scale), cell * scale)
 
     def batched(fn, params, levels, s, keys):
@@ -287,9 +329,10 @@ def make_free_energy_model(
         kin, pot = batched(local_energy, frozen_params, levels, s, keys)
         e_loc = kin + pot
         scale = scale_of(frozen_params)
-        # H0(n), the control variate, scaled with the kinetic energy under a strain (NPT): then
-        # the strain derivative of the F estimator below is exact
-        excitation = levels @ eps / scale**2
+        # H0(n), the control variate, scaled with the kinetic energy under an isotropic strain (NPT):
+        # then the strain derivative of the F estimator below is exact
+        cv_scale = control_variate_scale(scale)
+        excitation = levels @ eps / cv_scale
         residual = e_loc - excitation
         r_used = clip_to_median(residual, clip_width) if clip_width > 0 else residual
         weight = baseline_weights(r_used)
@@ -299,15 +342,15 @@ def make_free_energy_model(
         if occ.entropy is not None:  # independent modes: S and <H0> exact, with exact gradients
             entropy = occ.entropy(occ_params)
             mean_excitation = jnp.sum(occ.mean_levels(occ_params) * eps)
-            surrogate = jnp.mean(weight * (log_p + 2.0 * log_abs_psi)) + mean_excitation / scale**2 - kT_eV * entropy
-            h0 = jax.lax.stop_gradient(mean_excitation) / scale**2
+            surrogate = jnp.mean(weight * (log_p + 2.0 * log_abs_psi)) + mean_excitation / cv_scale - kT_eV * entropy
+            h0 = jax.lax.stop_gradient(mean_excitation) / cv_scale
             energy = jnp.mean(residual) + h0
             entropy = jax.lax.stop_gradient(entropy)
             free_energy = energy - kT_eV * entropy
             energy_stderr = jnp.std(residual) / jnp.sqrt(batch_size)
         else:  # autoregressive: F from f = E_loc + kT ln p_n, <H0> from its conditional expectation
             conditional_levels = jax.vmap(conditional_mean_levels, in_axes=(None, None, 0))(occ, frozen_params[occ.param_name], levels)
-            h = conditional_levels @ eps / scale**2
+            h = conditional_levels @ eps / cv_scale
             surrogate = free_energy_surrogate(log_p, r_used + excitation, kT_eV) + jnp.mean(weight * 2.0 * log_abs_psi)
             h0 = jnp.mean(h)
             energy = jnp.mean(residual) + h0
@@ -324,7 +367,7 @@ def make_free_energy_model(
             "entropy": entropy,
             "local_energy_variance": jnp.var(e_loc),
         }
-        strained_volume = volume * scale**3
+        strained_volume = volume * jnp.prod(jnp.broadcast_to(scale, (3,)))
         kinetic_cv = jnp.mean(kin - excitation) + h0  # kinetic energy with the whole control variate
         if stress:
             pi, w = batched(tensors, (frozen_params["flow"], scale), levels, s, keys)
@@ -338,13 +381,20 @@ def make_free_energy_model(
             # coordinates). dV/d(strain) = -tr(W) / scale: from the virial when it is computed,
             # else by forward mode on the first n_strain samples (an unbiased subset: iid samples)
             if stress:
-                mean_dpot = -jnp.trace(w) / scale
+                mean_dpot = -(jnp.diagonal(w) if orthorhombic else jnp.trace(w)) / scale
             else:
-                mean_dpot = jnp.mean(batched(potential_strain_derivative, frozen_params, levels[:n_strain], s[:n_strain], keys[:n_strain]))
-            d_free_energy = -2.0 * kinetic_cv / scale + mean_dpot
-            gibbs_volume = pressure_eV_per_A3 * volume * (1.0 + params["strain"]) ** 3
-            surrogate = surrogate + params["strain"] * jax.lax.stop_gradient(d_free_energy) + gibbs_volume
-            metrics["pressure"] = -d_free_energy / (3.0 * volume * scale**2)
+                mean_dpot = jnp.mean(batched(potential_strain_derivative, frozen_params, levels[:n_strain], s[:n_strain], keys[:n_strain]), axis=0)
+            if orthorhombic:
+                kinetic_per_direction = jnp.mean(jax.vmap(directional_kinetic)(levels), axis=0) / scale**2
+                d_free_energy = -2.0 * kinetic_per_direction / scale + mean_dpot
+                pressures = -scale * d_free_energy / strained_volume  # -sigma_aa = -(1/V) dF/d(ln(1 + e_a))
+                metrics.update({f"pressure_{a}": pressures[i] for i, a in enumerate("xyz")})
+                metrics["pressure"] = jnp.mean(pressures)
+            else:
+                d_free_energy = -2.0 * kinetic_cv / scale + mean_dpot
+                metrics["pressure"] = -scale * d_free_energy / (3.0 * strained_volume)
+            gibbs_volume = pressure_eV_per_A3 * volume * jnp.prod(jnp.broadcast_to(1.0 + params["strain"], (3,)))
+            surrogate = surrogate + jnp.sum(params["strain"] * jax.lax.stop_gradient(d_free_energy)) + gibbs_volume
             metrics["gibbs_free_energy"] = free_energy + pressure_eV_per_A3 * strained_volume
             metrics["volume"] = strained_volume
             metrics["strain"] = frozen_params["strain"]

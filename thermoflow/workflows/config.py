@@ -155,8 +155,8 @@ class StateConfig(StrictModel):
 
     temperature_K: float = Field(gt=0, description="temperature, K")
     pressure_GPa: float | None = Field(
-        None, description="external pressure, GPa: NCT then minimises the Gibbs free energy G = F + P V over an isotropic "
-        "strain of the cell (NPT); unset: fixed cell (NVT)",
+        None, description="external pressure, GPa: NCT then minimises the Gibbs free energy G = F + P V over the strain "
+        "of the cell (NPT; isotropic, or per direction with nct.cell_strain); unset: fixed cell (NVT)",
     )
 
 
@@ -195,6 +195,11 @@ class NCTConfig(StrictModel):
     strain_learning_rate: float = Field(
         1e-3, gt=0, description="NPT: peak Adam learning rate of the isotropic strain (about the largest strain change per step)",
     )
+    cell_strain: Literal["isotropic", "orthorhombic"] = Field(
+        "isotropic", description="NPT: one isotropic strain of the cell, or orthorhombic: a strain per Cartesian direction "
+        "(lattice vectors along x, y, z; needs freeze_flow, the Gaussian level: the kinetic energy per direction is then "
+        "exact)",
+    )
     strain_samples: int | None = Field(
         16, ge=2, description="NPT: samples per step whose potential strain derivative drives the strain (unbiased subset; "
         "the derivative costs 2-3 energies on a Deep Potential); unset: the whole batch. The final evaluation uses all",
@@ -202,6 +207,9 @@ class NCTConfig(StrictModel):
 
     @model_validator(mode="after")
     def _warmup_within_run(self):
+        if self.cell_strain == "orthorhombic" and not self.freeze_flow:
+            raise ValueError("nct.cell_strain = 'orthorhombic' needs nct.freeze_flow = true (with a flow the kinetic "
+                             "energy per Cartesian direction needs directional Laplacians, not built)")
         if self.eval_batches == 1:
             raise ValueError("nct.eval_batches must be 0 (training-trace average) or >= 2 (an error bar needs two batches)")
         if self.warmup_steps >= self.steps:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 #: metrics.csv: (metric key, column with its unit, conversion of the total metric); a column is
 #: written when its metric is in the history (NPT runs add the Gibbs free energy, volume, pressure;
-#: nct.training_stress the pressure and the six stress components)
+#: orthorhombic NPT the pressure per direction; nct.training_stress the pressure and the six stress components)
 _METRIC_COLUMNS = (
     ("step", "step", lambda v, n: int(v)),
     ("free_energy", "free_energy_eV_per_atom", lambda v, n: v / n),
@@ -49,6 +49,7 @@ _METRIC_COLUMNS = (
     ("gibbs_free_energy", "gibbs_free_energy_eV_per_atom", lambda v, n: v / n),
     ("volume", "volume_A3_per_atom", lambda v, n: v / n),
     ("pressure", "pressure_GPa", lambda v, n: v * GPA_PER_EV_PER_A3),
+    *((f"pressure_{a}", f"pressure_{a}_GPa", lambda v, n: v * GPA_PER_EV_PER_A3) for a in "xyz"),
     *((f"stress_{c}", f"stress_{c}_GPa", lambda v, n: v * GPA_PER_EV_PER_A3) for c in VOIGT_COMPONENTS),
     ("local_energy_variance", "local_energy_variance_eV2", lambda v, n: v),
     ("lr_scale", "lr_scale", lambda v, n: v),
@@ -105,15 +106,16 @@ _LARGE_STRAIN = 0.02
 
 
 def _npt_results(setup: NCTSetup, params: dict, final: dict, n_atoms: int) -> dict:
-    """Gibbs free energy, volume and cell at the optimised isotropic strain."""
-    strain = float(params["strain"])
-    cell = setup.basis.cell * (1.0 + strain)
+    """Gibbs free energy, volume and cell at the optimised strain (isotropic, or per Cartesian
+    direction for ``nct.cell_strain = "orthorhombic"``)."""
+    strain = np.asarray(params["strain"], dtype=float)
+    cell = setup.basis.cell * (1.0 + strain)  # scales the Cartesian components (columns)
     volume = float(abs(np.linalg.det(cell)))
-    if abs(strain) > _LARGE_STRAIN:
+    if np.abs(strain).max() > _LARGE_STRAIN:
         log.warning(
-            "NPT: the cell moved by a linear strain of %.3f; the basis is the reference cell's, scaled. For the best "
-            "state at this volume, rerun with the structure at %.4f A^3/atom (structure.volume_per_atom_A3)",
-            strain, volume / n_atoms,
+            "NPT: the cell moved by a linear strain of %s; the basis is the reference cell's, scaled. For the best "
+            "state at this cell, rerun from the trained cell (cell_A in results.json) with a new basis",
+            np.array2string(strain, precision=3),
         )
     return {
         "gibbs_free_energy_eV_per_atom": final["gibbs_free_energy"][0],
@@ -121,7 +123,7 @@ def _npt_results(setup: NCTSetup, params: dict, final: dict, n_atoms: int) -> di
         "pressure_target_GPa": setup.config.state.pressure_GPa,
         "volume_A3_per_atom": volume / n_atoms,
         "reference_volume_A3_per_atom": float(abs(np.linalg.det(setup.basis.cell))) / n_atoms,
-        "strain": strain,
+        "strain": strain.tolist(),
         "cell_A": cell.tolist(),
     }
 

@@ -115,7 +115,7 @@ class NCTSetup:
             self.energy_fn, self.basis, self.flow, kT_eV=self.kT_eV, n_levels=nc.n_levels, batch_size=nc.batch_size,
             laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
             chunk_size=nc.chunk_size, stress=stress, pressure_eV_per_A3=self.pressure_eV_per_A3,
-            strain_samples=nc.strain_samples, occupations=nc.occupations, occupation_hidden=nc.occupation_hidden,
+            strain_samples=nc.strain_samples, cell_strain=nc.cell_strain, occupations=nc.occupations, occupation_hidden=nc.occupation_hidden,
             mesh=self.mesh,
         )
 

@@ -34,14 +34,15 @@ log = logging.getLogger(__name__)
 
 def _harmonic_reference_at_trained_cell(run) -> HarmonicModes:
     """The harmonic modes the anharmonic spectrum is compared with: the run's, or for an NPT run
-    those recomputed at the trained cell (positions and cell scaled by 1 + the strain), so that
-    the zero-point lowering is not a volume effect."""
-    strain = float(run.params.get("strain", 0.0))
-    if strain == 0.0:
+    those recomputed at the trained cell (Cartesian components of positions and cell scaled by
+    1 + the strain, isotropic or per direction), so that the zero-point lowering is not a volume
+    effect."""
+    strain = np.asarray(run.params.get("strain", 0.0), dtype=float)
+    if not strain.any():
         return run.setup.modes
     modes = run.setup.modes
     scale = 1.0 + strain
-    log.info("harmonic reference recomputed at the trained cell (linear strain %.4f)", strain)
+    log.info("harmonic reference recomputed at the trained cell (linear strain %s)", np.array2string(strain, precision=4))
     return harmonic_modes(run.config, run.setup.energy_fn, modes.reference_positions * scale, modes.cell * scale, modes.masses,
                           run.setup.atoms.numbers)
 

@@ -1,7 +1,7 @@
 """Structure of the trained NCT state: ``thermoflow structure RUN_DIR``.
 
 Draws exact nuclear configurations from a finished run's density matrix (states n ~ p_n, then
-s ~ |Psi_n|^2, R = R0 + B s; an NPT run's trained isotropic strain scales positions and cell),
+s ~ |Psi_n|^2, R = R0 + B s; an NPT run's trained strain scales positions and cell),
 and writes into the run directory::
 
     rdf.csv          r_A, then per ordered species pair a_b: g (NCT state) with its standard
@@ -85,12 +85,12 @@ def _rms_displacement(positions: np.ndarray, reference: np.ndarray, symbols: np.
     return {s: float(np.sqrt(u2[:, symbols == s].mean())) for s in dict.fromkeys(symbols.tolist())}
 
 
-def _gaussian_rms_displacement(run, cell: np.ndarray, symbols: np.ndarray) -> dict[str, float]:
+def _gaussian_rms_displacement(run, symbols: np.ndarray) -> dict[str, float]:
     """Exact sqrt(<|u|^2>) per species of the Gaussian basis state: sum_k B_ik^2 <s_k^2>, with an
-    NPT run's isotropic strain (positions scale with the cell), Angstrom."""
+    NPT run's strain (the Cartesian components of positions scale with the cell), Angstrom."""
     basis = run.setup.basis
-    scale2 = (abs(np.linalg.det(cell)) / abs(np.linalg.det(basis.cell))) ** (2 / 3)
-    u2 = scale2 * (basis.displacement_matrix() ** 2 @ _gaussian_mode_variances(run)).reshape(-1, 3).sum(axis=1)
+    scale = 1.0 + np.asarray(run.params.get("strain", 0.0), dtype=float)
+    u2 = ((basis.displacement_matrix() ** 2 @ _gaussian_mode_variances(run)).reshape(-1, 3) * scale**2).sum(axis=1)
     return {s: float(np.sqrt(u2[symbols == s].mean())) for s in dict.fromkeys(symbols.tolist())}
 
 
@@ -192,7 +192,7 @@ def run_structure(run_dir: Path, *, n_samples: int = 256, n_quench: int = 8, see
         "fraction_in_reference_space_group": None,
         "quenched_energy_minus_reference_quench_meV_per_atom": None,
         "rms_displacement_A": _rms_displacement(positions, reference, symbols),
-        "rms_displacement_gaussian_A": _gaussian_rms_displacement(run, cell, symbols),
+        "rms_displacement_gaussian_A": _gaussian_rms_displacement(run, symbols),
         "nearest_shell_A": {f"{a}_{b}": s[0][0] for (a, b), s in shells.items() if s},
     }
     if quenched:
