@@ -228,8 +228,8 @@ def test_npt_run_reports_gibbs_free_energy_and_resumes_exactly(tmp_path):
 
 def test_orthorhombic_npt_run_reports_the_cell_per_direction(tmp_path):
     """nct.cell_strain = "orthorhombic" (Gaussian level): three strains trained, the cell and the
-    pressure per direction reported; spectrum and structure read the strained cell; with a flow
-    the config is refused."""
+    pressure per direction reported; the spectrum reads the strained cell; an unknown cell strain
+    is refused."""
     ortho = TINY + ["nct.freeze_flow=true", "nct.cell_strain=orthorhombic", "state.pressure_GPa=0.5", "nct.strain_learning_rate=3e-3"]
     cfg, base = load_config(None, ortho)
     res = run_nct(cfg, base, tmp_path / "run", progress=False)
@@ -245,5 +245,5 @@ def test_orthorhombic_npt_run_reports_the_cell_per_direction(tmp_path):
     assert spec.exit_code == 0, spec.output
     out = json.loads((tmp_path / "run" / "spectrum.json").read_text())
     assert out["harmonic_reference_volume_A3_per_atom"] == pytest.approx(res["volume_A3_per_atom"], rel=1e-12)
-    with pytest.raises(ConfigError, match="freeze_flow"):
-        load_config(None, TINY + ["nct.cell_strain=orthorhombic", "state.pressure_GPa=0.5"])
+    with pytest.raises(ConfigError, match="cell_strain"):
+        load_config(None, TINY + ["nct.cell_strain=triclinic", "state.pressure_GPa=0.5"])

@@ -73,6 +73,59 @@ def make_kinetic_energy(
     return kinetic
 
 
+def make_directional_kinetic_energy(
+    log_psi: Callable, modes_eigenvectors: jax.Array, phonon_energies_eV: jax.Array, method: str = "folx"
+) -> Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]:
+    """``kinetic(flow_params, levels (D,), s (D,), key) -> (3,)``: the local kinetic energy split by
+    Cartesian direction, K_a = -(hbar^2 / 2) sum_atoms (1 / m) d^2 Psi / dx_a^2 / Psi, eV; the three
+    sum to :func:`make_kinetic_energy`'s value. An orthorhombic strain scales them separately.
+
+    With x = R0 + B s, d/dx_(i a) = sum_k sqrt(m_i omega_k / hbar) e_(i a),k d/ds_k, so
+    K_a = -(1/2) [tr(C_a^T Hess C_a) + |C_a^T grad|^2] with C_a = diag(sqrt(hbar omega)) E_a^T
+    (D x N; E_a the eigenvector rows of direction a) and grad, Hess those of ln|Psi| in s: the
+    Laplacian of y -> ln|Psi(s + C_a y)| over N coordinates, three per sample, about the cost of one
+    D-dimensional Laplacian. sum_a C_a C_a^T = diag(hbar omega) recovers the total.
+
+    Args:
+        log_psi: ``(flow_params, levels, s) -> ln|Psi|`` for one configuration.
+        modes_eigenvectors: (3N, D) orthonormal mass-weighted eigenvectors.
+        phonon_energies_eV: (D,) hbar omega_k, eV.
+        method: ``"folx"``, ``"exact"`` (N Hessian-vector products per direction) or
+            ``"hutchinson"`` (one Rademacher vector per direction and sample).
+
+    Raises:
+        ValueError: for another method.
+    """
+    if method not in ("folx", "exact", "hutchinson"):
+        raise ValueError(f"directional kinetic energy: choose folx, exact or hutchinson, not {method!r}")
+    e = jnp.asarray(modes_eigenvectors)
+    n_atoms = e.shape[0] // 3
+    sqrt_e = jnp.sqrt(jnp.asarray(phonon_energies_eV))
+    directions = jnp.transpose(e.reshape(n_atoms, 3, -1), (1, 2, 0)) * sqrt_e[None, :, None]  # (3, D, N): C_a
+
+    def kinetic(flow_params, levels, s, key):
+        def along(c, k):
+            def g(y):
+                return log_psi(flow_params, levels, s + c @ y)
+
+            y = jnp.zeros(n_atoms, dtype=s.dtype)
+            if method == "folx":
+                out = forward_laplacian(g)(y)
+                grad, lap = out.jacobian.dense_array.reshape(-1), out.laplacian
+            elif method == "exact":
+                grad, hvp = jax.linearize(jax.grad(g), y)
+                lap = jnp.sum(jax.vmap(lambda v: jnp.dot(v, hvp(v)))(jnp.eye(n_atoms, dtype=s.dtype)))
+            else:
+                v = jax.random.rademacher(k, y.shape, dtype=y.dtype)
+                grad, hv = jax.jvp(jax.grad(g), (y,), (v,))
+                lap = jnp.dot(v, hv)
+            return -0.5 * (lap + jnp.sum(grad**2))
+
+        return jax.vmap(along)(directions, jax.random.split(key, 3))
+
+    return kinetic
+
+
 def make_jet_kinetic_energy(flow: Flow, n_levels: int, phonon_energies_eV: jax.Array) -> Callable:
     """``kinetic(flow_params, levels (D,), s (D,), key) -> local kinetic energy (eV)`` from the
     flow's analytic jet (method ``"jet"``, see the module docstring).

@@ -63,7 +63,13 @@ from jax.sharding import Mesh
 
 from thermoflow.nct.occupations import OccupationModel, baseline_weights, conditional_mean_levels, free_energy_surrogate, make_occupations
 from thermoflow.nct.flow import Flow
-from thermoflow.nct.hamiltonian import harmonic_kinetic_energy, make_jet_kinetic_energy, make_kinetic_energy, make_kinetic_stress
+from thermoflow.nct.hamiltonian import (
+    harmonic_kinetic_energy,
+    make_directional_kinetic_energy,
+    make_jet_kinetic_energy,
+    make_kinetic_energy,
+    make_kinetic_stress,
+)
 from thermoflow.nct.wavefunction import make_log_psi, make_sampler
 from thermoflow.optimize import clip_to_median
 from thermoflow.parallel import check_batch_divisible, constrain_batch, map_over_batch, n_devices
@@ -183,11 +189,13 @@ def make_free_energy_model(
             strains e = (e_x, e_y, e_z) (``params["strain"]`` of shape (3,)) scale the Cartesian
             components of the cell, R0 and the state separately, V = V0 prod(1 + e), for a cell
             whose lattice vectors lie along x, y, z. The kinetic energy then scales per
-            direction, K(e) = sum_a K_a / (1 + e_a)^2, which needs the state's kinetic energy
-            split by Cartesian direction: for the harmonic states of the basis (``freeze_flow``)
-            it is exact, K_a(n) = sum_k (n_k + 1/2) hbar omega_k P_k,aa / 2 with P_k,aa the
-            weight of mode k along a; with a flow it would need three directional Laplacians
-            (not built: an orthorhombic NPT therefore requires ``freeze_flow``). The strain
+            direction, K(e) = sum_a K_a / (1 + e_a)^2, which needs the state's local kinetic
+            energy split by Cartesian direction: for the harmonic states of the basis
+            (``freeze_flow``) it is exact per state, K_a(n) = sum_k (n_k + 1/2) hbar omega_k
+            P_k,aa / 2 with P_k,aa the weight of mode k along a; with a flow it comes from three
+            directional Laplacians (:func:`thermoflow.nct.hamiltonian.make_directional_kinetic_energy`,
+            folx unless ``laplacian`` is exact or hutchinson; the jet has no directional form),
+            so it remains the exact H Psi / Psi that the flow gradient needs. The strain
             gradient is the exact derivative of the F estimator (a forward-mode Jacobian of the
             potential, or the virial's diagonal with ``stress``); metrics gain ``"pressure_x"``,
             ``"pressure_y"``, ``"pressure_z"`` (-sigma_aa, eV/A^3) and ``"pressure"`` their mean.
@@ -205,9 +213,9 @@ def make_free_energy_model(
 
     Raises:
         ValueError: for batch_size < 2, a chunk_size < 1, a flow of the wrong dimension, an
-            unknown occupation model or cell strain, an orthorhombic strain with a flow or a cell
-            whose lattice vectors do not lie along x, y, z, or a batch that does not split evenly
-            over the mesh.
+            unknown occupation model or cell strain, an orthorhombic strain of a cell whose
+            lattice vectors do not lie along x, y, z, or a batch that does not split evenly over
+            the mesh.
     """
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2 (the baseline needs two samples)")
@@ -233,9 +241,6 @@ def make_free_energy_model(
         raise ValueError(f"unknown cell strain {cell_strain!r} (isotropic or orthorhombic)")
     orthorhombic = npt and cell_strain == "orthorhombic"
     if orthorhombic:
-        if not freeze_flow:
-            raise ValueError("an orthorhombic NPT strain needs freeze_flow: with a flow the kinetic energy per Cartesian "
-                             "direction needs directional Laplacians, which are not built")
         c = np.asarray(modes.cell)
         if np.abs(c - np.diag(np.diag(c))).max() > 1e-8 * np.abs(c).max():
             raise ValueError(f"an orthorhombic NPT strain needs the lattice vectors along x, y, z (a diagonal cell), got {c.tolist()}")
@@ -263,6 +268,10 @@ def make_free_energy_model(
         """(3,) exact kinetic energy of the harmonic state n per Cartesian direction, eV."""
         return 0.5 * ((levels + 0.5) * eps) @ directional_weights
 
+    if orthorhombic and not freeze_flow:  # three directional Laplacians (the flow's jet has no directional form)
+        flow_directional_kinetic = make_directional_kinetic_energy(
+            log_psi, modes.modes, eps, laplacian if laplacian in ("folx", "exact", "hutchinson") else "folx")
+
     def positions(s, scale):
         return (r0 + (disp @ s).reshape(r0.shape)) * scale
 
@@ -276,11 +285,22 @@ def make_free_energy_model(
             return harmonic_kinetic_energy(levels, s, eps)
         return kinetic_fn(params["flow"], levels, s, key)
 
-    def local_energy(params, levels, s, key):
+    def local_energy_terms(params, levels, s, key):
+        """(local kinetic energy, potential energy) at the params' strain, eV; the kinetic energy
+        per Cartesian direction (3,) for an orthorhombic strain: exact per state for the basis'
+        harmonic states (freeze_flow), else from directional Laplacians."""
         scale = scale_of(params)
-        if orthorhombic:  # the state's exact kinetic energy, per direction
-            return jnp.sum(directional_kinetic(levels) / scale**2), potential_energy(s, scale)
-        return kinetic(params, levels, s, key) / scale**2, potential_energy(s, scale)
+        if not orthorhombic:
+            return kinetic(params, levels, s, key) / scale**2, potential_energy(s, scale)
+        if freeze_flow:
+            per_direction = directional_kinetic(levels)
+        else:
+            per_direction = flow_directional_kinetic(params["flow"], levels, s, key)
+        return per_direction / scale**2, potential_energy(s, scale)
+
+    def local_energy(params, levels, s, key):
+        kin, pot = local_energy_terms(params, levels, s, key)
+        return jnp.sum(kin), pot
 
     def potential_strain_derivative(params, levels, s, key):
         """d V / d strain at the params' strain, by forward mode (one derivative, three if orthorhombic)."""
@@ -326,7 +346,9 @@ def make_free_energy_model(
         levels, s = constrain_batch((levels, jax.lax.stop_gradient(s)), mesh)
         frozen_params = jax.lax.stop_gradient(params)
         keys = jax.random.split(k_kin, batch_size)
-        kin, pot = batched(local_energy, frozen_params, levels, s, keys)
+        kin, pot = batched(local_energy_terms, frozen_params, levels, s, keys)
+        if orthorhombic:
+            kin_per_direction, kin = kin, jnp.sum(kin, axis=-1)
         e_loc = kin + pot
         scale = scale_of(frozen_params)
         # H0(n), the control variate, scaled with the kinetic energy under an isotropic strain (NPT):
@@ -385,8 +407,7 @@ def make_free_energy_model(
             else:
                 mean_dpot = jnp.mean(batched(potential_strain_derivative, frozen_params, levels[:n_strain], s[:n_strain], keys[:n_strain]), axis=0)
             if orthorhombic:
-                kinetic_per_direction = jnp.mean(jax.vmap(directional_kinetic)(levels), axis=0) / scale**2
-                d_free_energy = -2.0 * kinetic_per_direction / scale + mean_dpot
+                d_free_energy = -2.0 * jnp.mean(kin_per_direction, axis=0) / scale + mean_dpot
                 pressures = -scale * d_free_energy / strained_volume  # -sigma_aa = -(1/V) dF/d(ln(1 + e_a))
                 metrics.update({f"pressure_{a}": pressures[i] for i, a in enumerate("xyz")})
                 metrics["pressure"] = jnp.mean(pressures)

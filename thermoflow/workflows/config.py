@@ -197,8 +197,8 @@ class NCTConfig(StrictModel):
     )
     cell_strain: Literal["isotropic", "orthorhombic"] = Field(
         "isotropic", description="NPT: one isotropic strain of the cell, or orthorhombic: a strain per Cartesian direction "
-        "(lattice vectors along x, y, z; needs freeze_flow, the Gaussian level: the kinetic energy per direction is then "
-        "exact)",
+        "(lattice vectors along x, y, z; the kinetic energy per direction is exact for the Gaussian level, freeze_flow, "
+        "and from three directional Laplacians with a flow, folx unless nct.laplacian is exact or hutchinson)",
     )
     strain_samples: int | None = Field(
         16, ge=2, description="NPT: samples per step whose potential strain derivative drives the strain (unbiased subset; "
@@ -207,9 +207,6 @@ class NCTConfig(StrictModel):
 
     @model_validator(mode="after")
     def _warmup_within_run(self):
-        if self.cell_strain == "orthorhombic" and not self.freeze_flow:
-            raise ValueError("nct.cell_strain = 'orthorhombic' needs nct.freeze_flow = true (with a flow the kinetic "
-                             "energy per Cartesian direction needs directional Laplacians, not built)")
         if self.eval_batches == 1:
             raise ValueError("nct.eval_batches must be 0 (training-trace average) or >= 2 (an error bar needs two batches)")
         if self.warmup_steps >= self.steps:
