@@ -12,7 +12,10 @@ strain gradient adds one forward-mode derivative of the potential per sample, or
 the nct.strain_samples subset), one evaluation
 batch with the pressure and stress tensor (one ln|Psi| gradient and one strain gradient of the
 potential per sample), and one state of the excitation spectrum (a batch of local energies;
-the spectrum costs (modes + 1) of them per batch of samples).
+the spectrum costs (modes + 1) of them per batch of samples). The orthorhombic rows
+(nct.cell_strain) add three strain tangents per sample of the subset and, with the flow, replace
+the quadratic flow's analytic Laplacian (jet) by three directional folx Laplacians; the Gaussian-
+level rows (nct.freeze_flow) compare the isotropic and orthorhombic strain without a flow.
 """
 
 from __future__ import annotations
@@ -68,12 +71,19 @@ def main() -> None:
     npt = make_free_energy_model(energy_fn, modes, flow, pressure_eV_per_A3=1.0 / GPA_PER_EV_PER_A3, **kw)
     npt_subset = make_free_energy_model(energy_fn, modes, flow, pressure_eV_per_A3=1.0 / GPA_PER_EV_PER_A3,
                                         strain_samples=args.strain_samples, **kw)
+    npt_ortho = make_free_energy_model(energy_fn, modes, flow, pressure_eV_per_A3=1.0 / GPA_PER_EV_PER_A3,
+                                       strain_samples=args.strain_samples, cell_strain="orthorhombic", **kw)
+    gaussian_iso, gaussian_ortho = (
+        make_free_energy_model(energy_fn, modes, flow, pressure_eV_per_A3=1.0 / GPA_PER_EV_PER_A3, freeze_flow=True,
+                               strain_samples=args.strain_samples, cell_strain=c, **kw)
+        for c in ("isotropic", "orthorhombic"))
     stress = make_free_energy_model(energy_fn, modes, flow, stress=True, **kw)
     key = jax.random.PRNGKey(0)
     rng = np.random.default_rng(0)
     p_nvt = nvt.init(key)
     p_nvt["flow"] = jax.tree_util.tree_map(lambda x: jnp.asarray(1e-3 * rng.normal(size=x.shape)), p_nvt["flow"])
     p_npt = {**p_nvt, "strain": jnp.zeros(())}
+    p_ortho = {**p_nvt, "strain": jnp.zeros(3)}
 
     def grad_of(model):
         return jax.jit(jax.grad(lambda p, k: model.loss(p, k)[0]))
@@ -82,6 +92,9 @@ def main() -> None:
         ("NVT training step (loss gradient)", seconds(grad_of(nvt), p_nvt, key, repeats=args.repeats)),
         ("NPT training step, strain from all samples", seconds(grad_of(npt), p_npt, key, repeats=args.repeats)),
         (f"NPT training step, strain from {args.strain_samples} samples (default)", seconds(grad_of(npt_subset), p_npt, key, repeats=args.repeats)),
+        (f"NPT orthorhombic step, {args.strain_samples} samples (directional folx)", seconds(grad_of(npt_ortho), p_ortho, key, repeats=args.repeats)),
+        (f"Gaussian level (no flow), NPT isotropic, {args.strain_samples} samples", seconds(grad_of(gaussian_iso), p_npt, key, repeats=args.repeats)),
+        (f"Gaussian level (no flow), NPT orthorhombic, {args.strain_samples} samples", seconds(grad_of(gaussian_ortho), p_ortho, key, repeats=args.repeats)),
         ("evaluation batch with pressure + stress tensor", seconds(jax.jit(stress.loss), p_nvt, key, repeats=args.repeats)),
     ]
     levels = jnp.zeros((args.batch, modes.n_modes), dtype=jnp.int32)
@@ -91,9 +104,9 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} on {jax.default_backend()}")
     print(f"# {name}, {modes.n_modes} modes, quadratic flow 2 pairs, batch {args.batch}, chunks of {args.chunk_size}, K = 4")
     base = rows[0][1]
-    print(f"{'':<56} {'s':>8} {'/ NVT step':>10}")
+    print(f"{'':<64} {'s':>8} {'/ NVT step':>10}")
     for label, t in rows:
-        print(f"{label:<56} {t:8.3f} {t / base:10.2f}")
+        print(f"{label:<64} {t:8.3f} {t / base:10.2f}")
 
 
 if __name__ == "__main__":
