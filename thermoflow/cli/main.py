@@ -136,9 +136,9 @@ def _print_summary(res: dict, out: Path) -> None:
     if "gaussian_free_energy_eV_per_atom" in res:
         table.add_row("self-consistent Gaussian F (SCHA)", f"{res['gaussian_free_energy_eV_per_atom'] * m:.4f} +- {res['gaussian_free_energy_stderr_eV_per_atom'] * m:.4f}")
     table.add_row("NCT F", f"{res['free_energy_eV_per_atom'] * m:.4f} +- {res['free_energy_stderr_eV_per_atom'] * m:.4f}")
-    if harmonic:
+    if res.get("anharmonic_correction_eV_per_atom") is not None:
         table.add_row("NCT F - harmonic F", f"{res['anharmonic_correction_eV_per_atom'] * m:+.4f} +- {res['free_energy_stderr_eV_per_atom'] * m:.4f}")
-    if "flow_minus_gaussian_eV_per_atom" in res:
+    if res.get("flow_minus_gaussian_eV_per_atom") is not None:
         table.add_row("NCT F - Gaussian F", f"{res['flow_minus_gaussian_eV_per_atom'] * m:+.4f} +- {res['flow_minus_gaussian_stderr_eV_per_atom'] * m:.4f}")
     if "gaussian_plus_bubble_free_energy_eV_per_atom" in res:
         table.add_row("Gaussian + bubble F (perturbative)", f"{res['gaussian_plus_bubble_free_energy_eV_per_atom'] * m:.4f} +- {res['gaussian_plus_bubble_free_energy_stderr_eV_per_atom'] * m:.4f}")
@@ -151,6 +151,8 @@ def _print_summary(res: dict, out: Path) -> None:
     if "gibbs_free_energy_eV_per_atom" in res:
         table.add_row(f"NCT G = F + PV at {res['pressure_target_GPa']:g} GPa", f"{res['gibbs_free_energy_eV_per_atom'] * m:.4f} +- {res['gibbs_free_energy_stderr_eV_per_atom'] * m:.4f}")
         table.add_row("volume (A^3/atom; reference)", f"{res['volume_A3_per_atom']:.4f} ({res['reference_volume_A3_per_atom']:.4f})")
+        lengths = (sum(x * x for x in vector) ** 0.5 for vector in res["cell_A"])
+        table.add_row("cell vector lengths (A)", " / ".join(f"{x:.4f}" for x in lengths))
     table.add_row("seconds per step", f"{res['seconds_per_step']:.3f}")
     console.print(table)
     console.print(f"run directory: {out}")

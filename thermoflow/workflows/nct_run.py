@@ -70,18 +70,21 @@ def _mean_stderr_tensor(values: np.ndarray) -> tuple[list, list]:
     return values.mean(axis=0).tolist(), (values.std(axis=0, ddof=1) / np.sqrt(len(values))).tolist()
 
 
-def _gaussian_results(gaussian: dict | None, free_energy: tuple[float, float], n_atoms: int) -> dict:
+def _gaussian_results(gaussian: dict | None, free_energy: tuple[float, float], n_atoms: int, npt: bool) -> dict:
+    """The Gaussian's F, E, S at the reference cell and, for NVT, F(NCT) - F(Gaussian) (for NPT the
+    two are at different cells: not reported)."""
     if gaussian is None:
         return {}
     f_g, err_g = gaussian["free_energy_eV"] / n_atoms, gaussian["free_energy_stderr_eV"] / n_atoms
+    difference = (None, None) if npt else (free_energy[0] - f_g, float(np.hypot(free_energy[1], err_g)))
     return {
         "gaussian_free_energy_eV_per_atom": f_g,
         "gaussian_free_energy_stderr_eV_per_atom": err_g,
         "gaussian_energy_eV_per_atom": gaussian["energy_eV"] / n_atoms,
         "gaussian_energy_stderr_eV_per_atom": gaussian["energy_stderr_eV"] / n_atoms,
         "gaussian_entropy_kB_per_atom": gaussian["entropy_kB"] / n_atoms,
-        "flow_minus_gaussian_eV_per_atom": free_energy[0] - f_g,
-        "flow_minus_gaussian_stderr_eV_per_atom": float(np.hypot(free_energy[1], err_g)),
+        "flow_minus_gaussian_eV_per_atom": difference[0],
+        "flow_minus_gaussian_stderr_eV_per_atom": difference[1],
     }
 
 
@@ -274,9 +277,10 @@ def run_nct(
         "static_energy_eV_per_atom": e0 / n_atoms,
         **harmonic,
         "basis_truncation_error_eV_per_atom": truncation,
-        "anharmonic_correction_eV_per_atom": None if f_harm is None else final["free_energy"][0] - f_harm,
+        # NPT: F is at the trained cell, the harmonic and Gaussian references at the reference cell
+        "anharmonic_correction_eV_per_atom": None if f_harm is None or npt else final["free_energy"][0] - f_harm,
         "reference": nc.reference.kind,
-        **_gaussian_results(gaussian, final["free_energy"], n_atoms),
+        **_gaussian_results(gaussian, final["free_energy"], n_atoms, npt),
         "flow": nc.flow.kind,
         "occupations": nc.occupations,
         **_cubic_results(cubic, gaussian, n_atoms),
