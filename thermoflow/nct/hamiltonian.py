@@ -32,6 +32,21 @@ from thermoflow.units import HBAR_EV
 LAPLACIAN_METHODS = ("auto", "folx", "exact", "hutchinson", "jet")
 
 
+def _gradient_and_laplacian(g: Callable, y: jax.Array, method: str, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(grad g (n,), Laplacian of g) at y: folx's forward Laplacian, forward-over-reverse ("exact",
+    n Hessian-vector products) or Hutchinson's estimate with one Rademacher vector drawn from key."""
+    if method == "folx":
+        out = forward_laplacian(g)(y)
+        return out.jacobian.dense_array.reshape(-1), out.laplacian
+    grad_fn = jax.grad(g)
+    if method == "exact":
+        grad, hvp = jax.linearize(grad_fn, y)
+        return grad, jnp.sum(jax.vmap(lambda e: jnp.dot(e, hvp(e)))(jnp.eye(y.shape[0], dtype=y.dtype)))
+    v = jax.random.rademacher(key, y.shape, dtype=y.dtype)
+    grad, hv = jax.jvp(grad_fn, (y,), (v,))
+    return grad, jnp.dot(v, hv)
+
+
 def make_kinetic_energy(
     log_psi: Callable, phonon_energies_eV: jax.Array, method: str = "folx"
 ) -> Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]:
@@ -54,20 +69,7 @@ def make_kinetic_energy(
         def g(y):
             return log_psi(flow_params, levels, sqrt_e * y)
 
-        y = s / sqrt_e
-        if method == "folx":
-            out = forward_laplacian(g)(y)
-            grad = out.jacobian.dense_array.reshape(-1)
-            lap = out.laplacian
-        else:
-            grad_fn = jax.grad(g)
-            if method == "exact":
-                grad, hvp = jax.linearize(grad_fn, y)
-                lap = jnp.sum(jax.vmap(lambda e: jnp.dot(e, hvp(e)))(jnp.eye(y.shape[0], dtype=y.dtype)))
-            else:
-                v = jax.random.rademacher(key, y.shape, dtype=y.dtype)
-                grad, hv = jax.jvp(grad_fn, (y,), (v,))
-                lap = jnp.dot(v, hv)
+        grad, lap = _gradient_and_laplacian(g, s / sqrt_e, method, key)
         return -0.5 * (lap + jnp.sum(grad**2))
 
     return kinetic
@@ -108,17 +110,7 @@ def make_directional_kinetic_energy(
             def g(y):
                 return log_psi(flow_params, levels, s + c @ y)
 
-            y = jnp.zeros(n_atoms, dtype=s.dtype)
-            if method == "folx":
-                out = forward_laplacian(g)(y)
-                grad, lap = out.jacobian.dense_array.reshape(-1), out.laplacian
-            elif method == "exact":
-                grad, hvp = jax.linearize(jax.grad(g), y)
-                lap = jnp.sum(jax.vmap(lambda v: jnp.dot(v, hvp(v)))(jnp.eye(n_atoms, dtype=s.dtype)))
-            else:
-                v = jax.random.rademacher(k, y.shape, dtype=y.dtype)
-                grad, hv = jax.jvp(jax.grad(g), (y,), (v,))
-                lap = jnp.dot(v, hv)
+            grad, lap = _gradient_and_laplacian(g, jnp.zeros(n_atoms, dtype=s.dtype), method, k)
             return -0.5 * (lap + jnp.sum(grad**2))
 
         return jax.vmap(along)(directions, jax.random.split(key, 3))

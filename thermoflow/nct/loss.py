@@ -244,9 +244,6 @@ def make_free_energy_model(
         c = np.asarray(modes.cell)
         if np.abs(c - np.diag(np.diag(c))).max() > 1e-8 * np.abs(c).max():
             raise ValueError(f"an orthorhombic NPT strain needs the lattice vectors along x, y, z (a diagonal cell), got {c.tolist()}")
-    # weight of mode k along each Cartesian direction: P_k,aa = sum over atoms of e_(atom a),k^2 (rows sum to 1)
-    e_atoms = np.asarray(modes.modes).reshape(len(modes.masses), 3, -1)
-    directional_weights = jnp.asarray(np.einsum("aik->ki", e_atoms**2))  # (D, 3)
     n_strain = batch_size if strain_samples is None else min(max(strain_samples, 2), batch_size)
     volume = float(abs(np.linalg.det(np.asarray(modes.cell))))
 
@@ -264,11 +261,15 @@ def make_free_energy_model(
         """The strain's factor on H0(n): the kinetic energy's (1 + e)^-2 if isotropic, else 1."""
         return 1.0 if orthorhombic else scale**2
 
-    def directional_kinetic(levels):
-        """(3,) exact kinetic energy of the harmonic state n per Cartesian direction, eV."""
-        return 0.5 * ((levels + 0.5) * eps) @ directional_weights
+    if orthorhombic and freeze_flow:
+        # weight of mode k along each Cartesian direction: P_k,aa = sum over atoms of e_(atom a),k^2 (rows sum to 1)
+        e_atoms = np.asarray(modes.modes).reshape(len(modes.masses), 3, -1)
+        directional_weights = jnp.asarray(np.einsum("aik->ki", e_atoms**2))  # (D, 3)
 
-    if orthorhombic and not freeze_flow:  # three directional Laplacians (the flow's jet has no directional form)
+        def directional_kinetic(levels):
+            """(3,) exact kinetic energy of the harmonic state n per Cartesian direction, eV."""
+            return 0.5 * ((levels + 0.5) * eps) @ directional_weights
+    elif orthorhombic:  # three directional Laplacians (the flow's jet has no directional form)
         flow_directional_kinetic = make_directional_kinetic_energy(
             log_psi, modes.modes, eps, laplacian if laplacian in ("folx", "exact", "hutchinson") else "folx")
 

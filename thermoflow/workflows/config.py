@@ -193,7 +193,7 @@ class NCTConfig(StrictModel):
     )
     eval_batches: int = Field(16, ge=0, description="batches of fresh exact samples at the final parameters for the reported F, E (0: report the training-trace average; else >= 2)")
     strain_learning_rate: float = Field(
-        1e-3, gt=0, description="NPT: peak Adam learning rate of the isotropic strain (about the largest strain change per step)",
+        1e-3, gt=0, description="NPT: peak Adam learning rate of the strain (about the largest strain change per step)",
     )
     cell_strain: Literal["isotropic", "orthorhombic"] = Field(
         "isotropic", description="NPT: one isotropic strain of the cell, or orthorhombic: a strain per Cartesian direction "
