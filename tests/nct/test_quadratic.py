@@ -45,6 +45,39 @@ def test_bijection_log_det_and_analytic_kinetic_energy(linear):
     assert float(analytic) == pytest.approx(float(reference), rel=1e-10)
 
 
+@pytest.mark.parametrize("linear", [False, True])
+def test_jet_in_a_factored_metric_gives_the_directional_kinetic_energies(linear):
+    """The jet in the metric C C^T of a factor C: its Laplacians equal tr(C^T Hess C) of z and
+    of log|det| by automatic differentiation, and the three Cartesian kinetic energies of a crystal
+    (one vmap over the factors) equal the directional forward-over-reverse Laplacians and sum to
+    the total kinetic energy of the diagonal jet."""
+    from thermoflow.nct.hamiltonian import make_directional_jet_kinetic_energy, make_directional_kinetic_energy
+
+    _, modes = crystals.anharmonic_neon()
+    dim = modes.n_modes
+    flow = make_quadratic_flow(dim, 2, linear=linear, seed=1)
+    params = random_params(flow, scale=0.05)
+    rng = np.random.default_rng(2)
+    s = jnp.asarray(rng.normal(size=dim))
+    factor = jnp.asarray(rng.normal(size=(dim, 4)))
+    _, _, lap_z, _, grad_log_det, lap_log_det = flow.jet(params, s, factor)
+    hess_z = jax.hessian(lambda x: flow.forward_and_log_det(params, x)[0])(s)
+    hess_log_det = jax.hessian(lambda x: flow.forward_and_log_det(params, x)[1])(s)
+    metric = factor @ factor.T
+    np.testing.assert_allclose(lap_z, jnp.einsum("abc,bc->a", hess_z, metric), rtol=1e-10, atol=1e-12)
+    assert float(lap_log_det) == pytest.approx(float(jnp.sum(hess_log_det * metric)), rel=1e-10, abs=1e-12)
+    np.testing.assert_allclose(grad_log_det, jax.grad(lambda x: flow.forward_and_log_det(params, x)[1])(s), rtol=1e-10, atol=1e-12)
+
+    eps = jnp.asarray(modes.phonon_energies_eV)
+    levels = jnp.asarray(rng.integers(0, 3, size=dim))
+    by_jet = make_directional_jet_kinetic_energy(flow, 4, modes.modes, eps)(params, levels, s, None)
+    by_hvp = make_directional_kinetic_energy(make_log_psi(flow, 4), modes.modes, eps, "exact")(params, levels, s, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(by_jet, by_hvp, rtol=1e-9)
+    total = make_jet_kinetic_energy(flow, 4, eps)(params, levels, s, None)
+    assert float(jnp.sum(by_jet)) == pytest.approx(float(total), rel=1e-10)
+    assert np.ptp(np.asarray(by_jet)) > 1e-3 * abs(float(total))  # the three differ: the test can tell them apart
+
+
 def test_identity_at_initialisation():
     flow = make_quadratic_flow(5, 1)
     s = jnp.arange(5.0)

@@ -59,10 +59,13 @@ class Flow:
         forward_and_log_det: ``(params, x (dim,)) -> (z (dim,), log|det dz/dx|)``.
         inverse: ``(params, z (dim,)) -> x (dim,)``.
         dim: number of coordinates.
-        jet: optional ``(params, x (dim,), w (dim,)) -> (z, J, lap_z, log_det, grad_log_det,
-            lap_log_det)``: z = f(x), J = dz/dx (dim, dim), lap_z (dim,) = sum_k w_k d^2 z / dx_k^2,
-            and log|det dz/dx| with its gradient (dim,) and weighted Laplacian (scalar). Flows
-            that provide it get their kinetic energy analytically (``laplacian = "auto"``).
+        jet: optional ``(params, x (dim,), w) -> (z, J, lap_z, log_det, grad_log_det,
+            lap_log_det)``: z = f(x), J = dz/dx (dim, dim), the Laplacians in the metric M of
+            ``w``, lap_z (dim,) = tr(M Hess z), and log|det dz/dx| with its gradient (dim,) and
+            Laplacian tr(M Hess log det) (scalar). ``w`` is either the diagonal of M (dim,) or a
+            factor C (dim, m) with M = C C^T (:func:`input_metric`): the diagonal serves the
+            total kinetic energy, the factors its Cartesian components (orthorhombic NPT).
+            Flows that provide it get their kinetic energy analytically (``laplacian = "auto"``).
     """
 
     init: Callable[[jax.Array], Params]
@@ -70,6 +73,15 @@ class Flow:
     inverse: Callable[[Params, jax.Array], jax.Array]
     dim: int
     jet: Callable | None = None
+
+
+def input_metric(jac: jax.Array, w: jax.Array) -> jax.Array:
+    """J M J^T (dim, dim) for a jet's metric ``w``: the diagonal of M (dim,) or a factor C
+    (dim, m) with M = C C^T (see :class:`Flow`)."""
+    if w.ndim == 1:
+        return (jac * w[None, :]) @ jac.T
+    jc = jac @ w
+    return jc @ jc.T
 
 
 def linear_layer_forward(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -99,11 +99,9 @@ def make_directional_kinetic_energy(
         ValueError: for another method.
     """
     if method not in ("folx", "exact", "hutchinson"):
-        raise ValueError(f"directional kinetic energy: choose folx, exact or hutchinson, not {method!r}")
-    e = jnp.asarray(modes_eigenvectors)
-    n_atoms = e.shape[0] // 3
-    sqrt_e = jnp.sqrt(jnp.asarray(phonon_energies_eV))
-    directions = jnp.transpose(e.reshape(n_atoms, 3, -1), (1, 2, 0)) * sqrt_e[None, :, None]  # (3, D, N): C_a
+        raise ValueError(f"directional kinetic energy: choose folx, exact or hutchinson (or the flow's jet: make_directional_jet_kinetic_energy), not {method!r}")
+    directions = cartesian_factors(modes_eigenvectors, phonon_energies_eV)
+    n_atoms = directions.shape[2]
 
     def kinetic(flow_params, levels, s, key):
         def along(c, k):
@@ -118,38 +116,79 @@ def make_directional_kinetic_energy(
     return kinetic
 
 
+def cartesian_factors(modes_eigenvectors: jax.Array, phonon_energies_eV: jax.Array) -> jax.Array:
+    """(3, D, N) C_a = diag(sqrt(hbar omega)) E_a^T, the factors of the kinetic metric per Cartesian
+    direction a (E_a: the eigenvector rows of direction a; sum_a C_a C_a^T = diag(hbar omega)), see
+    :func:`make_directional_kinetic_energy`. ``modes_eigenvectors`` (3N, D), ``phonon_energies_eV`` (D,)."""
+    e = jnp.asarray(modes_eigenvectors)
+    sqrt_e = jnp.sqrt(jnp.asarray(phonon_energies_eV))
+    return jnp.transpose(e.reshape(e.shape[0] // 3, 3, -1), (1, 2, 0)) * sqrt_e[None, :, None]
+
+
+def _jet_kinetic(flow: Flow, n_levels: int, flow_params, levels, s, metric: jax.Array) -> jax.Array:
+    """-(1/2) [tr(M Hess g) + grad g^T M grad g] of g = ln|Psi| at s from the flow's jet, for the
+    metric M of ``metric`` (its diagonal (D,) or a factor C (D, m), M = C C^T).
+
+    With phi_a = ln|phi_{n_a}(z_a)| (elementwise): grad g = J^T phi' + grad(ln det)/2 and
+    tr(M Hess g) = sum_a phi''_a (J M J^T)_aa + phi' . lap_M z + lap_M(ln det)/2."""
+    z, jac, lap_z, _, grad_log_det, lap_log_det = flow.jet(flow_params, s, metric)
+
+    def log_phi(z):
+        return log_abs_hermite_function(z, levels, n_levels)
+
+    ones = jnp.ones_like(z)
+
+    def first(z):
+        return jax.jvp(log_phi, (z,), (ones,))[1]  # elementwise derivative
+
+    d1, d2 = jax.jvp(first, (z,), (ones,))
+    grad = jac.T @ d1 + 0.5 * grad_log_det
+    if metric.ndim == 1:
+        metric_diag, grad_term = jnp.sum(jac * jac * metric[None, :], axis=1), jnp.sum(metric * grad**2)
+    else:
+        metric_diag, grad_term = jnp.sum((jac @ metric) ** 2, axis=1), jnp.sum((metric.T @ grad) ** 2)
+    lap = jnp.sum(d2 * metric_diag) + d1 @ lap_z + 0.5 * lap_log_det
+    return -0.5 * (lap + grad_term)
+
+
+def _require_jet(flow: Flow) -> None:
+    if flow.jet is None:
+        raise ValueError("the 'jet' Laplacian needs a flow with an analytic jet (e.g. the quadratic flow)")
+
+
 def make_jet_kinetic_energy(flow: Flow, n_levels: int, phonon_energies_eV: jax.Array) -> Callable:
     """``kinetic(flow_params, levels (D,), s (D,), key) -> local kinetic energy (eV)`` from the
-    flow's analytic jet (method ``"jet"``, see the module docstring).
-
-    With phi_a = ln|phi_{n_a}(z_a)| (elementwise) and W = diag(hbar omega):
-    grad ln|Psi| = J^T phi' + grad(ln det)/2 and
-    lap_W ln|Psi| = sum_a phi''_a (J W J^T)_aa + phi' . lap_W z + lap_W(ln det)/2.
+    flow's analytic jet (method ``"jet"``, see the module docstring): the metric W = diag(hbar omega).
 
     Raises:
         ValueError: if the flow has no jet.
     """
-    if flow.jet is None:
-        raise ValueError("the 'jet' Laplacian needs a flow with an analytic jet (e.g. the quadratic flow)")
+    _require_jet(flow)
     weights = jnp.asarray(phonon_energies_eV)
 
     def kinetic(flow_params, levels, s, key):
         del key
-        z, jac, lap_z, _, grad_log_det, lap_log_det = flow.jet(flow_params, s, weights)
+        return _jet_kinetic(flow, n_levels, flow_params, levels, s, weights)
 
-        def log_phi(z):
-            return log_abs_hermite_function(z, levels, n_levels)
+    return kinetic
 
-        ones = jnp.ones_like(z)
 
-        def first(z):
-            return jax.jvp(log_phi, (z,), (ones,))[1]  # elementwise derivative
+def make_directional_jet_kinetic_energy(flow: Flow, n_levels: int, modes_eigenvectors: jax.Array, phonon_energies_eV: jax.Array) -> Callable:
+    """``kinetic(flow_params, levels (D,), s (D,), key) -> (3,)``: the local kinetic energy per
+    Cartesian direction (as :func:`make_directional_kinetic_energy`, eV) from the flow's analytic jet,
+    in the metrics C_a C_a^T of :func:`cartesian_factors`. The three jets are one vmap over the
+    factors: the parts that do not depend on the metric (the flow's value and Jacobian) are computed
+    once, so the three cost about twice one jet (benchmarks/npt_step.py), not three forward Laplacians.
 
-        d1, d2 = jax.jvp(first, (z,), (ones,))
-        grad = jac.T @ d1 + 0.5 * grad_log_det
-        metric_diag = jnp.sum(jac * jac * weights[None, :], axis=1)
-        lap = jnp.sum(d2 * metric_diag) + d1 @ lap_z + 0.5 * lap_log_det
-        return -0.5 * (lap + jnp.sum(weights * grad**2))
+    Raises:
+        ValueError: if the flow has no jet.
+    """
+    _require_jet(flow)
+    directions = cartesian_factors(modes_eigenvectors, phonon_energies_eV)
+
+    def kinetic(flow_params, levels, s, key):
+        del key
+        return jax.vmap(lambda c: _jet_kinetic(flow, n_levels, flow_params, levels, s, c))(directions)
 
     return kinetic
 

@@ -65,6 +65,7 @@ from thermoflow.nct.occupations import OccupationModel, baseline_weights, condit
 from thermoflow.nct.flow import Flow
 from thermoflow.nct.hamiltonian import (
     harmonic_kinetic_energy,
+    make_directional_jet_kinetic_energy,
     make_directional_kinetic_energy,
     make_jet_kinetic_energy,
     make_kinetic_energy,
@@ -193,8 +194,10 @@ def make_free_energy_model(
             energy split by Cartesian direction: for the harmonic states of the basis
             (``freeze_flow``) it is exact per state, K_a(n) = sum_k (n_k + 1/2) hbar omega_k
             P_k,aa / 2 with P_k,aa the weight of mode k along a; with a flow it comes from three
-            directional Laplacians (:func:`thermoflow.nct.hamiltonian.make_directional_kinetic_energy`,
-            folx unless ``laplacian`` is exact or hutchinson; the jet has no directional form),
+            directional Laplacians (the flow's jet in three metrics,
+            :func:`thermoflow.nct.hamiltonian.make_directional_jet_kinetic_energy`, when the kinetic
+            energy uses the jet; else :func:`thermoflow.nct.hamiltonian.make_directional_kinetic_energy`
+            with folx, or with ``laplacian`` exact or hutchinson),
             so it remains the exact H Psi / Psi that the flow gradient needs. The strain
             gradient is the exact derivative of the F estimator (a forward-mode Jacobian of the
             potential, or the virial's diagonal with ``stress``); metrics gain ``"pressure_x"``,
@@ -230,7 +233,8 @@ def make_free_energy_model(
     disp = jnp.asarray(modes.displacement_matrix())
     log_psi = make_log_psi(flow, n_levels)
     sample_s = make_sampler(flow, n_levels)
-    if laplacian == "jet" or (laplacian == "auto" and flow.jet is not None):
+    kinetic_by_jet = laplacian == "jet" or (laplacian == "auto" and flow.jet is not None)
+    if kinetic_by_jet:
         kinetic_fn = make_jet_kinetic_energy(flow, n_levels, eps)
     else:
         kinetic_fn = make_kinetic_energy(log_psi, eps, "folx" if laplacian == "auto" else laplacian)
@@ -269,9 +273,10 @@ def make_free_energy_model(
         def directional_kinetic(levels):
             """(3,) exact kinetic energy of the harmonic state n per Cartesian direction, eV."""
             return 0.5 * ((levels + 0.5) * eps) @ directional_weights
-    elif orthorhombic:  # three directional Laplacians (the flow's jet has no directional form)
-        flow_directional_kinetic = make_directional_kinetic_energy(
-            log_psi, modes.modes, eps, laplacian if laplacian in ("folx", "exact", "hutchinson") else "folx")
+    elif orthorhombic and kinetic_by_jet:  # three jets, one per Cartesian metric
+        flow_directional_kinetic = make_directional_jet_kinetic_energy(flow, n_levels, modes.modes, eps)
+    elif orthorhombic:  # three directional Laplacians
+        flow_directional_kinetic = make_directional_kinetic_energy(log_psi, modes.modes, eps, "folx" if laplacian == "auto" else laplacian)
 
     def positions(s, scale):
         return (r0 + (disp @ s).reshape(r0.shape)) * scale

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from thermoflow.nct.flow import Flow, linear_layer_forward
+from thermoflow.nct.flow import Flow, input_metric, linear_layer_forward
 from thermoflow.units import HBAR_EV
 
 
@@ -146,7 +146,7 @@ def make_quadratic_flow(dim: int, n_pairs: int = 2, linear: bool = False, seed: 
         return z
 
     def jet(params, x, weights):
-        """Value, Jacobian and weighted Laplacians, see :class:`~thermoflow.nct.flow.Flow`."""
+        """Value, Jacobian and Laplacians in the metric ``weights``, see :class:`~thermoflow.nct.flow.Flow`."""
         n = x.shape[0]
         jac = eye
         lap = jnp.zeros(n, x.dtype)
@@ -162,7 +162,7 @@ def make_quadratic_flow(dim: int, n_pairs: int = 2, linear: bool = False, seed: 
             e = jnp.exp(h)
             qx = jnp.einsum("abc,c->ab", q, x)
             # metric of the input coordinates, G = J W J^T
-            g = (jac * weights[None, :]) @ jac.T
+            g = input_metric(jac, weights)
             dg = d @ g
             # log det = 1^T D x is linear in x: gradient J^T D^T 1, Laplacian 1^T D lap
             col = jnp.sum(d, axis=0)

@@ -198,7 +198,7 @@ class NCTConfig(StrictModel):
     cell_strain: Literal["isotropic", "orthorhombic"] = Field(
         "isotropic", description="NPT: one isotropic strain of the cell, or orthorhombic: a strain per Cartesian direction "
         "(lattice vectors along x, y, z; the kinetic energy per direction is exact for the Gaussian level, freeze_flow, "
-        "and from three directional Laplacians with a flow, folx unless nct.laplacian is exact or hutchinson)",
+        "and from three directional Laplacians with a flow: the flow's jet when nct.laplacian uses it, else folx, exact or hutchinson)",
     )
     strain_samples: int | None = Field(
         16, ge=2, description="NPT: samples per step whose potential strain derivative drives the strain (unbiased subset; "
