@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from thermoflow.cli.main import app
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import HBAR_EV, KB_EV_PER_K
-from thermoflow.workflows.compare import crossing_temperatures, run_compare
+from thermoflow.workflows.compare import PhaseConfig, crossing_temperatures, load_comparison, point_config, run_compare
 from thermoflow.workflows.config import ConfigError
 
 MASS, SPRINGS, STATIC = 6.94, {"stiff": 2.0, "soft": 1.0}, {"stiff": 0.0, "soft": 0.018}
@@ -165,3 +165,21 @@ def test_invalid_comparison_names_the_field(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o2")])
     assert result.exit_code != 0 and "compare.reference" in result.output
 
+
+
+def test_a_phase_overrides_the_shared_nct_settings_table_by_table(tmp_path):
+    """A phase's own [nct] keys replace the shared ones for that phase only; nested tables merge
+    key by key (the other phase and the other keys keep the shared values); a bad value is
+    reported with its field before anything runs."""
+    phases = PHASE.format(name="stiff", mass=MASS, k=SPRINGS["stiff"], e0=0.0) + PHASE.format(
+        name="soft", mass=MASS, k=SPRINGS["soft"], e0=STATIC["soft"]) + 'nct = { steps = 12, reference = { iterations = 2 } }\n'
+    section, shared, _ = load_comparison(write(tmp_path, phases=phases))
+    stiff, soft = (point_config(shared, phase, 100.0).nct for phase in section.phases)
+    assert (stiff.steps, stiff.reference.iterations) == (8, 6)
+    assert (soft.steps, soft.reference.iterations) == (12, 2)
+    assert soft.reference.n_samples == stiff.reference.n_samples == 64 and soft.batch_size == 16
+    assert shared["nct"]["steps"] == 8  # the shared settings are not modified
+    bad = write(tmp_path, phases=phases.replace("steps = 12", "steps = -3"))
+    with pytest.raises(ConfigError, match="nct.steps"):
+        load_comparison(bad)
+    assert PhaseConfig.model_validate({"name": "x", "structure": {"lattice": "sc", "symbol": "Li", "a_A": 3.0}}).nct is None

@@ -73,6 +73,10 @@ class PhaseConfig(StrictModel):
     name: str = Field(min_length=1, description="label; also the point directories' name")
     structure: StructureConfig
     potential: dict[str, Any] | None = Field(None, description="this phase's own [potential] (default: the shared one)")
+    nct: dict[str, Any] | None = Field(
+        None, description="this phase's [nct] settings that differ from the shared ones, merged over them table by table "
+        "(e.g. { cell_strain = \"orthorhombic\" } for a non-cubic phase)",
+    )
 
     @model_validator(mode="after")
     def _safe_name(self):
@@ -161,8 +165,18 @@ def point_config(shared: dict, phase: PhaseConfig, temperature_K: float):
     data["structure"] = phase.structure.model_dump(exclude_none=True)
     if phase.potential is not None:
         data["potential"] = phase.potential
+    if phase.nct:
+        data["nct"] = _merged(data.get("nct", {}), phase.nct)
     data["state"] = {**data.get("state", {}), "temperature_K": temperature_K}
     return validate_config(data)
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` merged over it, nested tables key by key (both left unchanged)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _warm_started(shared: dict, phase: PhaseConfig, temperature_K: float, previous: Path, iterations: int) -> dict:
