@@ -62,3 +62,16 @@ def make_einstein_phase(atoms=None, spring_eV_per_A2=1.0, static_eV_per_atom=0.0
         return r0.shape[0] * static_eV_per_atom + 0.5 * spring_eV_per_A2 * jnp.sum((positions - r0) ** 2)
 
     return energy_fn
+
+
+def make_asymmetric_atom(atoms=None, spring_eV_per_A2=1.0, cubic_eV_per_A3=-0.6, quartic_eV_per_A4=1.0):
+    """One atom in a well without inversion symmetry about r0, V = k/2 |u|^2 + g x^3 + lam x^4:
+    zero-point motion shifts its mean position along x (the SCHA centroid test)."""
+    r0 = jnp.asarray(atoms.get_positions()[0]) if atoms is not None else jnp.zeros(3)
+
+    def energy_fn(positions, cell):
+        del cell
+        u = positions[0] - r0
+        return 0.5 * spring_eV_per_A2 * jnp.sum(u**2) + cubic_eV_per_A3 * u[0] ** 3 + quartic_eV_per_A4 * u[0] ** 4
+
+    return energy_fn

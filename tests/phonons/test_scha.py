@@ -133,3 +133,46 @@ def test_warm_start_from_a_neighbouring_temperature():
     other = crystals.harmonic_neon()[1]
     with pytest.raises(ValueError, match="same structure"):
         curvature_in_basis(other, harmonic)
+
+
+def test_relaxed_centroid_reaches_the_exact_gaussian_optimum_of_an_asymmetric_well():
+    """V = k |u|^2 / 2 + g x^3 + lam x^4 (one atom, no inversion symmetry): the best Gaussian has its
+    centre c and frequency w along x from minimising, with s2 = <(x - c)^2> of thermal oscillators,
+    F_G(c, w) = f_harm(w) + k (c^2 + s2) / 2 + g (c^3 + 3 c s2) + lam (c^4 + 6 c^2 s2 + 3 s2^2) - m w^2 s2 / 2
+    (+ the exact harmonic y, z). The SCHA with relax_centroid reaches c, w and F_G; with the centroid
+    fixed at the minimum of V its F_G lies measurably higher."""
+    from anharmonic_models import make_asymmetric_atom
+
+    from thermoflow.phonons import compute_harmonic_modes
+
+    k, g3, lam, mass = 1.0, -0.6, 1.0, 2.0
+    kT = KB_EV_PER_K * 100.0
+    atoms = Atoms("H", positions=[[1.0, 1.0, 1.0]], cell=10.0 * np.eye(3), pbc=True, masses=[mass])
+    energy_fn = make_asymmetric_atom(atoms, k, g3, lam)
+    harmonic = compute_harmonic_modes(energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    w_yz = np.sqrt(k / mass)
+    f_yz = harmonic_thermodynamics(np.full(2, HBAR_EV * w_yz), kT).free_energy_eV
+
+    def free_energy(x):
+        c, w = x[0], np.exp(x[1])
+        s2 = mode_variances(np.array([w]), kT)[0] / mass
+        f_h = harmonic_thermodynamics(np.array([HBAR_EV * w]), kT).free_energy_eV
+        return f_h + k * (c**2 + s2) / 2 + g3 * (c**3 + 3 * c * s2) + lam * (c**4 + 6 * c**2 * s2 + 3 * s2**2) - mass * w**2 * s2 / 2 + f_yz
+
+    best = scipy.optimize.minimize(free_energy, x0=[0.0, np.log(w_yz)], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000})
+    c_exact, w_exact = best.x[0], np.exp(best.x[1])
+    settings = dict(n_samples=4096, n_iterations=40, n_eval_samples=400_000, seed=2)
+    relaxed = optimise_gaussian(energy_fn, harmonic, kT, relax_centroid=True, **settings)
+    fixed = optimise_gaussian(energy_fn, harmonic, kT, **settings)
+    shift = relaxed.centroid_shift_A[0]
+    print(f"centroid shift {shift} A (exact {c_exact:.5f}), w_x {relaxed.modes.omega} (exact {w_exact:.5f}), "
+          f"F relaxed {relaxed.free_energy_eV:.6f} +- {relaxed.free_energy_stderr_eV:.6f}, fixed {fixed.free_energy_eV:.6f}, exact {best.fun:.6f} eV")
+    assert c_exact > 0.03  # the zero-point motion moves the centre by a measurable amount
+    assert shift[0] == pytest.approx(c_exact, rel=1e-2)
+    assert np.abs(shift[1:]).max() < 1e-3 * c_exact
+    np.testing.assert_allclose(relaxed.modes.reference_positions, atoms.get_positions() + relaxed.centroid_shift_A)
+    assert relaxed.modes.energy0_eV == pytest.approx(float(energy_fn(jnp.asarray(relaxed.modes.reference_positions), None)))
+    assert np.min(np.abs(relaxed.modes.omega - w_exact)) < 3e-3 * w_exact
+    assert abs(relaxed.free_energy_eV - best.fun) < 4 * relaxed.free_energy_stderr_eV + 2e-5
+    assert fixed.free_energy_eV - relaxed.free_energy_eV > 10 * relaxed.free_energy_stderr_eV
+    assert np.all(relaxed.history["mean_force_eV_per_A"][-5:] < 0.05 * relaxed.history["mean_force_eV_per_A"][0])

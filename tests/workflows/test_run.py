@@ -249,3 +249,24 @@ def test_orthorhombic_npt_run_reports_the_cell_per_direction(tmp_path):
     assert out["harmonic_reference_volume_A3_per_atom"] == pytest.approx(res["volume_A3_per_atom"], rel=1e-12)
     with pytest.raises(ConfigError, match="cell_strain"):
         load_config(None, TINY + ["nct.cell_strain=triclinic", "state.pressure_GPa=0.5"])
+
+
+def test_relaxed_centroid_is_the_basis_of_the_run_and_is_read_back(tmp_path):
+    """nct.reference.relax_centroid on an atom in an asymmetric well: the run's basis sits at the
+    Gaussian's centre (shifted along x only), gaussian_reference.npz stores it, a warm start reads
+    it back and a finished run's spectrum is rebuilt on it."""
+    well = ["structure={lattice='sc', symbol='H', a_A=6.0}", "potential={kind='python', target='anharmonic_models:make_asymmetric_atom'}",
+            "state.temperature_K=100", "nct.reference.relax_centroid=true", "nct.reference.n_samples=512", "nct.reference.iterations=12",
+            "nct.freeze_flow=true"]
+    cfg, base = load_config(None, TINY[1:] + well)
+    res = run_nct(cfg, base, tmp_path / "a", progress=False)
+    with np.load(tmp_path / "a" / "gaussian_reference.npz") as data:
+        shift = data["reference_positions"] - np.zeros(3)
+    # hydrogen's zero-point motion pushes it towards the soft side (+x; 0.032 A for mass 2, tests/phonons)
+    assert 0.03 < shift[0, 0] < 0.06 and np.abs(shift[0, 1:]).max() < 1e-3 * shift[0, 0]
+    assert res["centroid_shift_max_A"] == pytest.approx(np.linalg.norm(shift), rel=1e-9)
+    cfg_b, _ = load_config(None, TINY[1:] + well + [f"nct.reference.start='{tmp_path / 'a' / 'gaussian_reference.npz'}'", "nct.reference.iterations=1"])
+    res_b = run_nct(cfg_b, base, tmp_path / "b", progress=False)
+    assert res_b["centroid_shift_max_A"] == pytest.approx(res["centroid_shift_max_A"], rel=0.05)  # one more step from the stored centre
+    spectrum = CliRunner().invoke(app, ["spectrum", str(tmp_path / "a"), "--samples", "64"])
+    assert spectrum.exit_code == 0, spectrum.output

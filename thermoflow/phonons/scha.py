@@ -23,8 +23,16 @@ noise of the curvature raises F_G (it is a variational bound, second order in th
 and without both measures it raised F_G of fcc lithium, 108 atoms, 100 K, by ~2.4 meV/atom
 (docs/results/lithium.md). The last iterates are averaged
 (Polyak-Ruppert) against the remaining noise, and F_G, E_G, S_G are then evaluated at the final
-Phi on fresh, independent samples (plain standard errors). The centroid stays at the reference
-positions (exact for crystals whose atoms sit at inversion centres, e.g. bcc, fcc).
+Phi on fresh, independent samples (plain standard errors).
+
+The centroid. By default it stays at the reference positions, which is exact for crystals whose
+atoms the space group fixes (bcc, fcc: the mean force vanishes by symmetry). With
+``relax_centroid`` it is a variational parameter too: dF_G/dR_c = -<f>_rho_G (the mean force over
+the Gaussian), and each iteration takes the damped Newton step R_c <- R_c + mixing Phi^-1 <f> in the
+mode coordinates, the mean force projected onto the displacements the space group allows (a free
+Wyckoff coordinate such as cI16's x moves, the fixed sites do not). The centroid is then the
+quantum (and thermal) average position, not the minimum of the potential: zero-point motion in an
+asymmetric well shifts it. Antithetic pairs make the harmonic part of the mean force exact.
 
 The result is itself a product (an upper bound on F with error bars) and the natural basis of an
 NCT run: its renormalised frequencies and polarisation vectors form a :class:`HarmonicModes`, on
@@ -53,7 +61,7 @@ from jax.sharding import Mesh
 
 from thermoflow.parallel import map_samples
 from thermoflow.phonons.modes import HarmonicModes
-from thermoflow.phonons.symmetry import potential_has_symmetry, space_group_operations, symmetrise_force_constants
+from thermoflow.phonons.symmetry import potential_has_symmetry, space_group_operations, symmetrise_force_constants, symmetrise_vector
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.potentials.base import EnergyFn
 from thermoflow.units import HBAR_EV
@@ -70,14 +78,19 @@ class GaussianReference:
     """The optimised Gaussian density matrix and its thermodynamics (totals over the crystal).
 
     Attributes:
-        modes: renormalised phonon modes (same R0, cell and masses as the input reference;
+        modes: renormalised phonon modes (same cell and masses as the input reference; R0 and
+            its static energy the relaxed centroid's with ``relax_centroid``, else the reference's;
             ``omega`` (n_modes,) the self-consistent frequencies, ascending; ``modes`` the
             polarisation vectors (3 n_atoms, n_modes)).
         free_energy_eV, free_energy_stderr_eV: F_G (static energy included) and its standard error.
         energy_eV, energy_stderr_eV: E_G = <K> + <V>, eV.
         entropy_kB: S_G of the Gaussian (exact), k_B.
-        history: per iteration ``free_energy_eV`` (batch estimate) and ``residual`` (relative
-            Frobenius norm of the curvature estimate minus Phi); arrays (n_iterations,).
+        history: per iteration ``free_energy_eV`` (batch estimate), ``residual`` (relative
+            Frobenius norm of the curvature estimate minus Phi) and ``mean_force_eV_per_A`` (the
+            largest Cartesian mean force on an atom, symmetrised; 0 when the centroid is fixed);
+            arrays (n_iterations,).
+        centroid_shift_A: (n_atoms, 3) centroid minus the reference positions, Angstrom (zeros
+            unless ``relax_centroid``).
     """
 
     modes: HarmonicModes
@@ -87,6 +100,7 @@ class GaussianReference:
     energy_stderr_eV: float
     entropy_kB: float
     history: dict[str, np.ndarray]
+    centroid_shift_A: np.ndarray
 
 
 def mode_variances(omega: np.ndarray, kT_eV: float) -> np.ndarray:
@@ -132,6 +146,14 @@ def make_mode_potential(energy_fn: EnergyFn, modes: HarmonicModes) -> Callable[[
         return energy_fn(r0 + (to_cartesian @ q).reshape(r0.shape), cell)
 
     return potential
+
+
+def centroid_in_basis(gaussian: HarmonicModes, reference: HarmonicModes) -> np.ndarray:
+    """The centroid of ``gaussian`` (its reference positions) as a shift (n_modes,) in the
+    mass-weighted mode coordinates of ``reference``, sqrt(amu) A: q = E^T M^1/2 (R_c - R0), the
+    translation-free part (a warm start of :func:`optimise_gaussian` with ``relax_centroid``)."""
+    u = np.asarray(gaussian.reference_positions) - np.asarray(reference.reference_positions)
+    return reference.modes.T @ (np.repeat(np.sqrt(reference.masses), 3) * u.reshape(-1))
 
 
 def curvature_in_basis(gaussian: HarmonicModes, reference: HarmonicModes, *, tolerance: float = 1e-6) -> np.ndarray:
@@ -183,6 +205,8 @@ def optimise_gaussian(
     chunk_size: int | None = 64,
     initial_curvature: np.ndarray | None = None,
     symmetrise: bool = True,
+    relax_centroid: bool = False,
+    initial_centroid: np.ndarray | None = None,
     mesh: Mesh | None = None,
 ) -> GaussianReference:
     """Optimise the Gaussian density matrix of ``energy_fn`` (see module docstring).
@@ -206,6 +230,10 @@ def optimise_gaussian(
             reference crystal's space group (:func:`thermoflow.phonons.symmetry.symmetrise_force_constants`),
             when the potential has that symmetry (checked; a warning and no projection if not).
             Unbiased, and it removes the symmetry-breaking noise, which otherwise raises F_G.
+            With ``relax_centroid`` the mean force is projected the same way.
+        relax_centroid: optimise the centroid too (module docstring); the returned modes carry it.
+        initial_centroid: (n_modes,) starting centroid shift in the reference's mass-weighted mode
+            coordinates, sqrt(amu) A (:func:`centroid_in_basis` of a stored Gaussian; default 0).
         mesh: split the samples' forces over this device mesh (:mod:`thermoflow.parallel`;
             None: one device). The result does not depend on it beyond round-off.
 
@@ -252,10 +280,11 @@ def optimise_gaussian(
         omega = np.sqrt(w2)
         return omega, vec, np.sqrt(mode_variances(omega, kT_eV))
 
-    def sample(key, omega, vec, sigma, n, antithetic):
+    def sample(key, omega, vec, sigma, n, antithetic, centre):
+        """(xi, q - centre, V, dV/dq) of n samples of the Gaussian centred at ``centre``."""
         xi = antithetic_normals(key, n, dim) if antithetic else jax.random.normal(key, (n, dim))
         q = np.asarray(xi) * sigma[None, :] @ vec.T
-        v, g = evaluate(jnp.asarray(q))
+        v, g = evaluate(jnp.asarray(q + centre[None, :]))
         v, g = np.asarray(v), np.asarray(g)
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
             raise ValueError(
@@ -281,14 +310,21 @@ def optimise_gaussian(
             raise ValueError(f"initial_curvature must be a finite ({dim}, {dim}) matrix, got shape {phi.shape}")
         phi = 0.5 * (phi + phi.T)
         check_stable(np.linalg.eigvalsh(phi))
+    centre = np.zeros(dim)
+    if initial_centroid is not None:
+        centre = np.asarray(initial_centroid, dtype=np.float64)
+        if centre.shape != (dim,) or not np.all(np.isfinite(centre)):
+            raise ValueError(f"initial_centroid must be a finite ({dim},) vector, got shape {centre.shape}")
+    to_mass_weighted_force = np.repeat(np.sqrt(reference.masses), 3)[:, None] * reference.modes  # dV/dq -> dV/dR
     kept: list[np.ndarray] = []
+    kept_centres: list[np.ndarray] = []
     estimates: list[np.ndarray] = []
     n_keep = max(1, int(round(averaging_fraction * n_iterations)))
-    history: dict[str, list] = {"free_energy_eV": [], "residual": []}
+    history: dict[str, list] = {"free_energy_eV": [], "residual": [], "mean_force_eV_per_A": []}
     t_start = time.perf_counter()
     for it in range(n_iterations):
         omega, vec, sigma = gaussian(phi)
-        xi, q, v, g = sample(jax.random.fold_in(base_key, it), omega, vec, sigma, n_samples, True)
+        xi, q, v, g = sample(jax.random.fold_in(base_key, it), omega, vec, sigma, n_samples, True, centre)
         # Stein: <d2V/dq dq> = Sigma^-1 <q g^T> = C diag(1/sigma) <xi g^T>, Sigma = C diag(sigma^2) C^T,
         # with the current Phi as control variate: Phi + Sigma^-1 <q (g - Phi q)^T> has the same mean for
         # any fixed Phi, and only the part of the forces that Phi does not fit carries noise (the
@@ -301,26 +337,46 @@ def optimise_gaussian(
         f_batch = harm.free_energy_eV + np.mean(v - 0.5 * np.einsum("bi,ij,bj->b", q, phi, q))
         history["free_energy_eV"].append(f_batch)
         history["residual"].append(np.linalg.norm(curvature - phi) / np.linalg.norm(phi))
+        step = np.zeros(dim)
+        if relax_centroid:
+            # dF_G/dq_c = <dV/dq>: a damped Newton step with the current curvature
+            mean_gradient = np.mean(g, axis=0)
+            if operations is not None:
+                mean_gradient = symmetrise_vector(mean_gradient, reference, operations)
+            step = -np.linalg.solve(phi, mean_gradient)
+            force = (to_mass_weighted_force @ mean_gradient).reshape(-1, 3)
+            history["mean_force_eV_per_A"].append(float(np.linalg.norm(force, axis=1).max()))
+        else:
+            history["mean_force_eV_per_A"].append(0.0)
         log.info(
-            "self-consistent Gaussian, iteration %d/%d: F = %.6f eV (batch estimate), curvature residual %.3g, %.0f s",
-            it + 1, n_iterations, f_batch, history["residual"][-1], time.perf_counter() - t_start,
+            "self-consistent Gaussian, iteration %d/%d: F = %.6f eV (batch estimate), curvature residual %.3g%s, %.0f s",
+            it + 1, n_iterations, f_batch, history["residual"][-1],
+            f", mean force {history['mean_force_eV_per_A'][-1]:.2g} eV/A" if relax_centroid else "", time.perf_counter() - t_start,
         )
         phi = _damped_update(phi, curvature, mixing)
+        centre = centre + mixing * step
         if it >= n_iterations - n_keep:
             kept.append(phi)
+            kept_centres.append(centre)
             estimates.append(curvature)
     # at the fixed point Phi is the average curvature; a non-positive one means no stable Gaussian
     check_stable(np.linalg.eigvalsh(np.mean(estimates, axis=0)))
     phi = np.mean(kept, axis=0)
+    centre = np.mean(kept_centres, axis=0)
 
     omega, vec, sigma = gaussian(phi)
-    _, q, v, _ = sample(jax.random.fold_in(base_key, n_iterations), omega, vec, sigma, n_eval_samples, False)
+    _, q, v, _ = sample(jax.random.fold_in(base_key, n_iterations), omega, vec, sigma, n_eval_samples, False, centre)
     harm = harmonic_thermodynamics(HBAR_EV * omega, kT_eV)
     residual = v - 0.5 * np.einsum("bi,ij,bj->b", q, phi, q)  # zero variance on a harmonic potential
     stderr = float(np.std(residual, ddof=1) / np.sqrt(len(v)))
+    shift = (mode_to_cartesian(reference) @ centre).reshape(-1, 3)
     modes = dataclasses.replace(
         reference, omega=omega, modes=reference.modes @ vec, imaginary=np.zeros(dim, dtype=bool)
     )
+    if relax_centroid or initial_centroid is not None:
+        positions = np.asarray(reference.reference_positions) + shift
+        modes = dataclasses.replace(modes, reference_positions=positions,
+                                    energy0_eV=float(energy_fn(jnp.asarray(positions), jnp.asarray(reference.cell))))
     # <K> = E_harm / 2 exactly; <V> sampled
     energy = 0.5 * harm.energy_eV + float(np.mean(v))
     return GaussianReference(
@@ -331,4 +387,5 @@ def optimise_gaussian(
         energy_stderr_eV=float(np.std(v, ddof=1) / np.sqrt(len(v))),
         entropy_kB=harm.entropy_kB,
         history={k: np.asarray(val) for k, val in history.items()},
+        centroid_shift_A=shift,
     )

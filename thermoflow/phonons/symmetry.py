@@ -113,3 +113,29 @@ def symmetrise_force_constants(phi: np.ndarray, modes: HarmonicModes, operations
         cart = acc / len(group)
     cart = cart.reshape(3 * n, 3 * n)
     return e.T @ cart @ e
+
+
+def symmetrise_vector(v: np.ndarray, modes: HarmonicModes, operations: Operations | None = None) -> np.ndarray:
+    """Project a mode-basis vector (a mean force or a centroid shift) onto the space-group-invariant
+    ones: taken to mass-weighted Cartesian coordinates, u = E v (N, 3), averaged over the lattice
+    translations and then over one operation per rotation, u_(p(i)) <- R u_i, and taken back,
+    E^T u. Positions that the symmetry fixes (bcc, fcc sites) get exactly zero; a free Wyckoff
+    coordinate (cI16's x) keeps its symmetric part.
+
+    Args:
+        v: (D,) in the mass-weighted modes of ``modes`` (any units).
+        modes: the modes (reference positions, cell, masses, polarisation vectors E (3N, D)).
+        operations: from :func:`space_group_operations` (computed if None).
+
+    Returns:
+        (D,) projected vector, units of ``v``.
+    """
+    ops = space_group_operations(modes) if operations is None else operations
+    e = np.asarray(modes.modes)
+    cart = (e @ np.asarray(v)).reshape(modes.n_atoms, 3)
+    for group in ops:
+        acc = np.zeros_like(cart)
+        for rot, perm in group:
+            acc[perm] += cart @ rot.T
+        cart = acc / len(group)
+    return e.T @ cart.reshape(-1)

@@ -137,10 +137,15 @@ class ReferenceConfig(StrictModel):
         True, description="scha: project each curvature estimate onto the matrices invariant under the structure's space "
         "group (spglib; skipped with a warning when the potential lacks that symmetry): unbiased, far less noise",
     )
+    relax_centroid: bool = Field(
+        False, description="scha: optimise the Gaussian's centre too (Newton steps on the mean force, projected onto the "
+        "displacements the space group allows: free Wyckoff coordinates move, fixed sites do not); the NCT basis and R0 "
+        "are then the quantum average positions",
+    )
     start: str | None = Field(
         None, description="scha: start the self-consistency from this stored Gaussian (a run directory's "
         "gaussian_reference.npz, e.g. of a neighbouring temperature; same structure and supercell) instead of the "
-        "harmonic modes; relative to the config file",
+        "harmonic modes (and from its centroid, with relax_centroid); relative to the config file",
     )
 
     @model_validator(mode="after")

@@ -281,6 +281,8 @@ def run_nct(
         "anharmonic_correction_eV_per_atom": None if f_harm is None or npt else final["free_energy"][0] - f_harm,
         "reference": nc.reference.kind,
         **_gaussian_results(gaussian, final["free_energy"], n_atoms, npt),
+        # the basis' centre minus the structure's positions (nct.reference.relax_centroid; else 0)
+        "centroid_shift_max_A": float(np.linalg.norm(basis.reference_positions - modes.reference_positions, axis=1).max()),
         "flow": nc.flow.kind,
         "occupations": nc.occupations,
         **_cubic_results(cubic, gaussian, n_atoms),

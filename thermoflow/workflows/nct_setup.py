@@ -50,7 +50,8 @@ def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: 
     g = gaussian_from_config(config, energy_fn, modes, kT, base, mesh=mesh)
     out = {"modes": g.modes, **{k: getattr(g, k) for k in _GAUSSIAN_SCALARS}}
     buffer = io.BytesIO()
-    np.savez(buffer, omega=g.modes.omega, modes=g.modes.modes, **{k: np.asarray(out[k]) for k in _GAUSSIAN_SCALARS})
+    np.savez(buffer, omega=g.modes.omega, modes=g.modes.modes, reference_positions=g.modes.reference_positions,
+             energy0_eV=g.modes.energy0_eV, **{k: np.asarray(out[k]) for k in _GAUSSIAN_SCALARS})
     atomic_write_bytes(path, buffer.getvalue())
     return out
 

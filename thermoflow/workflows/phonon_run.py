@@ -12,7 +12,7 @@ import numpy as np
 
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.phonons.qmesh import InterpolatedPhonons, interpolated_phonons
-from thermoflow.phonons.scha import GaussianReference, curvature_in_basis, optimise_gaussian
+from thermoflow.phonons.scha import GaussianReference, centroid_in_basis, curvature_in_basis, optimise_gaussian
 from thermoflow.phonons.thermo import harmonic_thermodynamics
 from thermoflow.units import KB_EV_PER_K, MEV_PER_EV, omega_to_thz
 from thermoflow.workflows.build import build_modes, build_potential, build_structure, relax_positions
@@ -151,11 +151,19 @@ def load_gaussian_basis(path: Path, reference: HarmonicModes) -> HarmonicModes:
     try:
         with np.load(path) as data:
             omega, vectors = np.asarray(data["omega"]), np.asarray(data["modes"])
+            # the centroid (files written before it was stored: the reference positions)
+            centroid = np.asarray(data["reference_positions"]) if "reference_positions" in data.files else None
+            energy0 = float(data["energy0_eV"]) if "energy0_eV" in data.files else reference.energy0_eV
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"cannot read the stored Gaussian {path}: {exc}") from None
     if vectors.shape != reference.modes.shape:
         raise ConfigError(f"the stored Gaussian {path} has modes {vectors.shape}, this crystal {reference.modes.shape}: not the same structure")
-    return dataclasses.replace(reference, omega=omega, modes=vectors, imaginary=np.zeros(len(omega), dtype=bool))
+    if centroid is None:
+        centroid = reference.reference_positions
+    elif centroid.shape != reference.reference_positions.shape:
+        raise ConfigError(f"the stored Gaussian {path} has {len(centroid)} atoms, this crystal {len(reference.reference_positions)}")
+    return dataclasses.replace(reference, omega=omega, modes=vectors, imaginary=np.zeros(len(omega), dtype=bool),
+                               reference_positions=centroid, energy0_eV=energy0)
 
 
 def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_eV: float, base: Path, mesh=None) -> GaussianReference:
@@ -163,17 +171,21 @@ def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_
     ``nct.reference.start`` (relative to ``base``) gives a stored Gaussian to start from; the
     samples are split over the devices of ``mesh`` (None: one device)."""
     ref = config.nct.reference
-    start = None
+    start, centroid = None, None
     if ref.start is not None:
         try:
-            start = curvature_in_basis(load_gaussian_basis(resolve_path(base, ref.start), modes), modes)
+            stored = load_gaussian_basis(resolve_path(base, ref.start), modes)
+            start = curvature_in_basis(stored, modes)
         except ValueError as exc:
             raise ConfigError(f"nct.reference.start: {exc}") from None
+        if ref.relax_centroid:
+            centroid = centroid_in_basis(stored, modes)
         log.info("self-consistent Gaussian started from %s", ref.start)
     return optimise_gaussian(
         energy_fn, modes, kT_eV, n_samples=ref.n_samples, n_iterations=ref.iterations, mixing=ref.mixing,
         averaging_fraction=ref.averaging_fraction, n_eval_samples=ref.eval_samples, seed=config.seed,
-        chunk_size=config.nct.chunk_size, initial_curvature=start, symmetrise=ref.symmetrise, mesh=mesh,
+        chunk_size=config.nct.chunk_size, initial_curvature=start, symmetrise=ref.symmetrise,
+        relax_centroid=ref.relax_centroid, initial_centroid=centroid, mesh=mesh,
     )
 
 
@@ -207,6 +219,7 @@ def run_scha(config: RunConfig, base: Path, out_dir: Path) -> dict:
         "frequency_min_THz": float(freq_thz.min()),
         "frequency_max_THz": float(freq_thz.max()),
         "final_residual": float(g.history["residual"][-1]),
+        "centroid_shift_max_A": float(np.linalg.norm(g.centroid_shift_A, axis=1).max()),
         "seconds": time.perf_counter() - t0,
     }
     (out_dir / "scha.json").write_text(json.dumps(result, indent=2) + "\n")
