@@ -270,3 +270,11 @@ def test_relaxed_centroid_is_the_basis_of_the_run_and_is_read_back(tmp_path):
     assert res_b["centroid_shift_max_A"] == pytest.approx(res["centroid_shift_max_A"], rel=0.05)  # one more step from the stored centre
     spectrum = CliRunner().invoke(app, ["spectrum", str(tmp_path / "a"), "--samples", "64"])
     assert spectrum.exit_code == 0, spectrum.output
+    scha = CliRunner().invoke(app, ["scha", "--out", str(tmp_path / "s")] + sum((["--set", o] for o in TINY[1:] + well), []))
+    assert scha.exit_code == 0, scha.output
+    out = json.loads((tmp_path / "s" / "scha.json").read_text())
+    from ase.io import read
+
+    centre = read(tmp_path / "s" / "centroid.extxyz")
+    assert out["centroid_shift_max_A"] == pytest.approx(np.linalg.norm(centre.get_positions()[0]), rel=1e-6)  # extxyz: 8 decimals
+    assert out["centroid_shift_max_A"] == pytest.approx(res["centroid_shift_max_A"], rel=1e-9)  # same settings and seed

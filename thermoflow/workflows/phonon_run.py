@@ -189,10 +189,33 @@ def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_
     )
 
 
+def _centroid_structure(config: RunConfig, atoms, g: GaussianReference, out_dir: Path) -> dict:
+    """With ``nct.reference.relax_centroid``: the Gaussian's centre as ``centroid.extxyz`` (ASE) and
+    its space group (spglib), and cI16's Wyckoff 16c x of the centre and of the structure."""
+    if not config.nct.reference.relax_centroid:
+        return {}
+    from ase.io import write
+
+    from thermoflow.analysis.structure import I43D_NUMBER, space_group, wyckoff_x_16c
+
+    centre = atoms.copy()
+    centre.set_positions(g.modes.reference_positions)
+    write(out_dir / "centroid.extxyz", centre)
+    numbers, cell = atoms.get_atomic_numbers(), atoms.cell.array
+    symbol, number = space_group(g.modes.reference_positions, cell, numbers)
+    out = {"centroid_space_group": symbol, "centroid_space_group_number": number}
+    if number == I43D_NUMBER:
+        out["centroid_wyckoff_x_16c"] = wyckoff_x_16c(g.modes.reference_positions, cell, numbers)
+        out["structure_wyckoff_x_16c"] = wyckoff_x_16c(atoms.get_positions(), cell, numbers)
+    return out
+
+
 def run_scha(config: RunConfig, base: Path, out_dir: Path) -> dict:
     """The self-consistent Gaussian alone (settings from ``[nct.reference]``, temperature from
     ``[nct]``): writes ``scha.json`` (F, E, S per atom with error bars, next to the harmonic
-    values) and ``frequencies.csv`` of the renormalised modes to ``out_dir``.
+    values) and ``frequencies.csv`` of the renormalised modes to ``out_dir``; with
+    ``nct.reference.relax_centroid`` also ``centroid.extxyz``, the Gaussian's centre (the quantum
+    average structure), with its space group (and cI16's Wyckoff x) in ``scha.json``.
 
     Raises:
         GaussianInstabilityError: no stable Gaussian (see :func:`optimise_gaussian`).
@@ -220,6 +243,7 @@ def run_scha(config: RunConfig, base: Path, out_dir: Path) -> dict:
         "frequency_max_THz": float(freq_thz.max()),
         "final_residual": float(g.history["residual"][-1]),
         "centroid_shift_max_A": float(np.linalg.norm(g.centroid_shift_A, axis=1).max()),
+        **_centroid_structure(config, atoms, g, out_dir),
         "seconds": time.perf_counter() - t0,
     }
     (out_dir / "scha.json").write_text(json.dumps(result, indent=2) + "\n")
