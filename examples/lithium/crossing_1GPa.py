@@ -1,0 +1,88 @@
+"""G(fcc) - G(bcc) of lithium at 1 GPa and the crossing temperature, gathered from several runs.
+
+    python examples/lithium/crossing_1GPa.py COMPARE_OUT [COMPARE_OUT ...] \
+        [--point PHASE,T_K,G_eV_per_atom,STDERR_eV_per_atom,CORRECTION_eV_per_atom ...]
+
+A comparison made in pieces (temperatures run in different sessions, into different output
+directories of `thermoflow compare examples/lithium/compare_1GPa_gaussian.toml`) is put back
+together here: each COMPARE_OUT/summary.json gives G, its error bar and the harmonic finite-size
+correction per phase and temperature; ``--point`` adds one by hand (e.g. a point whose run directory
+was lost; say where its numbers come from). Per temperature the script prints G of each phase, the
+raw and the corrected difference, and the crossing temperatures of both (linear interpolation
+between neighbouring temperatures, parametric-bootstrap error bar:
+:func:`thermoflow.workflows.compare.crossing_temperatures`, as `thermoflow compare` does).
+
+Raises SystemExit when a temperature lacks one of the phases or two sources disagree on a point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from thermoflow.workflows.compare import crossing_temperatures
+
+PHASES = ("bcc", "fcc")
+MEV = 1e3
+
+
+def gather(outs: list[Path], extra: list[str]) -> dict[tuple[str, float], tuple[float, float, float, str]]:
+    """(phase, T) -> (G, stderr, correction, source), eV/atom."""
+    points: dict[tuple[str, float], tuple[float, float, float, str]] = {}
+
+    def add(key, value):
+        if key in points and not np.allclose(points[key][:3], value[:3], rtol=0, atol=1e-9):
+            raise SystemExit(f"{key}: {points[key][3]} and {value[3]} disagree")
+        points[key] = value
+
+    for out in outs:
+        summary = json.loads((out / "summary.json").read_text())
+        for phase, entry in summary["phases"].items():
+            corrections = entry.get("harmonic_finite_size_correction_eV_per_atom") or [np.nan] * len(summary["temperatures_K"])
+            for j, t in enumerate(summary["temperatures_K"]):
+                add((phase, float(t)), (entry["value_eV_per_atom"][j], entry["stderr_eV_per_atom"][j],
+                                        np.nan if corrections[j] is None else corrections[j], str(out)))
+    for text in extra:
+        phase, t, g, err, corr = text.split(",")
+        add((phase, float(t)), (float(g), float(err), float(corr), "--point"))
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outs", nargs="*", type=Path, help="output directories of thermoflow compare")
+    parser.add_argument("--point", action="append", default=[], help="PHASE,T_K,G,STDERR,CORRECTION (eV/atom)")
+    parser.add_argument("--bootstrap", type=int, default=20000)
+    args = parser.parse_args()
+    points = gather(args.outs, args.point)
+    temps = sorted({t for _, t in points})
+    for t in temps:
+        missing = [p for p in PHASES if (p, t) not in points]
+        if missing:
+            raise SystemExit(f"{t:g} K: no point for {missing}")
+    g = {p: np.array([points[(p, t)][0] for t in temps]) for p in PHASES}
+    err = {p: np.array([points[(p, t)][1] for t in temps]) for p in PHASES}
+    corr = {p: np.array([points[(p, t)][2] for t in temps]) for p in PHASES}
+    delta, delta_err = g["fcc"] - g["bcc"], np.hypot(err["fcc"], err["bcc"])
+    fixed = delta + corr["fcc"] - corr["bcc"]
+    print("| T (K) | G bcc | G fcc (meV/atom) | G(fcc) - G(bcc) raw | correction difference | corrected |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for j, t in enumerate(temps):
+        print(f"| {t:g} | {g['bcc'][j] * MEV:.3f} +- {err['bcc'][j] * MEV:.3f} | {g['fcc'][j] * MEV:.3f} +- {err['fcc'][j] * MEV:.3f} "
+              f"| {delta[j] * MEV:+.3f} +- {delta_err[j] * MEV:.3f} | {(corr['fcc'][j] - corr['bcc'][j]) * MEV:+.3f} "
+              f"| {fixed[j] * MEV:+.3f} +- {delta_err[j] * MEV:.3f} |")
+    t_arr = np.asarray(temps)
+    for label, values in (("raw", delta), ("corrected", fixed)):
+        if not np.all(np.isfinite(values)):
+            print(f"{label}: undefined (a correction is missing)")
+            continue
+        found = crossing_temperatures(t_arr, values, delta_err, n_bootstrap=args.bootstrap)
+        text = ", ".join(f"{c['temperature_K']:.1f} +- {c['stderr_K']:.1f} K in {c['interval_K']}" for c in found) or "none on this grid"
+        print(f"crossing ({label}): {text}")
+
+
+if __name__ == "__main__":
+    main()
