@@ -1,7 +1,7 @@
 """G(fcc) - G(bcc) of lithium at 1 GPa and the crossing temperature, gathered from several runs.
 
     python examples/lithium/crossing_1GPa.py COMPARE_OUT [COMPARE_OUT ...] \
-        [--point PHASE,T_K,G_eV_per_atom,STDERR_eV_per_atom,CORRECTION_eV_per_atom ...]
+        [--point PHASE,T_K,G_eV_per_atom,STDERR_eV_per_atom,CORRECTION_eV_per_atom ...] [--plot DELTA_G.png --label CELLS]
 
 A comparison made in pieces (temperatures run in different sessions, into different output
 directories of `thermoflow compare examples/lithium/compare_1GPa_gaussian.toml`) is put back
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("outs", nargs="*", type=Path, help="output directories of thermoflow compare")
     parser.add_argument("--point", action="append", default=[], help="PHASE,T_K,G,STDERR,CORRECTION (eV/atom)")
     parser.add_argument("--bootstrap", type=int, default=20000)
+    parser.add_argument("--plot", type=Path, default=None, help="write Delta G(T), raw and corrected, with error bands")
+    parser.add_argument("--label", default="", help="the cells, for the plot's legend (e.g. '54 / 108 atoms')")
     args = parser.parse_args()
     points = gather(args.outs, args.point)
     temps = sorted({t for _, t in points})
@@ -75,6 +77,13 @@ def main() -> None:
               f"| {delta[j] * MEV:+.3f} +- {delta_err[j] * MEV:.3f} | {(corr['fcc'][j] - corr['bcc'][j]) * MEV:+.3f} "
               f"| {fixed[j] * MEV:+.3f} +- {delta_err[j] * MEV:.3f} |")
     t_arr = np.asarray(temps)
+    if args.plot is not None:
+        from thermoflow.workflows.plots import plot_phase_curves
+
+        curves = {f"raw {args.label}".strip(): (delta * MEV, delta_err * MEV)}
+        if np.all(np.isfinite(fixed)):
+            curves[f"harmonic finite-size corrected {args.label}".strip()] = (fixed * MEV, delta_err * MEV)
+        plot_phase_curves(args.plot, t_arr, curves, "G(fcc) - G(bcc) at 1 GPa (meV/atom)", zero_line=True)
     for label, values in (("raw", delta), ("corrected", fixed)):
         if not np.all(np.isfinite(values)):
             print(f"{label}: undefined (a correction is missing)")

@@ -85,6 +85,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
     assert not (tmp_path / "early" / "checkpoints" / "state.npz").exists()
     stages = ["gaussian_reference.npz"] + (["cubic_force_constants.npz"] if flow == "quadratic" else [])
     stamps = {name: (tmp_path / "early" / name).stat().st_mtime_ns for name in stages}
+    with pytest.raises(ConfigError, match="already holds a run"):  # its stored stages are a run's: not overwritten
+        run_nct(cfg, base, tmp_path / "early", progress=False)
     early = run_nct(cfg, base, tmp_path / "early", resume=True, progress=False)
     assert {name: (tmp_path / "early" / name).stat().st_mtime_ns for name in stages} == stamps
     assert _rows(tmp_path / "early" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")

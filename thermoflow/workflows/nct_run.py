@@ -171,7 +171,10 @@ def run_nct(
     """
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoints" / "state.npz"
-    start_run_dir(out_dir, config, base, resume, markers=("checkpoints/state.npz",), same_config=lambda path: _same_config(path, config))
+    # the stored stages count as a run too: a fresh start must not overwrite an hour of Gaussian
+    # (found 2026-12-04: a second run started in a directory whose first run was still in its Gaussian stage)
+    markers = ("checkpoints/state.npz", "gaussian_reference.npz", "cubic_force_constants.npz", "results.json")
+    start_run_dir(out_dir, config, base, resume, markers=markers, same_config=lambda path: _same_config(path, config))
 
     t_start = time.perf_counter()
     nc = config.nct
