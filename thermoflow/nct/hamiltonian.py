@@ -178,7 +178,8 @@ def make_directional_jet_kinetic_energy(flow: Flow, n_levels: int, modes_eigenve
     Cartesian direction (as :func:`make_directional_kinetic_energy`, eV) from the flow's analytic jet,
     in the metrics C_a C_a^T of :func:`cartesian_factors`. The three jets are one vmap over the
     factors: the parts that do not depend on the metric (the flow's value and Jacobian) are computed
-    once, so the three cost about twice one jet (benchmarks/npt_step.py), not three forward Laplacians.
+    once (measured: the orthorhombic training step costs 1.5x the isotropic one, 6x less than with
+    three directional folx Laplacians; benchmarks/npt_step.py, docs/benchmarks.md).
 
     Raises:
         ValueError: if the flow has no jet.

@@ -315,7 +315,7 @@ def optimise_gaussian(
         centre = np.asarray(initial_centroid, dtype=np.float64)
         if centre.shape != (dim,) or not np.all(np.isfinite(centre)):
             raise ValueError(f"initial_centroid must be a finite ({dim},) vector, got shape {centre.shape}")
-    to_mass_weighted_force = np.repeat(np.sqrt(reference.masses), 3)[:, None] * reference.modes  # dV/dq -> dV/dR
+    gradient_to_cartesian = np.repeat(np.sqrt(reference.masses), 3)[:, None] * reference.modes  # dV/dq -> dV/dR = M^1/2 E dV/dq
     kept: list[np.ndarray] = []
     kept_centres: list[np.ndarray] = []
     estimates: list[np.ndarray] = []
@@ -344,7 +344,7 @@ def optimise_gaussian(
             if operations is not None:
                 mean_gradient = symmetrise_vector(mean_gradient, reference, operations)
             step = -np.linalg.solve(phi, mean_gradient)
-            force = (to_mass_weighted_force @ mean_gradient).reshape(-1, 3)
+            force = (gradient_to_cartesian @ mean_gradient).reshape(-1, 3)
             history["mean_force_eV_per_A"].append(float(np.linalg.norm(force, axis=1).max()))
         else:
             history["mean_force_eV_per_A"].append(0.0)
