@@ -77,3 +77,47 @@ def test_symmetrisation_keeps_invariant_and_removes_symmetry_breaking_parts():
     projected = symmetrise_cubic(noise, modes)
     assert np.linalg.norm(projected) < 0.5 * np.linalg.norm(noise)
     assert np.allclose(symmetrise_cubic(projected, modes), projected, atol=1e-12)
+
+
+def _symmetrise_cubic_plain(phi3, modes, operations):
+    """The space-group average over every operation on the whole Cartesian tensor (one pass per
+    operation): the reference for the reduced algorithm of :func:`symmetrise_cubic`."""
+    e = np.asarray(modes.modes)
+    n = modes.n_atoms
+    cart = np.einsum("ia,jb,kc,abc->ijk", e, e, e, phi3, optimize=True).reshape(n, 3, n, 3, n, 3)
+    for group in operations:
+        acc = np.zeros_like(cart)
+        for rot, perm in group:
+            inv = np.argsort(perm)
+            acc += np.einsum("xa,yb,zc,iajbkc->ixjykz", rot, rot, rot, cart[inv][:, :, inv][:, :, :, :, inv], optimize=True)
+        cart = acc / len(group)
+    return np.einsum("ia,jb,kc,ijk->abc", e, e, e, cart.reshape(3 * n, 3 * n, 3 * n), optimize=True)
+
+
+@pytest.mark.parametrize("crystal_name", ["fcc-conventional-doubled", "bcc-2x2x2", "cI16"])
+def test_reduced_symmetrisation_equals_the_average_over_every_operation(crystal_name):
+    """The primitive-slice symmetrisation (translation orbits' representatives only) equals the
+    plain average over all translations and cosets on a random symmetric tensor, for a
+    symmorphic cell with 1 atom per primitive cell (fcc neon 8 atoms, bcc 16) and the
+    non-symmorphic cI16 (I-43d: screw axes, 8 atoms per primitive cell)."""
+    from ase.build import bulk
+    from ase.spacegroup import crystal
+
+    from thermoflow.phonons import compute_harmonic_modes
+    from thermoflow.phonons.cubic import symmetrise_cubic
+    from thermoflow.phonons.symmetry import space_group_operations
+    from thermoflow.potentials import make_lennard_jones_energy_fn
+
+    atoms = {
+        "fcc-conventional-doubled": lambda: bulk("Ne", "fcc", a=4.464, cubic=True).repeat((1, 1, 2)),
+        "bcc-2x2x2": lambda: bulk("Li", "bcc", a=3.4, cubic=True).repeat(2),
+        "cI16": lambda: crystal("Li", [(0.045, 0.045, 0.045)], spacegroup=220, cellpar=[6.0] * 3 + [90] * 3),
+    }[crystal_name]()
+    lj = make_lennard_jones_energy_fn(0.01, 2.2, 4.0, atoms.cell.array)
+    modes = compute_harmonic_modes(lj, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    ops = space_group_operations(modes)
+    noise = np.random.default_rng(3).normal(size=(modes.n_modes,) * 3)
+    noise = sum(noise.transpose(p) for p in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]) / 6
+    reference = _symmetrise_cubic_plain(noise, modes, ops)
+    assert np.linalg.norm(reference) < 0.5 * np.linalg.norm(noise)
+    np.testing.assert_allclose(symmetrise_cubic(noise, modes, ops), reference, atol=1e-12 * np.abs(noise).max())

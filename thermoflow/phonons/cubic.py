@@ -86,25 +86,70 @@ def symmetrise_cubic(phi3: np.ndarray, modes: HarmonicModes, operations=None) ->
     of a symmorphic or non-symmorphic crystal), and taken back. Sampling noise that breaks the
     symmetry is removed; an invariant tensor is unchanged.
 
+    A translation-invariant tensor is fixed by its slices whose first atom is one per translation
+    orbit (the primitive cell's atoms), so both averages are taken on those slices only and the
+    whole tensor is rebuilt once at the end: about three passes over the (3N)^3 tensor instead of
+    one per operation (fcc 108 atoms: 156 operations). The plain average over every operation is
+    kept in the tests as the reference.
+
     Args:
         phi3: (D, D, D) in the mass-weighted modes of ``modes``.
         modes: the modes (reference positions, cell, masses, polarisation vectors).
         operations: from :func:`space_group_operations` (computed if None).
+
+    Returns:
+        (D, D, D) the projection.
     """
-    ops = space_group_operations(modes) if operations is None else operations
+    translations, cosets = space_group_operations(modes) if operations is None else operations
     e = np.asarray(modes.modes)  # (3N, D)
     n = modes.n_atoms
     cart = np.einsum("ia,jb,kc,abc->ijk", e, e, e, np.asarray(phi3), optimize=True).reshape(n, 3, n, 3, n, 3)
-    for group in ops:
-        acc = np.zeros_like(cart)
-        for rot, perm in group:
+    rep, which = _translation_orbits(translations, n)
+    inverse = [np.argsort(perm) for _, perm in translations]
+
+    def translated(reduced, atom):
+        # slice [atom] of the translation-invariant tensor whose representative slices are `reduced`:
+        # S[p(r), j, k] = S[r, p^-1(j), p^-1(k)] for the translation p with p(r) = atom
+        inv = inverse[which[atom]]
+        return reduced[rep[atom]][:, inv][:, :, :, inv]
+
+    reps = np.unique(rep)
+    slot = {r: i for i, r in enumerate(reps)}
+    # translation average of the representative slices: S_T[r] = mean_t cart[p_t^-1(r), p_t^-1(.), p_t^-1(.)]
+    reduced = np.zeros((len(reps), 3, n, 3, n, 3))
+    for inv in inverse:
+        for i, r in enumerate(reps):
+            reduced[i] += cart[inv[r]][:, inv][:, :, :, inv]
+    reduced /= len(translations)
+    reduced = {r: reduced[slot[r]] for r in reps}
+    # coset average of the representative slices: S[r] = mean_g R R R S_T[g^-1(r), g^-1(.), g^-1(.)]
+    averaged = {}
+    for r in reps:
+        acc = np.zeros((3, n, 3, n, 3))
+        for rot, perm in cosets:
             inv = np.argsort(perm)
-            # Phi'(r_i, r_j, r_k) = R R R Phi(r_p^-1(i) ...): the image of the tensor under the operation
-            t = cart[inv][:, :, inv][:, :, :, :, inv]
-            acc += np.einsum("xa,yb,zc,iajbkc->ixjykz", rot, rot, rot, t, optimize=True)
-        cart = acc / len(group)
-    cart = cart.reshape(3 * n, 3 * n, 3 * n)
-    return np.einsum("ia,jb,kc,ijk->abc", e, e, e, cart, optimize=True)
+            t = translated(reduced, inv[r])[:, inv][:, :, :, inv]
+            acc += np.einsum("xa,yb,zc,ajbkc->xjykz", rot, rot, rot, t, optimize=True)
+        averaged[r] = acc / len(cosets)
+    full = np.stack([translated(averaged, a) for a in range(n)]).reshape(3 * n, 3 * n, 3 * n)
+    return np.einsum("ia,jb,kc,ijk->abc", e, e, e, full, optimize=True)
+
+
+def _translation_orbits(translations, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every atom a: its orbit's representative r (the orbit's lowest index) and the index of a
+    translation whose permutation maps r to a. The pure translations of a crystal's cell form a group
+    acting freely on the atoms, so each orbit meets every translation once."""
+    rep = np.full(n, -1)
+    which = np.full(n, -1)
+    for a in range(n):
+        if rep[a] >= 0:
+            continue
+        for index, (_, perm) in enumerate(translations):
+            if rep[perm[a]] < 0:
+                rep[perm[a]], which[perm[a]] = a, index
+    if (rep < 0).any():
+        raise ValueError("the translations do not include the identity")
+    return rep, which
 
 
 def bubble_weights(omega: np.ndarray, kT_eV: float) -> np.ndarray:
