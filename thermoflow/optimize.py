@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from thermoflow.io.checkpoint import load_latest_checkpoint, save_checkpoint
+from thermoflow.io.checkpoint import CheckpointError, load_checkpoint, load_latest_checkpoint, previous_path, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,10 @@ def optimise(
             state before the update, ``finite`` is False when anything came out NaN/inf.
         state: the initial state (also the template a checkpoint is read into).
         steps: total number of steps of the run.
-        checkpoint_path: where to write the checkpoint (None: no checkpoints).
+        checkpoint_path: where to write the checkpoint (None: no checkpoints, rollback targets
+            kept in memory). A fresh run checkpoints its starting state too; rollback targets
+            are read back from the newest checkpoint or the one before it, so no extra copy of
+            the state stays in memory.
         checkpoint_every: steps between checkpoints (also the rollback granularity).
         resume: continue from ``checkpoint_path``.
         max_rollbacks: non-finite steps tolerated; each rolls back to the last good checkpoint
@@ -163,17 +167,46 @@ def optimise(
     start = int(state.step)
     # A checkpointed state is only known to be good once the step that starts from it has
     # evaluated to finite values: `pending` is the latest checkpoint, `good` the latest verified
-    # one, where a rollback goes (each with the metric history up to it).
-    good = pending = (state, {k: list(v) for k, v in history.items()})
+    # one, where a rollback goes (each with the metric history up to it). With a checkpoint file
+    # they are read back from disk on a rollback (the newest or the previous file), not held in
+    # memory: for a large state (the quadratic flow's D^3 parameters and their optimiser moments,
+    # 3 GB at D = 321) two more resident copies decide whether a run fits in memory.
+    on_disk = checkpoint_path is not None
 
-    def write_checkpoint(checkpoint):
-        s, hist = checkpoint
+    def remember(s, hist):
+        return (None if on_disk else s, int(s.step), {k: list(v) for k, v in hist.items()})
+
+    def recall(reference):
+        s, step, hist = reference
+        if s is not None:
+            return s, hist
+        template, _ = to_checkpoint(state)
+        for path in (Path(checkpoint_path), previous_path(checkpoint_path)):
+            if not path.is_file():
+                continue
+            try:
+                tree, meta, _ = load_checkpoint(path, template)
+            except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
+                continue  # a damaged newest file (a resume then read the previous one)
+            if meta["next_step"] == step:
+                restored = from_checkpoint(state, tree, meta)
+                return dataclasses.replace(
+                    restored, step=np.asarray(step, dtype=np.asarray(state.step).dtype),
+                    lr_scale=np.asarray(meta["lr_scale"], dtype=np.asarray(state.lr_scale).dtype),
+                ), hist
+        raise CheckpointError(f"the last good checkpoint (step {step}) is no longer in {checkpoint_path} or the file before it")
+
+    def write_checkpoint(s, hist, notify=True):
         if checkpoint_path is not None:
             tree, meta = to_checkpoint(s)
             meta = {**meta, "next_step": int(s.step), "lr_scale": float(s.lr_scale), "n_rollbacks": n_rollbacks}
             save_checkpoint(checkpoint_path, tree, meta, {k: np.asarray(v) for k, v in hist.items()})
-        if on_checkpoint is not None:
+        if notify and on_checkpoint is not None:
             on_checkpoint(hist)
+
+    if on_disk and not resume:
+        write_checkpoint(state, history, notify=False)  # the starting state is the first rollback target
+    good = pending = remember(state, history)
 
     t_total, n_timed = 0.0, 0
     t = start
@@ -190,15 +223,15 @@ def optimise(
                     f"non-finite values at step {t}, after {max_rollbacks} rollbacks with halved learning rates: {advice}"
                 )
             bad_step = t
-            good = (dataclasses.replace(good[0], lr_scale=good[0].lr_scale * 0.5), good[1])
-            pending = good
-            state, hist = good
+            state, hist = recall(good)
+            state = dataclasses.replace(state, lr_scale=state.lr_scale * 0.5)
             t = int(state.step)
             history = {k: list(v) for k, v in hist.items()}
-            write_checkpoint(good)  # a resume must not restart from the bad state either
+            write_checkpoint(state, history)  # a resume must not restart from the bad state either
+            good = pending = remember(state, history)
             log.warning("non-finite values at step %d: rolled back to step %d, learning rate x%.3g", bad_step, t, float(state.lr_scale))
             continue
-        if int(pending[0].step) == t:
+        if pending[1] == t:
             good = pending
         lr_scale = float(state.lr_scale)
         state = new_state
@@ -212,8 +245,8 @@ def optimise(
             on_step(row)
         t += 1
         if t % checkpoint_every == 0 or t == last:
-            pending = (state, {k: list(v) for k, v in history.items()})
-            write_checkpoint(pending)
+            write_checkpoint(state, history)
+            pending = remember(state, history)
     return OptimisationResult(
         state=state,
         history={k: np.asarray(v) for k, v in history.items()},

@@ -62,3 +62,31 @@ def test_rollback_restores_the_whole_state(tmp_path):
     np.testing.assert_allclose(result.history["lr_scale"], 0.5)
     reference = optimise(_noisy_descent, _initial(), steps=4)  # the walkers never depend on lr_scale
     np.testing.assert_array_equal(result.state.walkers, reference.state.walkers)
+
+
+def test_rollback_from_the_checkpoint_files_equals_the_rollback_in_memory(tmp_path):
+    """With a checkpoint file the rollback target is read back from disk (the newest file when it
+    is verified, else the one before it); without one it is kept in memory. Failures at step 3
+    (target: the verified newest file, step 2) and at step 4 (the checkpoint of step 4 is not
+    verified: target step 2, now the previous file) give the same run both ways."""
+
+    def failing_once_at(steps_to_fail):
+        calls = set()
+
+        def step(state):
+            new, metrics, finite = _noisy_descent(state)
+            t = int(state.step)
+            if t in steps_to_fail and t not in calls:
+                calls.add(t)
+                return dataclasses.replace(new, x=jnp.nan), metrics, jnp.asarray(False)
+            return new, metrics, finite
+
+        return step
+
+    on_disk = optimise(failing_once_at({3, 4}), _initial(), steps=6, checkpoint_path=tmp_path / "s.npz", checkpoint_every=2, max_rollbacks=2)
+    in_memory = optimise(failing_once_at({3, 4}), _initial(), steps=6, checkpoint_every=2, max_rollbacks=2)
+    assert on_disk.n_rollbacks == in_memory.n_rollbacks == 2
+    for name in ("step", "loss", "lr_scale"):
+        np.testing.assert_array_equal(on_disk.history[name], in_memory.history[name])
+    np.testing.assert_allclose(on_disk.history["lr_scale"], [1.0, 1.0, 0.25, 0.25, 0.25, 0.25])
+    assert float(on_disk.state.x) == float(in_memory.state.x)

@@ -79,10 +79,12 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
     with pytest.raises(ConfigError, match="already holds a run"):
         run_nct(cfg, base, tmp_path / "full", progress=False)
 
-    # interrupted after its stages, before the first training checkpoint: the resume reuses the
-    # stored Gaussian (and cubic force constants) and trains from step 0
+    # interrupted after its stages, before the first training step: only the starting state is
+    # checkpointed (the first rollback target); the resume reuses the stored Gaussian (and cubic
+    # force constants) and trains from step 0
     assert run_nct(cfg, base, tmp_path / "early", progress=False, stop_after=0) == {"completed": False, "steps_done": 0}
-    assert not (tmp_path / "early" / "checkpoints" / "state.npz").exists()
+    with np.load(tmp_path / "early" / "checkpoints" / "state.npz") as data:
+        assert json.loads(bytes(data["metadata_json"]).decode())["next_step"] == 0
     stages = ["gaussian_reference.npz"] + (["cubic_force_constants.npz"] if flow == "quadratic" else [])
     stamps = {name: (tmp_path / "early" / name).stat().st_mtime_ns for name in stages}
     with pytest.raises(ConfigError, match="already holds a run"):  # its stored stages are a run's: not overwritten
