@@ -49,7 +49,7 @@ def main() -> None:
     jax.block_until_ready(jax.jit(jax.grad(loss))(params))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(f"# {platform.machine()}, JAX {jax.__version__} on {jax.default_backend()}")
-    print(f"| D | parameters (GB) | peak resident memory (GB) | compile + first call (s) |")
+    print("| D | parameters (GB) | peak resident memory (GB) | compile + first call (s) |")
     print(f"| {dim} | {4 * dim**3 * 8 / 1e9:.2f} | {peak:.2f} | {time.perf_counter() - t:.0f} |")
 
 
