@@ -114,14 +114,8 @@ def symmetrise_cubic(phi3: np.ndarray, modes: HarmonicModes, operations=None) ->
         return reduced[rep[atom]][:, inv][:, :, :, inv]
 
     reps = np.unique(rep)
-    slot = {r: i for i, r in enumerate(reps)}
     # translation average of the representative slices: S_T[r] = mean_t cart[p_t^-1(r), p_t^-1(.), p_t^-1(.)]
-    reduced = np.zeros((len(reps), 3, n, 3, n, 3))
-    for inv in inverse:
-        for i, r in enumerate(reps):
-            reduced[i] += cart[inv[r]][:, inv][:, :, :, inv]
-    reduced /= len(translations)
-    reduced = {r: reduced[slot[r]] for r in reps}
+    reduced = {r: sum(cart[inv[r]][:, inv][:, :, :, inv] for inv in inverse) / len(inverse) for r in reps}
     # coset average of the representative slices: S[r] = mean_g R R R S_T[g^-1(r), g^-1(.), g^-1(.)]
     averaged = {}
     for r in reps:
