@@ -17,13 +17,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from thermoflow.io.checkpoint import CheckpointError, load_checkpoint, load_latest_checkpoint, previous_path, save_checkpoint
+from thermoflow.io.checkpoint import UNREADABLE, CheckpointError, load_checkpoint, load_latest_checkpoint, previous_path, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +185,7 @@ def optimise(
                 continue
             try:
                 tree, meta, _ = load_checkpoint(path, template)
-            except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
+            except UNREADABLE:
                 continue  # a damaged newest file (a resume then read the previous one)
             if meta["next_step"] == step:
                 restored = from_checkpoint(state, tree, meta)

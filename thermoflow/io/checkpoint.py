@@ -25,6 +25,10 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint could be read, or a checkpoint could not be written."""
 
 
+#: what reading a damaged or foreign checkpoint file raises
+UNREADABLE = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile)
+
+
 def previous_path(path: str | Path) -> Path:
     """Where the checkpoint before the newest one is kept (``state.npz`` -> ``state.prev.npz``)."""
     path = Path(path)
@@ -87,7 +91,7 @@ def load_latest_checkpoint(path: str | Path, template: Any) -> tuple[Any, dict, 
     for candidate in candidates:
         try:
             tree, metadata, arrays = load_checkpoint(candidate, template)
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        except UNREADABLE as exc:
             reasons.append(f"{candidate.name}: {exc}")
             continue
         return tree, metadata, arrays, candidate

@@ -73,12 +73,20 @@ def mode_orderings(dim: int, n_pairs: int, seed: int = 0) -> np.ndarray:
     return np.stack(orders)
 
 
-def _masks(order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of Q (D, D, D): b and c before a; mask of D (D, D): c before a."""
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """(D,) position of each coordinate in ``order``."""
     rank = np.empty(len(order), dtype=int)
     rank[order] = np.arange(len(order))
+    return rank
+
+
+def _masks(rank):
+    """Boolean masks from the ranks of one ordering: of Q (D, D, D), b and c before a; of D (D, D),
+    c before a. ``rank`` may be a numpy or a JAX array (inside a jitted function the masks are built there:
+    (D, D, D) constants closed over would be embedded in every compiled function using the flow and
+    copied by XLA's constant folding; at D = 321, 1 GB each, the fcc 108 training step ran out of 24 GB)."""
     before = rank[None, :] < rank[:, None]  # [a, c]: c precedes a
-    return (before[:, :, None] & before[:, None, :]).astype(np.float64), before.astype(np.float64)
+    return before[:, :, None] & before[:, None, :], before
 
 
 def make_quadratic_flow(dim: int, n_pairs: int = 2, linear: bool = False, seed: int = 0) -> Flow:
@@ -103,10 +111,7 @@ def make_quadratic_flow(dim: int, n_pairs: int = 2, linear: bool = False, seed: 
     if dim < 2:
         raise ValueError(f"a quadratic flow needs at least 2 coordinates, got dim={dim}")
     orders = mode_orderings(dim, n_pairs, seed)
-    ranks = np.empty_like(orders)
-    for k, order in enumerate(orders):
-        ranks[k, order] = np.arange(dim)
-    ranks = jnp.asarray(ranks)
+    ranks = jnp.asarray(np.stack([_ranks(o) for o in orders]))
     orders_j = jnp.asarray(orders)
     eye = jnp.eye(dim)
 
@@ -118,12 +123,8 @@ def make_quadratic_flow(dim: int, n_pairs: int = 2, linear: bool = False, seed: 
         return params
 
     def effective(layer, k):
-        # the masks of _masks, built from the (D,) ranks inside the computation: (D, D, D) constants
-        # closed over would be embedded in every compiled function using the flow and copied by
-        # XLA's constant folding (at D = 321, 1 GB each: the fcc 108 training step ran out of 24 GB)
-        before = ranks[k][None, :] < ranks[k][:, None]  # [a, c]: c precedes a
-        q = jnp.where(before[:, :, None] & before[:, None, :], 0.5 * (layer["q"] + jnp.swapaxes(layer["q"], 1, 2)), 0.0)
-        return q, jnp.where(before, layer["d"], 0.0)
+        q_mask, d_mask = _masks(ranks[k])
+        return jnp.where(q_mask, 0.5 * (layer["q"] + jnp.swapaxes(layer["q"], 1, 2)), 0.0), jnp.where(d_mask, layer["d"], 0.0)
 
     def forward_and_log_det(params, x):
         log_det = jnp.zeros((), x.dtype)
@@ -243,7 +244,7 @@ def perturbative_parameters(orderings: np.ndarray, k_map: np.ndarray, scale: flo
     scale_target = 2.0 * k_map[idx, idx, :]  # (a, c): K_aac + K_aca
     layers = []
     for order in orders:
-        q_mask, d_mask = (m.astype(bool) for m in _masks(order))
+        q_mask, d_mask = _masks(_ranks(order))
         take_q = q_mask & remaining_q
         take_d = d_mask & remaining_d
         layers.append({"q": jnp.asarray(scale * np.where(take_q, k_map, 0.0)), "d": jnp.asarray(scale * np.where(take_d, scale_target, 0.0))})
