@@ -176,3 +176,47 @@ def test_relaxed_centroid_reaches_the_exact_gaussian_optimum_of_an_asymmetric_we
     assert abs(relaxed.free_energy_eV - best.fun) < 4 * relaxed.free_energy_stderr_eV + 2e-5
     assert fixed.free_energy_eV - relaxed.free_energy_eV > 10 * relaxed.free_energy_stderr_eV
     assert np.all(relaxed.history["mean_force_eV_per_A"][-5:] < 0.05 * relaxed.history["mean_force_eV_per_A"][0])
+
+
+def test_interrupted_iterations_resume_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """The iterations checkpoint their state (curvature, centroid, the averaged iterates) after each
+    iteration; a run killed after iteration 3 of 8 and started again on the same file gives the
+    uninterrupted result bit for bit (centroid relaxation on, asymmetric well). A file of other
+    settings is refused."""
+    from anharmonic_models import make_asymmetric_atom
+
+    from thermoflow.phonons import scha
+
+    atoms = Atoms("H", positions=[[1.0, 1.0, 1.0]], cell=10.0 * np.eye(3), pbc=True, masses=[2.0])
+    energy_fn = make_asymmetric_atom(atoms, 1.0, -0.6, 1.0)
+    harmonic = compute_harmonic_modes(energy_fn, atoms.get_positions(), atoms.cell.array, atoms.get_masses())
+    settings = dict(n_samples=64, n_iterations=8, n_eval_samples=256, seed=4, relax_centroid=True)
+    kT = KB_EV_PER_K * 100.0
+    full = optimise_gaussian(energy_fn, harmonic, kT, **settings)
+
+    class Interrupted(Exception):
+        pass
+
+    save, calls = scha._save_progress, []
+
+    def save_then_stop(*args):
+        save(*args)
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted
+
+    progress = tmp_path / "gaussian_progress.npz"
+    monkeypatch.setattr(scha, "_save_progress", save_then_stop)
+    with pytest.raises(Interrupted):
+        optimise_gaussian(energy_fn, harmonic, kT, progress_path=progress, **settings)
+    done_after_resume = []
+    monkeypatch.setattr(scha, "_save_progress", lambda *args: (save(*args), done_after_resume.append(args[2])))
+    resumed = optimise_gaussian(energy_fn, harmonic, kT, progress_path=progress, **settings)
+    assert done_after_resume == [4, 5, 6, 7, 8]  # only the iterations not done before the interruption
+    assert resumed.free_energy_eV == full.free_energy_eV and resumed.free_energy_stderr_eV == full.free_energy_stderr_eV
+    np.testing.assert_array_equal(resumed.modes.omega, full.modes.omega)
+    np.testing.assert_array_equal(resumed.centroid_shift_A, full.centroid_shift_A)
+    for key in full.history:
+        np.testing.assert_array_equal(resumed.history[key], full.history[key])
+    with pytest.raises(ValueError, match="other settings \\(seed\\)"):
+        optimise_gaussian(energy_fn, harmonic, kT, progress_path=progress, **{**settings, "seed": 5})

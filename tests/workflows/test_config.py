@@ -23,6 +23,7 @@ def test_default_config_is_valid():
         (["nct.flow.pairs=0"], "nct.flow.pairs"),
         (["nct.flow.cubic_samples=100"], "nct.flow"),
         (["nct.flow.learning_rate_scale=0"], "nct.flow.learning_rate_scale"),
+        (["nct.flow.trainable=false", "nct.flow.learning_rate_scale=0.1"], "nct.flow"),
         (["nct.typo_field=1"], "nct.typo_field"),
         (["nct.steps=4"], "nct"),  # averages a single step: no error bar
         (["potential.kind='unknown'"], "potential"),

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import jax
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -282,3 +283,25 @@ def test_relaxed_centroid_is_the_basis_of_the_run_and_is_read_back(tmp_path):
     centre = read(tmp_path / "s" / "centroid.extxyz")
     assert out["centroid_shift_max_A"] == pytest.approx(np.linalg.norm(centre.get_positions()[0]), rel=1e-6)  # extxyz: 8 decimals
     assert out["centroid_shift_max_A"] == pytest.approx(res["centroid_shift_max_A"], rel=1e-9)  # same settings and seed
+
+
+def test_held_quadratic_flow_stays_at_its_perturbative_start(tmp_path):
+    """nct.flow.trainable = false: the finished run's flow parameters are the perturbative start
+    bit for bit while the occupations trained; the run directory serves `thermoflow spectrum`
+    (its checkpoint holds optimiser moments for the occupations only)."""
+    from thermoflow.nct.train import TrainState
+    from thermoflow.workflows.finished_run import load_finished_run
+
+    cfg, base = load_config(None, TINY + ["nct.flow.trainable=false", "structure.supercell=[2, 1, 1]"])  # 1x1x1: Phi3 = 0 by inversion
+    res = run_nct(cfg, base, tmp_path / "held", progress=False)
+    assert res["completed"]
+    run = load_finished_run(tmp_path / "held")
+    start = TrainState.create(run.model, run.setup.optimizer, cfg.seed)
+    start_flow, final_flow = (jax.tree_util.tree_leaves(p["flow"]) for p in (start.params, run.params))
+    assert any(np.abs(leaf).max() > 0 for leaf in start_flow)  # the perturbative map, not the identity
+    for a, b in zip(start_flow, final_flow):
+        np.testing.assert_array_equal(a, b)
+    name = run.model.occupations.param_name
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(start.params[name]), jax.tree_util.tree_leaves(run.params[name])))
+    spec = CliRunner().invoke(app, ["spectrum", str(tmp_path / "held"), "--samples", "32", "--batch", "16"])
+    assert spec.exit_code == 0, spec.output

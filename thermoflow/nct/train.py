@@ -23,7 +23,7 @@ from thermoflow.nct.flow import PARAMETRISATION_VERSION
 from thermoflow.nct.loss import FreeEnergyModel
 from thermoflow.optimize import NonFiniteError, learning_rate_factor, optimise, scalar_row
 
-__all__ = ["NonFiniteError", "TrainResult", "TrainState", "evaluate", "host_row", "make_optimizer", "make_train_step", "train"]
+__all__ = ["NonFiniteError", "TrainResult", "TrainState", "evaluate", "host_row", "make_optimizer", "make_train_step", "split_held", "train"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -39,6 +39,9 @@ class TrainState:
         step: index of the next step (int scalar).
         key: the run's base key; step t samples with ``fold_in(key, t)``.
         lr_scale: multiplies the optimiser's updates (halved by each rollback; float scalar).
+
+    With ``held`` parameter groups (top-level keys of ``params``, e.g. ``("flow",)``), the
+    optimiser state covers the other groups only: held groups get no gradient and no moments.
     """
 
     params: Any
@@ -48,11 +51,29 @@ class TrainState:
     lr_scale: jax.Array
 
     @classmethod
-    def create(cls, model: FreeEnergyModel, optimizer: optax.GradientTransformation, seed: int) -> "TrainState":
-        """The state before step 0: ``model.init`` parameters from the seed's first subkey."""
+    def create(cls, model: FreeEnergyModel, optimizer: optax.GradientTransformation, seed: int,
+               held: tuple[str, ...] = ()) -> "TrainState":
+        """The state before step 0: ``model.init`` parameters from the seed's first subkey.
+
+        Raises:
+            ValueError: if a ``held`` name is not a parameter group of the model.
+        """
         init_key, base_key = jax.random.split(jax.random.PRNGKey(seed))
         params = model.init(init_key)
-        return cls(params, optimizer.init(params), _step_array(0), base_key, _scale_array(1.0))
+        trainable, _ = split_held(params, held)
+        return cls(params, optimizer.init(trainable), _step_array(0), base_key, _scale_array(1.0))
+
+
+def split_held(params: dict, held: tuple[str, ...]) -> tuple[dict, dict]:
+    """``params`` split into (trained groups, held groups) by top-level key.
+
+    Raises:
+        ValueError: if a ``held`` name is not a key of ``params``.
+    """
+    unknown = [name for name in held if name not in params]
+    if unknown:
+        raise ValueError(f"held parameter groups {unknown} are not among the model's {sorted(params)}")
+    return {k: v for k, v in params.items() if k not in held}, {k: params[k] for k in held}
 
 
 def _step_array(step: int) -> jax.Array:
@@ -122,23 +143,28 @@ def make_optimizer(
     return optax.chain(optax.clip_by_global_norm(grad_clip_norm), opt) if grad_clip_norm else opt
 
 
-def make_train_step(model: FreeEnergyModel, optimizer: optax.GradientTransformation) -> Callable:
+def make_train_step(model: FreeEnergyModel, optimizer: optax.GradientTransformation, held: tuple[str, ...] = ()) -> Callable:
     """Jitted ``step(state) -> (new_state, metrics, finite)`` on a :class:`TrainState`.
 
     ``metrics`` are the batch estimates at the parameters *before* the update (samples drawn
     with ``fold_in(state.key, state.step)``); ``finite`` is False if the free energy or any new
-    parameter is NaN/inf. The update is multiplied by ``state.lr_scale``.
+    parameter is NaN/inf. The update is multiplied by ``state.lr_scale``. The ``held``
+    parameter groups enter the loss as constants: no gradient is formed for them (for the
+    quadratic flow's 4 D^3 coefficients that saves their gradient and Adam's two moments).
     """
 
     @jax.jit
     def step(state: TrainState):
-        grads, metrics = jax.grad(model.loss, has_aux=True)(state.params, jax.random.fold_in(state.key, state.step))
-        updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+        trainable, fixed = split_held(state.params, held)
+        grads, metrics = jax.grad(lambda p, key: model.loss({**p, **fixed}, key), has_aux=True)(
+            trainable, jax.random.fold_in(state.key, state.step))
+        updates, new_opt_state = optimizer.update(grads, state.opt_state, trainable)
         updates = jax.tree_util.tree_map(lambda u: state.lr_scale * u, updates)
-        new_params = optax.apply_updates(state.params, updates)
+        new_trainable = optax.apply_updates(trainable, updates)
         finite = jnp.isfinite(metrics["free_energy"])
-        for leaf in jax.tree_util.tree_leaves(new_params):
+        for leaf in jax.tree_util.tree_leaves(new_trainable):
             finite = finite & jnp.all(jnp.isfinite(leaf))
+        new_params = {**new_trainable, **fixed}
         return dataclasses.replace(state, params=new_params, opt_state=new_opt_state, step=state.step + 1), metrics, finite
 
     return step
@@ -209,6 +235,7 @@ def train(
     on_step: Callable[[dict], None] | None = None,
     on_checkpoint: Callable[[dict[str, list]], None] | None = None,
     stop_after: int | None = None,
+    held: tuple[str, ...] = (),
 ) -> TrainResult:
     """Optimise the NCT free energy for ``steps`` steps with the shared driver
     (:func:`thermoflow.optimize.optimise`: checkpoints, exact resume, rollback of non-finite steps).
@@ -219,12 +246,15 @@ def train(
         seed: integer seed (parameters and all sampling).
         steps, checkpoint_path, checkpoint_every, resume, max_rollbacks, on_step, on_checkpoint,
         stop_after: as in :func:`thermoflow.optimize.optimise`.
+        held: parameter groups kept at their initial values (e.g. ``("flow",)``: the flow stays
+            at its initial, e.g. perturbative, map while occupations and strain train).
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint.
         CheckpointError: ``resume`` with no readable checkpoint (newest and previous), or a
             checkpoint that cannot be written (disk full).
-        ValueError: ``resume`` from a checkpoint of another flow parametrisation version.
+        ValueError: ``resume`` from a checkpoint of another flow parametrisation version, or a
+            ``held`` name that is not a parameter group.
         NonFiniteError: more than ``max_rollbacks`` non-finite steps.
     """
 
@@ -243,7 +273,7 @@ def train(
         return dataclasses.replace(state, params=tree["params"], opt_state=tree["opt_state"])
 
     result = optimise(
-        make_train_step(model, optimizer), TrainState.create(model, optimizer, seed), steps=steps,
+        make_train_step(model, optimizer, held), TrainState.create(model, optimizer, seed, held), steps=steps,
         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume,
         max_rollbacks=max_rollbacks, on_step=on_step, on_checkpoint=on_checkpoint, stop_after=stop_after,
         to_checkpoint=to_checkpoint, from_checkpoint=from_checkpoint, host_row=host_row,

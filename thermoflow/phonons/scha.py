@@ -50,14 +50,19 @@ A. B. Juditsky, SIAM J. Control Optim. 30, 838 (1992), doi:10.1137/0330046 (iter
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+
+from thermoflow.io.atomic import atomic_write_bytes
 
 from thermoflow.parallel import map_samples
 from thermoflow.phonons.modes import HarmonicModes
@@ -191,6 +196,37 @@ def _damped_update(phi: np.ndarray, curvature: np.ndarray, mixing: float) -> np.
     return phi
 
 
+def _save_progress(path: Path, settings: dict, done: int, phi, centre, kept, kept_centres, estimates, history) -> None:
+    """The iteration state after ``done`` iterations, written atomically (one file, replaced)."""
+    arrays = {"phi": phi, "centre": centre, "kept": np.asarray(kept).reshape(-1, *phi.shape),
+              "kept_centres": np.asarray(kept_centres).reshape(-1, *centre.shape),
+              "estimates": np.asarray(estimates).reshape(-1, *phi.shape),
+              **{f"history_{k}": np.asarray(v, dtype=np.float64) for k, v in history.items()}}
+    meta = json.dumps({**settings, "iterations_done": done})
+    buffer = io.BytesIO()
+    np.savez(buffer, metadata_json=np.frombuffer(meta.encode(), dtype=np.uint8), **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read_progress(path: Path, settings: dict):
+    """``(iterations done, phi, centre, kept, kept_centres, estimates, history)`` from a progress file.
+
+    Raises:
+        ValueError: if the file was written with other settings.
+    """
+    with np.load(path) as data:
+        meta = json.loads(bytes(data["metadata_json"]).decode())
+        arrays = {k: data[k] for k in data.files if k != "metadata_json"}
+    done = meta.pop("iterations_done")
+    if meta != settings:
+        differing = sorted(k for k in settings if meta.get(k) != settings[k])
+        raise ValueError(f"{path} holds the iterations of a Gaussian with other settings ({', '.join(differing)}); "
+                         "remove it to start the self-consistency afresh")
+    history = {k[len("history_"):]: list(v) for k, v in arrays.items() if k.startswith("history_")}
+    return (done, arrays["phi"], arrays["centre"], list(arrays["kept"]), list(arrays["kept_centres"]),
+            list(arrays["estimates"]), history)
+
+
 def optimise_gaussian(
     energy_fn: EnergyFn,
     reference: HarmonicModes,
@@ -208,6 +244,7 @@ def optimise_gaussian(
     relax_centroid: bool = False,
     initial_centroid: np.ndarray | None = None,
     mesh: Mesh | None = None,
+    progress_path: str | Path | None = None,
 ) -> GaussianReference:
     """Optimise the Gaussian density matrix of ``energy_fn`` (see module docstring).
 
@@ -236,12 +273,17 @@ def optimise_gaussian(
             coordinates, sqrt(amu) A (:func:`centroid_in_basis` of a stored Gaussian; default 0).
         mesh: split the samples' forces over this device mesh (:mod:`thermoflow.parallel`;
             None: one device). The result does not depend on it beyond round-off.
+        progress_path: an ``.npz`` file written (atomically) after every iteration with the
+            iteration's state; if it exists at the start, the iterations resume from it, and the
+            result is the one an uninterrupted run gives (iteration t samples with
+            ``fold_in(seed key, t)``). A file of other settings (seed, iterations, modes) raises.
 
     Returns:
         The :class:`GaussianReference`.
 
     Raises:
-        ValueError: for invalid arguments or non-finite potential values on the samples.
+        ValueError: for invalid arguments, non-finite potential values on the samples, or a
+            ``progress_path`` file written with other settings.
         GaussianInstabilityError: if the curvature matrix becomes non-positive-definite (a
             structure that is not stable even with its quantum and thermal fluctuations).
     """
@@ -322,7 +364,13 @@ def optimise_gaussian(
     n_keep = max(1, int(round(averaging_fraction * n_iterations)))
     history: dict[str, list] = {"free_energy_eV": [], "residual": [], "mean_force_eV_per_A": []}
     t_start = time.perf_counter()
-    for it in range(n_iterations):
+    settings = {"seed": seed, "n_iterations": n_iterations, "n_samples": n_samples, "mixing": mixing, "n_modes": dim,
+                "averaging_fraction": averaging_fraction, "relax_centroid": relax_centroid}
+    first = 0
+    if progress_path is not None and Path(progress_path).is_file():
+        first, phi, centre, kept, kept_centres, estimates, history = _read_progress(Path(progress_path), settings)
+        log.info("self-consistent Gaussian resumed after iteration %d/%d from %s", first, n_iterations, progress_path)
+    for it in range(first, n_iterations):
         omega, vec, sigma = gaussian(phi)
         xi, q, v, g = sample(jax.random.fold_in(base_key, it), omega, vec, sigma, n_samples, True, centre)
         # Stein: <d2V/dq dq> = Sigma^-1 <q g^T> = C diag(1/sigma) <xi g^T>, Sigma = C diag(sigma^2) C^T,
@@ -359,6 +407,8 @@ def optimise_gaussian(
             kept.append(phi)
             kept_centres.append(centre)
             estimates.append(curvature)
+        if progress_path is not None:
+            _save_progress(Path(progress_path), settings, it + 1, phi, centre, kept, kept_centres, estimates, history)
     # at the fixed point Phi is the average curvature; a non-positive one means no stable Gaussian
     check_stable(np.linalg.eigvalsh(np.mean(estimates, axis=0)))
     phi = np.mean(kept, axis=0)

@@ -105,8 +105,17 @@ class FlowConfig(StrictModel):
         "coefficients Adam would otherwise each move by ~learning_rate per step)",
     )
 
+    trainable: bool = Field(
+        True,
+        description="false: the flow keeps its initial map (for the quadratic flow the first-order perturbative map) while "
+        "the occupations and the cell train; no flow gradient or optimiser moments are formed. For the quadratic flow in "
+        "cells of ~50 atoms and more, where Adam's steps on the D^3 noisy coefficients raised F (docs/methods.md)",
+    )
+
     @model_validator(mode="after")
     def _cubic_groups(self):
+        if not self.trainable and self.learning_rate_scale is not None:
+            raise ValueError("nct.flow.learning_rate_scale has no effect with nct.flow.trainable = false; leave it unset")
         if self.network_precision != "float64" and self.kind != "realnvp":
             raise ValueError("nct.flow.network_precision applies to the realnvp networks only (kind = 'realnvp')")
         if self.cubic_samples % 16:

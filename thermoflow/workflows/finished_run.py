@@ -13,10 +13,9 @@ import json
 import logging
 from pathlib import Path
 
-import jax
-
 from thermoflow.io.checkpoint import load_latest_checkpoint
 from thermoflow.nct.loss import FreeEnergyModel
+from thermoflow.nct.train import TrainState
 from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
 from thermoflow.workflows.run_dir import config_base
 from thermoflow.workflows.nct_setup import NCTSetup, prepare_nct
@@ -71,9 +70,8 @@ def load_finished_run(run_dir: Path, base: Path | None = None) -> FinishedRun:
         raise ConfigError(f"{run_dir}/gaussian_reference.npz is missing: the trained state's basis cannot be rebuilt")
     setup = prepare_nct(config, config_base(run_dir, base), run_dir, resume=True)
     model = setup.build_model()
-    init_key = jax.random.split(jax.random.PRNGKey(config.seed))[0]
-    params = model.init(init_key)
-    template = {"params": params, "opt_state": setup.optimizer.init(params)}
+    start = TrainState.create(model, setup.optimizer, config.seed, setup.held_parameters)
+    template = {"params": start.params, "opt_state": start.opt_state}
     tree, _, _, read = load_latest_checkpoint(run_dir / "checkpoints" / "state.npz", template)
     log.info("trained parameters read from %s", read)
     return FinishedRun(run_dir=run_dir, config=config, setup=setup, model=model, params=tree["params"], checkpoint=read)

@@ -35,24 +35,30 @@ from thermoflow.workflows.phonon_run import gaussian_from_config, harmonic_resul
 
 log = logging.getLogger(__name__)
 
+#: the self-consistent Gaussian's iterations so far, in the run directory until the Gaussian is stored
+GAUSSIAN_PROGRESS = "gaussian_progress.npz"
 _GAUSSIAN_SCALARS = ("free_energy_eV", "free_energy_stderr_eV", "energy_eV", "energy_stderr_eV", "entropy_kB")
 
 
 def _gaussian_reference(config: RunConfig, energy_fn, modes: HarmonicModes, kT: float, path: Path, resume: bool, base: Path,
                         mesh: Mesh | None) -> dict:
     """The self-consistent Gaussian of the run: computed once, stored in the run directory and
-    read back on resume (so a resumed run trains in exactly the same basis)."""
+    read back on resume (so a resumed run trains in exactly the same basis); until it is stored,
+    its iterations are checkpointed in ``gaussian_progress.npz`` and a resume continues them."""
     if resume and path.is_file():
         with np.load(path) as data:
             scalars = {k: float(data[k]) for k in _GAUSSIAN_SCALARS}
         log.info("self-consistent Gaussian read from %s", path)
         return {"modes": load_gaussian_basis(path, modes), **scalars}
-    g = gaussian_from_config(config, energy_fn, modes, kT, base, mesh=mesh)
+    # the iterations are checkpointed beside it: an interrupted run resumes them (an hour of Gaussian at ~100 atoms)
+    progress = path.with_name(GAUSSIAN_PROGRESS)
+    g = gaussian_from_config(config, energy_fn, modes, kT, base, mesh=mesh, progress_path=progress)
     out = {"modes": g.modes, **{k: getattr(g, k) for k in _GAUSSIAN_SCALARS}}
     buffer = io.BytesIO()
     np.savez(buffer, omega=g.modes.omega, modes=g.modes.modes, reference_positions=g.modes.reference_positions,
              energy0_eV=g.modes.energy0_eV, **{k: np.asarray(out[k]) for k in _GAUSSIAN_SCALARS})
     atomic_write_bytes(path, buffer.getvalue())
+    progress.unlink(missing_ok=True)  # superseded by the stored Gaussian
     return out
 
 
@@ -72,6 +78,10 @@ def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: flo
     return out
 
 
+#: above this many modes a trained perturbative quadratic flow is warned about (measured to degrade at 159 and 321)
+_HELD_FLOW_ADVISED_MODES = 150
+
+
 def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, out_dir: Path, resume: bool,
                 mesh: Mesh | None = None) -> tuple[Flow, dict | None]:
     """The configured flow; a perturbative quadratic flow starts from first-order perturbation
@@ -87,6 +97,12 @@ def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, o
     k_map = dimensionless_cubic_map(cubic["phi3"], basis.omega)
     init = perturbative_parameters(mode_orderings(basis.n_modes, fc.pairs, config.seed), k_map, linear=fc.linear)
     cubic["dropped_fraction"] = init.dropped_fraction
+    if fc.trainable and basis.n_modes > _HELD_FLOW_ADVISED_MODES:
+        log.warning(
+            "training a quadratic flow of %d modes: in measured runs (lithium, 1 GPa, 159 and 321 modes) training raised "
+            "F above its perturbative start, and holding it (nct.flow.trainable = false) was better and faster "
+            "(docs/results/lithium.md)", basis.n_modes,
+        )
     return dataclasses.replace(flow, init=lambda key: init.params), cubic
 
 
@@ -119,6 +135,11 @@ class NCTSetup:
             strain_samples=nc.strain_samples, cell_strain=nc.cell_strain, occupations=nc.occupations, occupation_hidden=nc.occupation_hidden,
             mesh=self.mesh,
         )
+
+    @property
+    def held_parameters(self) -> tuple[str, ...]:
+        """Parameter groups kept at their start during training (``nct.flow.trainable = false``: the flow)."""
+        return () if self.config.nct.flow.trainable else ("flow",)
 
     @property
     def pressure_eV_per_A3(self) -> float | None:

@@ -166,10 +166,12 @@ def load_gaussian_basis(path: Path, reference: HarmonicModes) -> HarmonicModes:
                                reference_positions=centroid, energy0_eV=energy0)
 
 
-def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_eV: float, base: Path, mesh=None) -> GaussianReference:
+def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_eV: float, base: Path, mesh=None,
+                         progress_path: Path | None = None) -> GaussianReference:
     """:func:`optimise_gaussian` with the settings of ``[nct.reference]`` and the run's seed;
     ``nct.reference.start`` (relative to ``base``) gives a stored Gaussian to start from; the
-    samples are split over the devices of ``mesh`` (None: one device)."""
+    samples are split over the devices of ``mesh`` (None: one device); ``progress_path``: the
+    iterations' resumable state (see :func:`optimise_gaussian`)."""
     ref = config.nct.reference
     start, centroid = None, None
     if ref.start is not None:
@@ -185,7 +187,7 @@ def gaussian_from_config(config: RunConfig, energy_fn, modes: HarmonicModes, kT_
         energy_fn, modes, kT_eV, n_samples=ref.n_samples, n_iterations=ref.iterations, mixing=ref.mixing,
         averaging_fraction=ref.averaging_fraction, n_eval_samples=ref.eval_samples, seed=config.seed,
         chunk_size=config.nct.chunk_size, initial_curvature=start, symmetrise=ref.symmetrise,
-        relax_centroid=ref.relax_centroid, initial_centroid=centroid, mesh=mesh,
+        relax_centroid=ref.relax_centroid, initial_centroid=centroid, mesh=mesh, progress_path=progress_path,
     )
 
 
