@@ -220,3 +220,5 @@ def test_interrupted_iterations_resume_to_the_uninterrupted_result(tmp_path, mon
         np.testing.assert_array_equal(resumed.history[key], full.history[key])
     with pytest.raises(ValueError, match="other settings \\(seed\\)"):
         optimise_gaussian(energy_fn, harmonic, kT, progress_path=progress, **{**settings, "seed": 5})
+    with pytest.raises(ValueError, match="other settings \\(kT_eV\\)"):
+        optimise_gaussian(energy_fn, harmonic, 1.5 * kT, progress_path=progress, **settings)

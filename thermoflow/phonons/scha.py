@@ -276,7 +276,8 @@ def optimise_gaussian(
         progress_path: an ``.npz`` file written (atomically) after every iteration with the
             iteration's state; if it exists at the start, the iterations resume from it, and the
             result is the one an uninterrupted run gives (iteration t samples with
-            ``fold_in(seed key, t)``). A file of other settings (seed, iterations, modes) raises.
+            ``fold_in(seed key, t)``). A file of other settings (seed, temperature, iterations,
+            modes...) raises.
 
     Returns:
         The :class:`GaussianReference`.
@@ -364,8 +365,8 @@ def optimise_gaussian(
     n_keep = max(1, int(round(averaging_fraction * n_iterations)))
     history: dict[str, list] = {"free_energy_eV": [], "residual": [], "mean_force_eV_per_A": []}
     t_start = time.perf_counter()
-    settings = {"seed": seed, "n_iterations": n_iterations, "n_samples": n_samples, "mixing": mixing, "n_modes": dim,
-                "averaging_fraction": averaging_fraction, "relax_centroid": relax_centroid}
+    settings = {"seed": seed, "kT_eV": kT_eV, "n_iterations": n_iterations, "n_samples": n_samples, "mixing": mixing, "n_modes": dim,
+                "averaging_fraction": averaging_fraction, "relax_centroid": relax_centroid, "symmetrise": symmetrise}
     first = 0
     if progress_path is not None and Path(progress_path).is_file():
         first, phi, centre, kept, kept_centres, estimates, history = _read_progress(Path(progress_path), settings)
