@@ -121,3 +121,45 @@ def test_reduced_symmetrisation_equals_the_average_over_every_operation(crystal_
     reference = _symmetrise_cubic_plain(noise, modes, ops)
     assert np.linalg.norm(reference) < 0.5 * np.linalg.norm(noise)
     np.testing.assert_allclose(symmetrise_cubic(noise, modes, ops), reference, atol=1e-12 * np.abs(noise).max())
+
+
+def test_interrupted_cubic_force_constants_resume_their_groups(tmp_path, monkeypatch):
+    """Each group's estimate is stored as it is done: after an interruption the same call computes
+    only the missing groups and returns the uninterrupted result bit for bit; a group file of other
+    settings is refused. A quintic term makes the groups differ (the triad alone is noise-free)."""
+    from thermoflow.phonons import cubic as cubic_module
+
+    triad, modes = crystals.cubic_triad()
+    r0 = modes.reference_positions
+
+    def energy_fn(positions, cell):
+        return triad(positions, cell) + 2e-3 * (((positions - r0) / 0.1) ** 5).sum()
+
+    settings = dict(n_samples=32, n_groups=4, seed=3, symmetrise=False)
+    full = cubic_force_constants(energy_fn, modes, KT, **settings)
+
+    class Interrupted(Exception):
+        pass
+
+    save, saved = cubic_module.save_progress, []
+
+    def save_then_stop(*args):
+        save(*args)
+        saved.append(args[2])
+        if len(saved) == 2:
+            raise Interrupted
+
+    monkeypatch.setattr(cubic_module, "save_progress", save_then_stop)
+    with pytest.raises(Interrupted):
+        cubic_force_constants(energy_fn, modes, KT, progress_dir=tmp_path / "groups", **settings)
+    sample, drawn = cubic_module.antithetic_normals, []
+    monkeypatch.setattr(cubic_module, "save_progress", save)
+    monkeypatch.setattr(cubic_module, "antithetic_normals", lambda *args: (drawn.append(1), sample(*args))[1])
+    resumed = cubic_force_constants(energy_fn, modes, KT, progress_dir=tmp_path / "groups", **settings)
+    assert len(drawn) == 2  # groups 3 and 4 only
+    assert not np.allclose(resumed.phi3, triad_phi3(crystals.CUBIC_TRIAD["g"], modes))  # the quintic term is felt
+    np.testing.assert_array_equal(resumed.phi3, full.phi3)
+    assert resumed.bubble_free_energy_eV == full.bubble_free_energy_eV
+    assert resumed.bubble_free_energy_stderr_eV == full.bubble_free_energy_stderr_eV > 0
+    with pytest.raises(ValueError, match="other settings \\(seed\\)"):
+        cubic_force_constants(energy_fn, modes, KT, progress_dir=tmp_path / "groups", **{**settings, "seed": 4})

@@ -72,6 +72,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
     assert len(rows) == 9 and (tmp_path / "full" / "phonon_dos.png").is_file()
     assert 0 < out["zero_point_energy_anharmonic_eV_per_atom"] < 2 * out["zero_point_energy_basis_eV_per_atom"]
     assert ((tmp_path / "full" / "cubic_force_constants.npz").is_file()) == (flow == "quadratic")
+    # the stages' progress files are superseded by the stored stages
+    assert not (tmp_path / "full" / "cubic_progress").exists() and not (tmp_path / "full" / "gaussian_progress.npz").exists()
     if flow == "quadratic":
         assert res["gaussian_plus_bubble_free_energy_eV_per_atom"] == pytest.approx(
             res["gaussian_free_energy_eV_per_atom"] + res["bubble_free_energy_eV_per_atom"])

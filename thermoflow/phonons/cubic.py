@@ -38,12 +38,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from thermoflow.io.progress import read_progress, save_progress
 from thermoflow.parallel import map_samples
 from thermoflow.phonons.modes import HarmonicModes
 from thermoflow.phonons.scha import antithetic_normals, mode_to_cartesian, mode_variances
@@ -189,6 +191,7 @@ def cubic_force_constants(
     chunk_size: int | None = 32,
     symmetrise: bool = True,
     mesh: Mesh | None = None,
+    progress_dir: str | Path | None = None,
 ) -> CubicForceConstants:
     """Phi_abc = < d^3 V >_G over the thermal Gaussian of ``modes`` and the bubble F3.
 
@@ -207,10 +210,15 @@ def cubic_force_constants(
             512 samples (the perturbative flow built on it reaches the F of 2048 raw samples).
         mesh: split the samples' Hessians over this device mesh (:mod:`thermoflow.parallel`;
             None: one device).
+        progress_dir: a directory where each group's estimate is written (atomically,
+            ``group_NNN.npz``) once done; a call with the same settings reads the groups found
+            there and computes only the others (the groups are independent, so the result is
+            the uninterrupted one). None: nothing written.
 
     Raises:
         ValueError: for invalid arguments (n_samples not a multiple of 2 n_groups, fewer than
-            3 groups, non-positive frequencies) or a potential that is not finite on the samples.
+            3 groups, non-positive frequencies), a potential that is not finite on the samples,
+            or a group file in ``progress_dir`` written with other settings.
     """
     if n_groups < 3:
         raise ValueError(f"n_groups must be >= 3 (unbiased estimate with an error bar), got {n_groups}")
@@ -243,13 +251,22 @@ def cubic_force_constants(
     key = jax.random.PRNGKey(seed)
     groups = []
     t_start = time.perf_counter()
+    settings = {"seed": seed, "kT_eV": kT_eV, "n_samples": n_samples, "n_groups": n_groups, "n_modes": dim, "symmetrise": symmetrise}
     for i in range(n_groups):
+        stored = None if progress_dir is None else Path(progress_dir) / f"group_{i:03d}.npz"
+        if stored is not None and stored.is_file():
+            groups.append(read_progress(stored, settings, f"group {i + 1} of cubic force constants")[1]["phi3"])
+            log.info("cubic force constants: group %d/%d read from %s", i + 1, n_groups, stored)
+            continue
         xi = np.asarray(antithetic_normals(jax.random.fold_in(key, i), per_group, dim))
         h = np.asarray(hessians(jnp.asarray(xi * sigma)))
         if not np.all(np.isfinite(h)):
             raise ValueError("the potential's Hessian is not finite on samples of the Gaussian (atoms too close?)")
         estimate = _symmetrise(np.einsum("sab,sc->abc", h, xi / sigma) / per_group)
         groups.append(symmetrise_cubic(estimate, modes, operations) if symmetrise else estimate)
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            save_progress(stored, settings, i + 1, {"phi3": groups[-1]})
         log.info("cubic force constants: group %d/%d (%d Hessians) done, %.0f s", i + 1, n_groups, per_group, time.perf_counter() - t_start)
     groups = np.asarray(groups)
     weights = bubble_weights(modes.omega, kT_eV)

@@ -50,8 +50,6 @@ A. B. Juditsky, SIAM J. Control Optim. 30, 838 (1992), doi:10.1137/0330046 (iter
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import logging
 import time
 from pathlib import Path
@@ -62,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from thermoflow.io.atomic import atomic_write_bytes
+from thermoflow.io.progress import read_progress, save_progress
 
 from thermoflow.parallel import map_samples
 from thermoflow.phonons.modes import HarmonicModes
@@ -198,14 +196,12 @@ def _damped_update(phi: np.ndarray, curvature: np.ndarray, mixing: float) -> np.
 
 def _save_progress(path: Path, settings: dict, done: int, phi, centre, kept, kept_centres, estimates, history) -> None:
     """The iteration state after ``done`` iterations, written atomically (one file, replaced)."""
-    arrays = {"phi": phi, "centre": centre, "kept": np.asarray(kept).reshape(-1, *phi.shape),
-              "kept_centres": np.asarray(kept_centres).reshape(-1, *centre.shape),
-              "estimates": np.asarray(estimates).reshape(-1, *phi.shape),
-              **{f"history_{k}": np.asarray(v, dtype=np.float64) for k, v in history.items()}}
-    meta = json.dumps({**settings, "iterations_done": done})
-    buffer = io.BytesIO()
-    np.savez(buffer, metadata_json=np.frombuffer(meta.encode(), dtype=np.uint8), **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_progress(path, settings, done, {
+        "phi": phi, "centre": centre, "kept": np.asarray(kept).reshape(-1, *phi.shape),
+        "kept_centres": np.asarray(kept_centres).reshape(-1, *centre.shape),
+        "estimates": np.asarray(estimates).reshape(-1, *phi.shape),
+        **{f"history_{k}": np.asarray(v, dtype=np.float64) for k, v in history.items()},
+    })
 
 
 def _read_progress(path: Path, settings: dict):
@@ -214,14 +210,7 @@ def _read_progress(path: Path, settings: dict):
     Raises:
         ValueError: if the file was written with other settings.
     """
-    with np.load(path) as data:
-        meta = json.loads(bytes(data["metadata_json"]).decode())
-        arrays = {k: data[k] for k in data.files if k != "metadata_json"}
-    done = meta.pop("iterations_done")
-    if meta != settings:
-        differing = sorted(k for k in settings if meta.get(k) != settings[k])
-        raise ValueError(f"{path} holds the iterations of a Gaussian with other settings ({', '.join(differing)}); "
-                         "remove it to start the self-consistency afresh")
+    done, arrays = read_progress(path, settings, "the iterations of a Gaussian")
     history = {k[len("history_"):]: list(v) for k, v in arrays.items() if k.startswith("history_")}
     return (done, arrays["phi"], arrays["centre"], list(arrays["kept"]), list(arrays["kept_centres"]),
             list(arrays["estimates"]), history)

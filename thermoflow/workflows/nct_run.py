@@ -30,7 +30,7 @@ from thermoflow.parallel import is_writer, n_devices
 from thermoflow.units import GPA_PER_EV_PER_A3, MEV_PER_EV
 from thermoflow.workflows import plots
 from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
-from thermoflow.workflows.nct_setup import GAUSSIAN_PROGRESS, NCTSetup, prepare_nct
+from thermoflow.workflows.nct_setup import CUBIC_PROGRESS, GAUSSIAN_PROGRESS, NCTSetup, prepare_nct
 from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ def run_nct(
     ckpt = out_dir / "checkpoints" / "state.npz"
     # the stored stages count as a run too: a fresh start must not overwrite an hour of Gaussian
     # (found 2026-12-04: a second run started in a directory whose first run was still in its Gaussian stage)
-    markers = ("checkpoints/state.npz", GAUSSIAN_PROGRESS, "gaussian_reference.npz", "cubic_force_constants.npz", "results.json")
+    markers = ("checkpoints/state.npz", GAUSSIAN_PROGRESS, "gaussian_reference.npz", CUBIC_PROGRESS, "cubic_force_constants.npz",
+               "results.json")
     start_run_dir(out_dir, config, base, resume, markers=markers, same_config=lambda path: _same_config(path, config))
 
     t_start = time.perf_counter()

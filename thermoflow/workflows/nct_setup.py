@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import shutil
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: the self-consistent Gaussian's iterations so far, in the run directory until the Gaussian is stored
 GAUSSIAN_PROGRESS = "gaussian_progress.npz"
+#: directory of the cubic force constants' sample groups while they are computed
+CUBIC_PROGRESS = "cubic_progress"
 _GAUSSIAN_SCALARS = ("free_energy_eV", "free_energy_stderr_eV", "energy_eV", "energy_stderr_eV", "entropy_kB")
 
 
@@ -69,12 +72,15 @@ def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: flo
         with np.load(path) as data:
             log.info("cubic force constants read from %s", path)
             return {k: (data[k] if k == "phi3" else float(data[k])) for k in data.files}
+    # each sample group is stored as it is done (~20 min in all at fcc 108): an interrupted run resumes the groups
+    progress = path.with_name(CUBIC_PROGRESS)
     c = cubic_force_constants(energy_fn, basis, kT, n_samples=config.nct.flow.cubic_samples, seed=config.seed,
-                              chunk_size=config.nct.chunk_size, mesh=mesh)
+                              chunk_size=config.nct.chunk_size, mesh=mesh, progress_dir=progress)
     out = {"phi3": c.phi3, "bubble_free_energy_eV": c.bubble_free_energy_eV, "bubble_free_energy_stderr_eV": c.bubble_free_energy_stderr_eV}
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in out.items()})
     atomic_write_bytes(path, buffer.getvalue())
+    shutil.rmtree(progress, ignore_errors=True)  # superseded by the stored force constants
     return out
 
 
