@@ -2,13 +2,14 @@
 
     python examples/lithium/crossing_1GPa.py COMPARE_OUT [COMPARE_OUT ...] \
         [--point PHASE,T_K,G_eV_per_atom,STDERR_eV_per_atom,CORRECTION_eV_per_atom ...]
-        [--replace PHASE,RUN_DIR ...] [--plot DELTA_G.png --label CELLS]
+        [--run PHASE,RUN_DIR,CORRECTION_eV_per_atom ...] [--replace PHASE,RUN_DIR ...] [--plot DELTA_G.png --label CELLS]
 
 A comparison made in pieces (temperatures run in different sessions, into different output
 directories of `thermoflow compare examples/lithium/compare_1GPa_gaussian.toml`) is put back
 together here: each COMPARE_OUT/summary.json gives G, its error bar and the harmonic finite-size
 correction per phase and temperature; ``--point`` adds one by hand (e.g. a point whose run directory
-was lost; say where its numbers come from). ``--replace`` puts the G of a single run directory (e.g. the
+was lost; say where its numbers come from); ``--run`` adds the point of a single finished run directory (its
+temperature, G and error bar) with its harmonic correction given by hand. ``--replace`` puts the G of a single run directory (e.g. the
 same point rerun with a trained flow) in place of the point of its phase and temperature, which must
 exist, keeping that point's harmonic correction (the correction depends on the cell and the harmonic
 reference, not on the flow). Per temperature the script prints G of each phase, the
@@ -34,7 +35,15 @@ PHASES = ("bcc", "fcc")
 MEV = 1e3
 
 
-def gather(outs: list[Path], extra: list[str], replace: list[str] = ()) -> dict[tuple[str, float], tuple[float, float, float, str]]:
+def run_point(run: Path) -> tuple[float, float, float]:
+    """(T in K, G, its stderr in eV/atom) of a finished NPT run directory."""
+    results = json.loads((run / "results.json").read_text())
+    t = float(tomllib.loads((run / "config.resolved.toml").read_text())["state"]["temperature_K"])
+    return t, results["gibbs_free_energy_eV_per_atom"], results["gibbs_free_energy_stderr_eV_per_atom"]
+
+
+def gather(outs: list[Path], extra: list[str], replace: list[str] = (),
+           runs: list[str] = ()) -> dict[tuple[str, float], tuple[float, float, float, str]]:
     """(phase, T) -> (G, stderr, correction, source), eV/atom."""
     points: dict[tuple[str, float], tuple[float, float, float, str]] = {}
 
@@ -53,14 +62,16 @@ def gather(outs: list[Path], extra: list[str], replace: list[str] = ()) -> dict[
     for text in extra:
         phase, t, g, err, corr = text.split(",")
         add((phase, float(t)), (float(g), float(err), float(corr), "--point"))
+    for text in runs:
+        phase, run, corr = text.split(",")
+        t, g, err = run_point(Path(run))
+        add((phase, t), (g, err, float(corr), run))
     for text in replace:
         phase, run = text.split(",")
-        results = json.loads((Path(run) / "results.json").read_text())
-        t = float(tomllib.loads((Path(run) / "config.resolved.toml").read_text())["state"]["temperature_K"])
+        t, g, err = run_point(Path(run))
         if (phase, t) not in points:
             raise SystemExit(f"--replace {text}: no point ({phase}, {t:g} K) to replace")
-        points[(phase, t)] = (results["gibbs_free_energy_eV_per_atom"], results["gibbs_free_energy_stderr_eV_per_atom"],
-                              points[(phase, t)][2], run)
+        points[(phase, t)] = (g, err, points[(phase, t)][2], run)
     return points
 
 
@@ -68,12 +79,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outs", nargs="*", type=Path, help="output directories of thermoflow compare")
     parser.add_argument("--point", action="append", default=[], help="PHASE,T_K,G,STDERR,CORRECTION (eV/atom)")
+    parser.add_argument("--run", action="append", default=[], help="PHASE,RUN_DIR,CORRECTION (eV/atom): a point from a run directory")
     parser.add_argument("--replace", action="append", default=[], help="PHASE,RUN_DIR: this run's G replaces the point")
     parser.add_argument("--bootstrap", type=int, default=20000)
     parser.add_argument("--plot", type=Path, default=None, help="write Delta G(T), raw and corrected, with error bands")
     parser.add_argument("--label", default="", help="the cells, for the plot's legend (e.g. '54 / 108 atoms')")
     args = parser.parse_args()
-    points = gather(args.outs, args.point, args.replace)
+    points = gather(args.outs, args.point, args.replace, args.run)
     temps = sorted({t for _, t in points})
     for t in temps:
         missing = [p for p in PHASES if (p, t) not in points]

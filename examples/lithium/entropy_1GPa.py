@@ -8,7 +8,8 @@ the *same cell at the run's own volume* (an NPT run ends at V(T), while its resu
 harmonic reference of the starting cell): the structure is rebuilt from the run's resolved config at
 ``volume_A3_per_atom``, the Hessian computed afresh (phonopy's finite displacements) and
 the harmonic entropy taken at the Gamma point of the supercell, the q-points NCT samples. The
-reference-cell value is printed beside it. Runs are grouped by phase name (the structure file's
+reference-cell value, and -T (S - S_harm) against it (which includes the entropy of thermal expansion), are
+printed beside it. Runs are grouped by phase name (the structure file's
 stem) and cell size. Relative file names of the configs refer to the directory in each run's
 run_info.json, or to ``--base`` (for copies of run directories, e.g. docs/results: examples/lithium).
 
@@ -67,6 +68,8 @@ def row(run_dir: Path, base: Path | None) -> dict:
         # -T (S - S_harm): the free energy the anharmonic entropy contributes
         "n_imaginary_modes_at_volume": n_imaginary,
         "anharmonic_entropy_term_meV_per_atom": None if s_harm is None else -KB_EV_PER_K * temperature * (s - s_harm) * MEV_PER_EV,
+        # against the starting cell's harmonic crystal: includes the thermal expansion's (quasi-harmonic) entropy
+        "entropy_term_vs_reference_cell_meV_per_atom": -KB_EV_PER_K * temperature * (s - res["harmonic_entropy_kB_per_atom"]) * MEV_PER_EV,
         "run": str(run_dir),
     }
 
@@ -81,9 +84,10 @@ def main() -> None:
     rows = sorted((row(r, args.base) for r in args.runs), key=lambda r: (r["phase"], r["n_atoms"], r["temperature_K"]))
     columns = ("phase", "n_atoms", "temperature_K", "volume_A3_per_atom", "entropy_kB_per_atom", "gaussian_entropy_kB_per_atom",
                "harmonic_entropy_kB_per_atom", "harmonic_entropy_reference_cell_kB_per_atom", "n_imaginary_modes_at_volume",
-               "anharmonic_entropy_term_meV_per_atom")
-    print("| phase | atoms | T (K) | V (A^3/atom) | S NCT | S Gaussian (reference cell) | S harm at V | S harm at reference cell | -T (S - S_harm) (meV/atom) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+               "anharmonic_entropy_term_meV_per_atom", "entropy_term_vs_reference_cell_meV_per_atom")
+    print("| phase | atoms | T (K) | V (A^3/atom) | S NCT | S Gaussian (reference cell) | S harm at V | S harm at reference cell | -T (S - S_harm at V) (meV/atom) | "
+          "-T (S - S_harm at reference cell) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     def fmt(value, spec=".4f", undefined=""):
         return undefined if value is None else format(value, spec)
 
@@ -91,7 +95,8 @@ def main() -> None:
         undefined = f"undefined ({r['n_imaginary_modes_at_volume']} imaginary modes)"
         print(f"| {r['phase']} | {r['n_atoms']} | {r['temperature_K']:g} | {r['volume_A3_per_atom']:.3f} | {r['entropy_kB_per_atom']:.4f} | "
               f"{fmt(r['gaussian_entropy_kB_per_atom'])} | {fmt(r['harmonic_entropy_kB_per_atom'], undefined=undefined)} | "
-              f"{fmt(r['harmonic_entropy_reference_cell_kB_per_atom'])} | {fmt(r['anharmonic_entropy_term_meV_per_atom'], '+.3f', undefined)} |")
+              f"{fmt(r['harmonic_entropy_reference_cell_kB_per_atom'])} | {fmt(r['anharmonic_entropy_term_meV_per_atom'], '+.3f', undefined)} | "
+              f"{r['entropy_term_vs_reference_cell_meV_per_atom']:+.3f} |")
     if args.csv:
         with open(args.csv, "w") as fh:
             fh.write(",".join(columns) + "\n")
