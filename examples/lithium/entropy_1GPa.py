@@ -119,7 +119,7 @@ def main() -> None:
             ax_t.plot(t, [nan if r["anharmonic_entropy_term_meV_per_atom"] is None else r["anharmonic_entropy_term_meV_per_atom"] for r in sel],
                       "o-", color=line.get_color(), label=f"{key[0]} {key[1]}")
         ax_s.set(xlabel="T (K)", ylabel="entropy (k_B/atom)")
-        ax_t.set(xlabel="T (K)", ylabel="-T (S - S_harm) (meV/atom)")
+        ax_t.set(xlabel="T (K)", ylabel="-T (S - S_harm at V) (meV/atom)")
         ax_t.axhline(0, color="k", lw=0.5)
         ax_s.legend(fontsize=8)
         ax_t.legend(fontsize=8)

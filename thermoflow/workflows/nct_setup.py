@@ -75,7 +75,7 @@ def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: flo
     # each sample group is stored as it is done (~20 min in all at fcc 108): an interrupted run resumes the groups
     progress = path.with_name(CUBIC_PROGRESS)
     c = cubic_force_constants(energy_fn, basis, kT, n_samples=config.nct.flow.cubic_samples, seed=config.seed,
-                              chunk_size=config.nct.chunk_size, mesh=mesh, progress_dir=progress)
+                              chunk_size=config.nct.flow.cubic_chunk_size, mesh=mesh, progress_dir=progress)
     out = {"phi3": c.phi3, "bubble_free_energy_eV": c.bubble_free_energy_eV, "bubble_free_energy_stderr_eV": c.bubble_free_energy_stderr_eV}
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in out.items()})
