@@ -59,17 +59,22 @@ def row(run_dir: Path, base: Path | None) -> dict:
     volume = res.get("volume_A3_per_atom")
     s_harm, n_imaginary = harmonic_entropy_at(run_dir, base, volume, temperature)
     s = res["entropy_kB_per_atom"]
+    s_ref = res.get("harmonic_entropy_kB_per_atom")  # None when the starting cell has imaginary modes
+
+    def entropy_term(s_harmonic):
+        return None if s_harmonic is None else -KB_EV_PER_K * temperature * (s - s_harmonic) * MEV_PER_EV
+
     return {
         "phase": Path(config.structure.file).stem, "n_atoms": res["n_atoms"], "temperature_K": temperature,
         "volume_A3_per_atom": volume if volume is not None else res.get("reference_volume_A3_per_atom"),
         "entropy_kB_per_atom": s, "gaussian_entropy_kB_per_atom": res.get("gaussian_entropy_kB_per_atom"),
         "harmonic_entropy_kB_per_atom": s_harm,
-        "harmonic_entropy_reference_cell_kB_per_atom": res.get("harmonic_entropy_kB_per_atom"),
-        # -T (S - S_harm): the free energy the anharmonic entropy contributes
+        "harmonic_entropy_reference_cell_kB_per_atom": s_ref,
         "n_imaginary_modes_at_volume": n_imaginary,
-        "anharmonic_entropy_term_meV_per_atom": None if s_harm is None else -KB_EV_PER_K * temperature * (s - s_harm) * MEV_PER_EV,
+        # -T (S - S_harm): the free energy the anharmonic entropy contributes
+        "anharmonic_entropy_term_meV_per_atom": entropy_term(s_harm),
         # against the starting cell's harmonic crystal: includes the thermal expansion's (quasi-harmonic) entropy
-        "entropy_term_vs_reference_cell_meV_per_atom": -KB_EV_PER_K * temperature * (s - res["harmonic_entropy_kB_per_atom"]) * MEV_PER_EV,
+        "entropy_term_vs_reference_cell_meV_per_atom": entropy_term(s_ref),
         "run": str(run_dir),
     }
 
@@ -88,6 +93,7 @@ def main() -> None:
     print("| phase | atoms | T (K) | V (A^3/atom) | S NCT | S Gaussian (reference cell) | S harm at V | S harm at reference cell | -T (S - S_harm at V) (meV/atom) | "
           "-T (S - S_harm at reference cell) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
     def fmt(value, spec=".4f", undefined=""):
         return undefined if value is None else format(value, spec)
 
@@ -95,8 +101,9 @@ def main() -> None:
         undefined = f"undefined ({r['n_imaginary_modes_at_volume']} imaginary modes)"
         print(f"| {r['phase']} | {r['n_atoms']} | {r['temperature_K']:g} | {r['volume_A3_per_atom']:.3f} | {r['entropy_kB_per_atom']:.4f} | "
               f"{fmt(r['gaussian_entropy_kB_per_atom'])} | {fmt(r['harmonic_entropy_kB_per_atom'], undefined=undefined)} | "
-              f"{fmt(r['harmonic_entropy_reference_cell_kB_per_atom'])} | {fmt(r['anharmonic_entropy_term_meV_per_atom'], '+.3f', undefined)} | "
-              f"{r['entropy_term_vs_reference_cell_meV_per_atom']:+.3f} |")
+              f"{fmt(r['harmonic_entropy_reference_cell_kB_per_atom'], undefined='undefined')} | "
+              f"{fmt(r['anharmonic_entropy_term_meV_per_atom'], '+.3f', undefined)} | "
+              f"{fmt(r['entropy_term_vs_reference_cell_meV_per_atom'], '+.3f', 'undefined')} |")
     if args.csv:
         with open(args.csv, "w") as fh:
             fh.write(",".join(columns) + "\n")

@@ -38,13 +38,14 @@ def read_progress(path: str | Path, settings: dict, what: str) -> tuple[int, dic
         what: what the file holds, for the error message (e.g. "the iterations of a Gaussian").
 
     Raises:
-        ValueError: if the file was written with other settings (naming them).
+        ValueError: if the file was written with other settings (naming them) or by another version.
     """
     with np.load(path) as data:
         meta = json.loads(bytes(data[_META]).decode())
         arrays = {k: data[k] for k in data.files if k != _META}
-    # "iterations_done": Gaussian progress files written before this module existed (2026-12-05)
-    done = meta.pop("done") if "done" in meta else meta.pop("iterations_done")
+    if "done" not in meta:
+        raise ValueError(f"{path} is not a progress file of this version (no count of units done); remove it to start afresh")
+    done = meta.pop("done")
     if meta != settings:
         differing = sorted(k for k in settings.keys() | meta.keys() if meta.get(k) != settings.get(k))
         raise ValueError(f"{path} holds {what} with other settings ({', '.join(differing)}); remove it to start afresh")
