@@ -12,6 +12,7 @@ from thermoflow.cli.main import app
 from thermoflow.nct.train import NonFiniteError
 from thermoflow.units import GPA_PER_EV_PER_A3
 from thermoflow.workflows.config import ConfigError, load_config
+from thermoflow.workflows.finished_run import load_finished_run
 from thermoflow.workflows.nct_run import run_nct
 
 TINY = [
@@ -250,6 +251,8 @@ def test_orthorhombic_npt_run_reports_the_cell_per_direction(tmp_path):
     with open(tmp_path / "run" / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {"pressure_x_GPa", "pressure_y_GPa", "pressure_z_GPa", "pressure_GPa"} <= set(rows[0])
+    # harmonic wavefunctions: the flow is the parameter-free identity, nothing of it trained or checkpointed
+    assert load_finished_run(tmp_path / "run").params["flow"] == {}
     spec = CliRunner().invoke(app, ["spectrum", str(tmp_path / "run"), "--samples", "16", "--batch", "16"])
     assert spec.exit_code == 0, spec.output
     out = json.loads((tmp_path / "run" / "spectrum.json").read_text())

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from thermoflow.io.atomic import atomic_write_bytes
-from thermoflow.nct.flow import Flow, make_realnvp
+from thermoflow.nct.flow import Flow, identity_flow, make_realnvp
 from thermoflow.nct.loss import make_free_energy_model
 from thermoflow.nct.quadratic import dimensionless_cubic_map, make_quadratic_flow, mode_orderings, perturbative_parameters
 from thermoflow.nct.train import make_optimizer
@@ -93,11 +93,13 @@ def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, o
     """The configured flow; a perturbative quadratic flow starts from first-order perturbation
     theory in the Gaussian-averaged cubic force constants (returned too, else None)."""
     fc = config.nct.flow
+    if config.nct.freeze_flow:  # harmonic wavefunctions: no flow parameters to store, differentiate or checkpoint
+        return identity_flow(basis.n_modes), None
     if fc.kind == "realnvp":
         network_dtype = jnp.float32 if fc.network_precision == "float32" else None
         return make_realnvp(basis.n_modes, fc.n_layers, fc.hidden, fc.max_log_scale, linear=fc.linear, network_dtype=network_dtype), None
     flow = make_quadratic_flow(basis.n_modes, fc.pairs, linear=fc.linear, seed=config.seed)
-    if fc.init == "identity" or config.nct.freeze_flow:
+    if fc.init == "identity":
         return flow, None
     cubic = _cubic_reference(config, energy_fn, basis, kT, out_dir / "cubic_force_constants.npz", resume, mesh)
     k_map = dimensionless_cubic_map(cubic["phi3"], basis.omega)
