@@ -9,6 +9,11 @@ def test_default_config_is_valid():
     assert cfg.nct.flow.kind == "quadratic" and cfg.nct.flow.flow_learning_rate_scale == 0.01
     realnvp, _ = load_config(None, ["nct.flow.kind=realnvp"])
     assert realnvp.nct.flow.flow_learning_rate_scale == 1.0
+    # the perturbative quadratic flow is held unless asked; every other flow trains
+    assert not cfg.nct.flow.trained and realnvp.nct.flow.trained
+    assert load_config(None, ["nct.flow.init=identity"])[0].nct.flow.trained
+    assert load_config(None, ["nct.flow.trainable=true"])[0].nct.flow.trained
+    assert not load_config(None, ["nct.flow.kind=realnvp", "nct.flow.trainable=false"])[0].nct.flow.trained
 
 
 @pytest.mark.parametrize(
@@ -24,6 +29,7 @@ def test_default_config_is_valid():
         (["nct.flow.cubic_samples=100"], "nct.flow"),
         (["nct.flow.learning_rate_scale=0"], "nct.flow.learning_rate_scale"),
         (["nct.flow.trainable=false", "nct.flow.learning_rate_scale=0.1"], "nct.flow"),
+        (["nct.flow.learning_rate_scale=0.1"], "nct.flow"),  # the perturbative quadratic flow is held by default
         (["nct.typo_field=1"], "nct.typo_field"),
         (["nct.steps=4"], "nct"),  # averages a single step: no error bar
         (["potential.kind='unknown'"], "potential"),

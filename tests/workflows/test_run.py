@@ -39,7 +39,7 @@ def _rows(path):
 
 @pytest.mark.parametrize("flow", ["quadratic", pytest.param("realnvp", marks=pytest.mark.slow)])
 def test_resume_reproduces_uninterrupted_run(tmp_path, flow):
-    cfg, base = load_config(None, TINY + [f"nct.flow.kind={flow}"])
+    cfg, base = load_config(None, TINY + [f"nct.flow.kind={flow}", "nct.flow.trainable=true"])  # a trained flow resumes too
     full = run_nct(cfg, base, tmp_path / "full", progress=False)
     assert full["completed"] and full["steps"] == 6
     partial = run_nct(cfg, base, tmp_path / "split", progress=False, stop_after=3)
@@ -291,15 +291,16 @@ def test_relaxed_centroid_is_the_basis_of_the_run_and_is_read_back(tmp_path):
 
 
 def test_held_quadratic_flow_stays_at_its_perturbative_start(tmp_path):
-    """nct.flow.trainable = false: the finished run's flow parameters are the perturbative start
-    bit for bit while the occupations trained; the run directory serves `thermoflow spectrum`
-    (its checkpoint holds optimiser moments for the occupations only)."""
+    """The perturbative quadratic flow is held by default (nct.flow.trainable unset): the finished
+    run's flow parameters are the perturbative start bit for bit while the occupations trained;
+    the run directory serves `thermoflow spectrum` (its checkpoint holds optimiser moments for the
+    occupations only)."""
     from thermoflow.nct.train import TrainState
     from thermoflow.workflows.finished_run import load_finished_run
 
-    cfg, base = load_config(None, TINY + ["nct.flow.trainable=false", "structure.supercell=[2, 1, 1]"])  # 1x1x1: Phi3 = 0 by inversion
+    cfg, base = load_config(None, TINY + ["structure.supercell=[2, 1, 1]"])  # 1x1x1: Phi3 = 0 by inversion
     res = run_nct(cfg, base, tmp_path / "held", progress=False)
-    assert res["completed"]
+    assert res["completed"] and res["flow_trained"] is False
     run = load_finished_run(tmp_path / "held")
     start = TrainState.create(run.model, run.setup.optimizer, cfg.seed)
     start_flow, final_flow = (jax.tree_util.tree_leaves(p["flow"]) for p in (start.params, run.params))

@@ -110,22 +110,34 @@ class FlowConfig(StrictModel):
         "coefficients Adam would otherwise each move by ~learning_rate per step)",
     )
 
-    trainable: bool = Field(
-        True,
-        description="false: the flow keeps its initial map (for the quadratic flow the first-order perturbative map) while "
-        "the occupations and the cell train; no flow gradient or optimiser moments are formed. For the quadratic flow in "
-        "cells of ~50 atoms and more, where Adam's steps on the D^3 noisy coefficients raised F (docs/methods.md)",
+    trainable: bool | None = Field(
+        None,
+        description="train the flow with the occupations (true) or keep its initial map while the occupations and the cell "
+        "train (false: no flow gradient or optimiser moments). Unset: false for the quadratic flow's perturbative start, "
+        "true otherwise. Measured: training the perturbative quadratic flow gained nothing on neon's default job and in "
+        "16 / 32-atom lithium cells and raised F beyond ~150 modes (Adam's steps on the D^3 noisy coefficients; "
+        "docs/methods.md)",
     )
 
     @model_validator(mode="after")
     def _cubic_groups(self):
-        if not self.trainable and self.learning_rate_scale is not None:
-            raise ValueError("nct.flow.learning_rate_scale has no effect with nct.flow.trainable = false; leave it unset")
+        if not self.trained and self.learning_rate_scale is not None:
+            raise ValueError(
+                "nct.flow.learning_rate_scale has no effect on a held flow (nct.flow.trainable = false, the default of the "
+                "perturbative quadratic flow): leave it unset, or set nct.flow.trainable = true to train the flow"
+            )
         if self.network_precision != "float64" and self.kind != "realnvp":
             raise ValueError("nct.flow.network_precision applies to the realnvp networks only (kind = 'realnvp')")
         if self.cubic_samples % 16:
             raise ValueError(f"nct.flow.cubic_samples must be a multiple of 16 (8 groups of antithetic pairs), got {self.cubic_samples}")
         return self
+
+    @property
+    def trained(self) -> bool:
+        """Whether the flow trains (``trainable``, or its default: held for the perturbative quadratic flow)."""
+        if self.trainable is not None:
+            return self.trainable
+        return not (self.kind == "quadratic" and self.init == "perturbative")
 
     @property
     def flow_learning_rate_scale(self) -> float:

@@ -296,6 +296,7 @@ def run_nct(
         "n_imaginary_modes": int(modes.imaginary.sum()),
         "n_levels": nc.n_levels,
         "freeze_flow": nc.freeze_flow,
+        "flow_trained": nc.flow.trained and not nc.freeze_flow,
         "steps": nc.steps,
         "averaging_window_steps": int(sel.sum()),
         "blocking_block_size": trace["free_energy"].block_size,
