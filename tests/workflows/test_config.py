@@ -10,10 +10,10 @@ def test_default_config_is_valid():
     realnvp, _ = load_config(None, ["nct.flow.kind=realnvp"])
     assert realnvp.nct.flow.flow_learning_rate_scale == 1.0
     # the perturbative quadratic flow is held unless asked; every other flow trains
-    assert not cfg.nct.flow.trained and realnvp.nct.flow.trained
-    assert load_config(None, ["nct.flow.init=identity"])[0].nct.flow.trained
-    assert load_config(None, ["nct.flow.trainable=true"])[0].nct.flow.trained
-    assert not load_config(None, ["nct.flow.kind=realnvp", "nct.flow.trainable=false"])[0].nct.flow.trained
+    assert not cfg.nct.flow.trainable and realnvp.nct.flow.trainable
+    assert load_config(None, ["nct.flow.init=identity"])[0].nct.flow.trainable
+    assert load_config(None, ["nct.flow.trainable=true"])[0].nct.flow.trainable
+    assert not load_config(None, ["nct.flow.kind=realnvp", "nct.flow.trainable=false"])[0].nct.flow.trainable
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,21 @@ def test_overrides_parse_toml_literals():
 def test_temperature_in_the_old_place_gets_a_pointer_to_the_state_section():
     with pytest.raises(ConfigError, match=r"moved to the \[state\] section"):
         load_config(None, ["nct.temperature_K=20"])
+
+
+def test_run_directory_written_before_the_held_default_reads_as_trained(tmp_path):
+    """A config.resolved.toml without nct.flow.trainable (written before 2026-12-05, when every flow
+    trained) is read back as trained; the same file as a user config gets today's default (held)."""
+    from thermoflow.workflows.config import read_run_config
+    from thermoflow.workflows.run_dir import config_toml
+
+    cfg, _ = load_config(None)
+    text = config_toml(cfg)
+    assert "trainable = false" in text  # the resolved default is written out
+    old = tmp_path / "config.resolved.toml"
+    old.write_text("\n".join(line for line in text.splitlines() if not line.startswith("trainable")) + "\n")
+    assert read_run_config(old).nct.flow.trainable
+    assert not load_config(old)[0].nct.flow.trainable
+    new = tmp_path / "new.toml"
+    new.write_text(text)
+    assert not read_run_config(new).nct.flow.trainable

@@ -110,8 +110,8 @@ class FlowConfig(StrictModel):
         "coefficients Adam would otherwise each move by ~learning_rate per step)",
     )
 
-    trainable: bool | None = Field(
-        None,
+    trainable: bool = Field(
+        True,
         description="train the flow with the occupations (true) or keep its initial map while the occupations and the cell "
         "train (false: no flow gradient or optimiser moments). Unset: false for the quadratic flow's perturbative start, "
         "true otherwise. Measured: training the perturbative quadratic flow gained nothing on neon's default job and in "
@@ -119,9 +119,19 @@ class FlowConfig(StrictModel):
         "docs/methods.md)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_trainable(cls, data):
+        """An unset ``trainable`` holds the perturbative quadratic flow and trains every other one
+        (resolved here, so config.resolved.toml records the choice)."""
+        if isinstance(data, dict) and data.get("trainable") is None:
+            quadratic = data.get("kind", "realnvp") == "quadratic" and data.get("init", "perturbative") == "perturbative"
+            data = {**data, "trainable": not quadratic}
+        return data
+
     @model_validator(mode="after")
     def _cubic_groups(self):
-        if not self.trained and self.learning_rate_scale is not None:
+        if not self.trainable and self.learning_rate_scale is not None:
             raise ValueError(
                 "nct.flow.learning_rate_scale has no effect on a held flow (nct.flow.trainable = false, the default of the "
                 "perturbative quadratic flow): leave it unset, or set nct.flow.trainable = true to train the flow"
@@ -131,13 +141,6 @@ class FlowConfig(StrictModel):
         if self.cubic_samples % 16:
             raise ValueError(f"nct.flow.cubic_samples must be a multiple of 16 (8 groups of antithetic pairs), got {self.cubic_samples}")
         return self
-
-    @property
-    def trained(self) -> bool:
-        """Whether the flow trains (``trainable``, or its default: held for the perturbative quadratic flow)."""
-        if self.trainable is not None:
-            return self.trainable
-        return not (self.kind == "quadratic" and self.init == "perturbative")
 
     @property
     def flow_learning_rate_scale(self) -> float:
@@ -326,6 +329,21 @@ def read_config_dict(path: str | Path | None) -> tuple[dict, Path]:
         return tomllib.loads(path.read_text()), path.resolve().parent
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """The validated config of a run directory's ``config.resolved.toml``, with the defaults of the
+    thermoflow version that wrote it where they have changed since: a resolved config without
+    ``nct.flow.trainable`` was written before 2026-12-05, when every flow trained.
+
+    Raises:
+        ConfigError: missing file, bad TOML or invalid fields.
+    """
+    data, _ = read_config_dict(path)
+    flow = data.get("nct", {}).get("flow")
+    if flow is not None and "trainable" not in flow:
+        flow["trainable"] = True
+    return validate_config(data)
 
 
 def validate_config(data: dict, model: type[BaseModel] = RunConfig):

@@ -16,7 +16,7 @@ from pathlib import Path
 from thermoflow.io.checkpoint import load_latest_checkpoint
 from thermoflow.nct.loss import FreeEnergyModel
 from thermoflow.nct.train import TrainState
-from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
+from thermoflow.workflows.config import ConfigError, RunConfig, read_run_config
 from thermoflow.workflows.run_dir import config_base
 from thermoflow.workflows.nct_setup import NCTSetup, prepare_nct
 
@@ -65,7 +65,7 @@ def load_finished_run(run_dir: Path, base: Path | None = None) -> FinishedRun:
     results_path = run_dir / "results.json"
     if not resolved.is_file() or not results_path.is_file() or not json.loads(results_path.read_text()).get("completed"):
         raise ConfigError(f"{run_dir} holds no finished NCT run (config.resolved.toml and a completed results.json)")
-    config = validate_config(read_config_dict(resolved)[0])
+    config = read_run_config(resolved)
     if config.nct.reference.kind == "scha" and not (run_dir / "gaussian_reference.npz").is_file():
         raise ConfigError(f"{run_dir}/gaussian_reference.npz is missing: the trained state's basis cannot be rebuilt")
     setup = prepare_nct(config, config_base(run_dir, base), run_dir, resume=True)

@@ -29,7 +29,7 @@ from thermoflow.nct.train import VOIGT_COMPONENTS, evaluate, train
 from thermoflow.parallel import is_writer, n_devices
 from thermoflow.units import GPA_PER_EV_PER_A3, MEV_PER_EV
 from thermoflow.workflows import plots
-from thermoflow.workflows.config import ConfigError, RunConfig, read_config_dict, validate_config
+from thermoflow.workflows.config import ConfigError, RunConfig, read_run_config
 from thermoflow.workflows.nct_setup import CUBIC_PROGRESS, GAUSSIAN_PROGRESS, NCTSetup, prepare_nct
 from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv
 
@@ -136,7 +136,7 @@ def _same_config(resolved: Path, config: RunConfig) -> bool:
     configs, so a field added to thermoflow since (with its default) does not block a resume. The
     device count may differ (results agree to round-off across device counts)."""
     try:
-        stored = validate_config(read_config_dict(resolved)[0])
+        stored = read_run_config(resolved)
     except ConfigError:
         return False
     exclude = {"parallel"}
@@ -296,7 +296,7 @@ def run_nct(
         "n_imaginary_modes": int(modes.imaginary.sum()),
         "n_levels": nc.n_levels,
         "freeze_flow": nc.freeze_flow,
-        "flow_trained": nc.flow.trained and not nc.freeze_flow,
+        "flow_trained": nc.flow.trainable and not nc.freeze_flow,
         "steps": nc.steps,
         "averaging_window_steps": int(sel.sum()),
         "blocking_block_size": trace["free_energy"].block_size,

@@ -105,7 +105,7 @@ def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, o
     k_map = dimensionless_cubic_map(cubic["phi3"], basis.omega)
     init = perturbative_parameters(mode_orderings(basis.n_modes, fc.pairs, config.seed), k_map, linear=fc.linear)
     cubic["dropped_fraction"] = init.dropped_fraction
-    if fc.trained and basis.n_modes > _HELD_FLOW_ADVISED_MODES:
+    if fc.trainable and basis.n_modes > _HELD_FLOW_ADVISED_MODES:
         log.warning(
             "training a quadratic flow of %d modes: in measured runs (lithium, 1 GPa, 159 and 321 modes) training raised "
             "F above its perturbative start, and holding it (nct.flow.trainable = false) was better and faster "
@@ -147,7 +147,7 @@ class NCTSetup:
     @property
     def held_parameters(self) -> tuple[str, ...]:
         """Parameter groups kept at their start during training (a held flow, ``nct.flow.trainable``)."""
-        return () if self.config.nct.flow.trained else ("flow",)
+        return () if self.config.nct.flow.trainable else ("flow",)
 
     @property
     def pressure_eV_per_A3(self) -> float | None:
