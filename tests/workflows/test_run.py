@@ -311,3 +311,31 @@ def test_held_quadratic_flow_stays_at_its_perturbative_start(tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(start.params[name]), jax.tree_util.tree_leaves(run.params[name])))
     spec = CliRunner().invoke(app, ["spectrum", str(tmp_path / "held"), "--samples", "32", "--batch", "16"])
     assert spec.exit_code == 0, spec.output
+
+
+def test_finished_harmonic_wavefunction_run_with_a_stored_flow_is_still_read(tmp_path):
+    """nct.freeze_flow runs written before 2026-12-05 checkpointed the configured flow's unused
+    identity parameters and their Adam moments; `thermoflow spectrum` and `structure` still read
+    them: the occupations come back unchanged, the flow as the parameter-free identity."""
+    import dataclasses
+
+    from thermoflow.io.checkpoint import save_checkpoint
+    from thermoflow.nct.train import TrainState
+    from thermoflow.workflows.nct_setup import configured_flow
+
+    # trainable = true: every flow trained by default then, so the optimiser held moments for it
+    cfg, base = load_config(None, TINY + ["nct.freeze_flow=true", "nct.flow.trainable=true"])
+    assert run_nct(cfg, base, tmp_path / "run", progress=False)["completed"]
+    run = load_finished_run(tmp_path / "run")
+    legacy = dataclasses.replace(run.setup, flow=configured_flow(cfg, run.setup.basis.n_modes)).build_model()
+    start = TrainState.create(legacy, run.setup.optimizer, cfg.seed)
+    assert jax.tree_util.tree_leaves(start.params["flow"])  # the old layout: a flow with parameters
+    ckpt = tmp_path / "run" / "checkpoints" / "state.npz"
+    for path in ckpt.parent.iterdir():
+        path.unlink()
+    save_checkpoint(ckpt, {"params": {**start.params, **{k: v for k, v in run.params.items() if k != "flow"}},
+                           "opt_state": start.opt_state}, {})
+    again = load_finished_run(tmp_path / "run")
+    assert again.params["flow"] == {} and again.params.keys() == run.params.keys()
+    for a, b in zip(jax.tree_util.tree_leaves(run.params), jax.tree_util.tree_leaves(again.params)):
+        np.testing.assert_array_equal(a, b)

@@ -13,12 +13,12 @@ import json
 import logging
 from pathlib import Path
 
-from thermoflow.io.checkpoint import load_latest_checkpoint
+from thermoflow.io.checkpoint import CheckpointError, load_latest_checkpoint
 from thermoflow.nct.loss import FreeEnergyModel
 from thermoflow.nct.train import TrainState
 from thermoflow.workflows.config import ConfigError, RunConfig, read_run_config
 from thermoflow.workflows.run_dir import config_base
-from thermoflow.workflows.nct_setup import NCTSetup, prepare_nct
+from thermoflow.workflows.nct_setup import NCTSetup, configured_flow, prepare_nct
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,23 @@ def load_finished_run(run_dir: Path, base: Path | None = None) -> FinishedRun:
         raise ConfigError(f"{run_dir}/gaussian_reference.npz is missing: the trained state's basis cannot be rebuilt")
     setup = prepare_nct(config, config_base(run_dir, base), run_dir, resume=True)
     model = setup.build_model()
-    start = TrainState.create(model, setup.optimizer, config.seed, setup.held_parameters)
-    template = {"params": start.params, "opt_state": start.opt_state}
-    tree, _, _, read = load_latest_checkpoint(run_dir / "checkpoints" / "state.npz", template)
+    checkpoint = run_dir / "checkpoints" / "state.npz"
+    try:
+        params, read = _trained_parameters(checkpoint, model, setup)
+    except CheckpointError:
+        if not config.nct.freeze_flow:
+            raise
+        # harmonic wavefunctions, written before 2026-12-05: the checkpoint also holds the configured flow's unused
+        # identity parameters and their optimiser moments; read them with that flow's template and drop them
+        legacy = dataclasses.replace(setup, flow=configured_flow(config, setup.basis.n_modes)).build_model()
+        params, read = _trained_parameters(checkpoint, legacy, setup)
+        params = {**params, "flow": {}}
     log.info("trained parameters read from %s", read)
-    return FinishedRun(run_dir=run_dir, config=config, setup=setup, model=model, params=tree["params"], checkpoint=read)
+    return FinishedRun(run_dir=run_dir, config=config, setup=setup, model=model, params=params, checkpoint=read)
+
+
+def _trained_parameters(checkpoint: Path, model: FreeEnergyModel, setup: NCTSetup) -> tuple[dict, Path]:
+    """The parameters of the newest readable checkpoint of a run of ``model`` and the file read."""
+    start = TrainState.create(model, setup.optimizer, setup.config.seed, setup.held_parameters)
+    tree, _, _, read = load_latest_checkpoint(checkpoint, {"params": start.params, "opt_state": start.opt_state})
+    return tree["params"], read

@@ -88,6 +88,16 @@ def _cubic_reference(config: RunConfig, energy_fn, basis: HarmonicModes, kT: flo
 _HELD_FLOW_ADVISED_MODES = 150
 
 
+def configured_flow(config: RunConfig, n_modes: int) -> Flow:
+    """The flow of ``[nct.flow]`` at its identity start (RealNVP, or the quadratic flow before
+    its perturbative parameters), whatever ``nct.freeze_flow`` says."""
+    fc = config.nct.flow
+    if fc.kind == "realnvp":
+        network_dtype = jnp.float32 if fc.network_precision == "float32" else None
+        return make_realnvp(n_modes, fc.n_layers, fc.hidden, fc.max_log_scale, linear=fc.linear, network_dtype=network_dtype)
+    return make_quadratic_flow(n_modes, fc.pairs, linear=fc.linear, seed=config.seed)
+
+
 def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, out_dir: Path, resume: bool,
                 mesh: Mesh | None = None) -> tuple[Flow, dict | None]:
     """The configured flow; a perturbative quadratic flow starts from first-order perturbation
@@ -95,11 +105,8 @@ def _build_flow(config: RunConfig, energy_fn, basis: HarmonicModes, kT: float, o
     fc = config.nct.flow
     if config.nct.freeze_flow:  # harmonic wavefunctions: no flow parameters to store, differentiate or checkpoint
         return identity_flow(basis.n_modes), None
-    if fc.kind == "realnvp":
-        network_dtype = jnp.float32 if fc.network_precision == "float32" else None
-        return make_realnvp(basis.n_modes, fc.n_layers, fc.hidden, fc.max_log_scale, linear=fc.linear, network_dtype=network_dtype), None
-    flow = make_quadratic_flow(basis.n_modes, fc.pairs, linear=fc.linear, seed=config.seed)
-    if fc.init == "identity":
+    flow = configured_flow(config, basis.n_modes)
+    if fc.kind == "realnvp" or fc.init == "identity":
         return flow, None
     cubic = _cubic_reference(config, energy_fn, basis, kT, out_dir / "cubic_force_constants.npz", resume, mesh)
     k_map = dimensionless_cubic_map(cubic["phi3"], basis.omega)
