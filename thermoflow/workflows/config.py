@@ -125,7 +125,8 @@ class FlowConfig(StrictModel):
         """An unset ``trainable`` holds the perturbative quadratic flow and trains every other one
         (resolved here, so config.resolved.toml records the choice)."""
         if isinstance(data, dict) and data.get("trainable") is None:
-            quadratic = data.get("kind", "realnvp") == "quadratic" and data.get("init", "perturbative") == "perturbative"
+            kind, init = (data.get(name, cls.model_fields[name].default) for name in ("kind", "init"))
+            quadratic = kind == "quadratic" and init == "perturbative"
             data = {**data, "trainable": not quadratic}
         return data
 
