@@ -80,3 +80,28 @@ def test_run_directory_written_before_the_held_default_reads_as_trained(tmp_path
     new = tmp_path / "new.toml"
     new.write_text(text)
     assert not read_run_config(new).nct.flow.trainable
+
+
+def test_resume_with_another_config_names_the_differing_fields(tmp_path):
+    """A run directory written before the held default, resumed with today's config: the error
+    names nct.flow.trainable with both values (the fix is --set nct.flow.trainable=true), and the
+    run's files are untouched; with that override the resume is accepted."""
+    from thermoflow.workflows.config import read_run_config
+    from thermoflow.workflows.run_dir import config_toml, start_run_dir
+
+    cfg, base = load_config(None)
+    run = tmp_path / "run"
+    run.mkdir()
+    old = "\n".join(line for line in config_toml(cfg).splitlines() if not line.startswith("trainable")) + "\n"
+    (run / "config.resolved.toml").write_text(old)
+    with pytest.raises(ConfigError) as err:
+        start_run_dir(run, cfg, base, resume=True, markers=(), stored_config=read_run_config)
+    assert "nct.flow.trainable: the run has true, this config false" in str(err.value)
+    assert str(err.value).count("\n  ") == 1  # the only difference
+    assert (run / "config.resolved.toml").read_text() == old
+    trained, _ = load_config(None, ["nct.flow.trainable=true"])
+    start_run_dir(run, trained, base, resume=True, markers=(), stored_config=read_run_config)
+    other, _ = load_config(None, ["nct.flow.trainable=true", "state.temperature_K=40", "parallel.devices=1"])
+    with pytest.raises(ConfigError, match=r"state.temperature_K: the run has \S+, this config 40") as err:
+        start_run_dir(run, other, base, resume=True, markers=(), stored_config=read_run_config, ignore=("parallel",))
+    assert "parallel" not in str(err.value)

@@ -29,7 +29,7 @@ from thermoflow.nct.train import VOIGT_COMPONENTS, evaluate, train
 from thermoflow.parallel import is_writer, n_devices
 from thermoflow.units import GPA_PER_EV_PER_A3, MEV_PER_EV
 from thermoflow.workflows import plots
-from thermoflow.workflows.config import ConfigError, RunConfig, read_run_config
+from thermoflow.workflows.config import RunConfig, read_run_config
 from thermoflow.workflows.nct_setup import CUBIC_PROGRESS, GAUSSIAN_PROGRESS, NCTSetup, prepare_nct
 from thermoflow.workflows.run_dir import start_run_dir, write_metrics_csv
 
@@ -131,18 +131,6 @@ def _npt_results(setup: NCTSetup, params: dict, final: dict, n_atoms: int) -> di
     }
 
 
-def _same_config(resolved: Path, config: RunConfig) -> bool:
-    """Whether a run directory's config.resolved.toml describes ``config``: compared as validated
-    configs, so a field added to thermoflow since (with its default) does not block a resume. The
-    device count may differ (results agree to round-off across device counts)."""
-    try:
-        stored = read_run_config(resolved)
-    except ConfigError:
-        return False
-    exclude = {"parallel"}
-    return stored.model_dump(mode="json", exclude=exclude) == config.model_dump(mode="json", exclude=exclude)
-
-
 def run_nct(
     config: RunConfig, base: Path, out_dir: Path, *, resume: bool = False, progress: bool = True,
     log_every: int | None = None, stop_after: int | None = None,
@@ -175,7 +163,9 @@ def run_nct(
     # (found 2026-12-04: a second run started in a directory whose first run was still in its Gaussian stage)
     markers = ("checkpoints/state.npz", GAUSSIAN_PROGRESS, "gaussian_reference.npz", CUBIC_PROGRESS, "cubic_force_constants.npz",
                "results.json")
-    start_run_dir(out_dir, config, base, resume, markers=markers, same_config=lambda path: _same_config(path, config))
+    # compared as validated configs, so fields added since (with their defaults) do not block a resume;
+    # the device count may differ (results agree to round-off across device counts)
+    start_run_dir(out_dir, config, base, resume, markers=markers, stored_config=read_run_config, ignore=("parallel",))
 
     t_start = time.perf_counter()
     nc = config.nct

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,23 +35,62 @@ def config_toml(config) -> str:
     return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
 
 
+def config_differences(stored: dict, new: dict, ignore: Sequence[str] = (), prefix: str = "") -> list[str]:
+    """The fields in which two config dicts (as written to ``config.resolved.toml``) differ, one line
+    each: ``"nct.flow.trainable: the run has true, this config false"``; a field one side lacks
+    reads "unset". Top-level sections named in ``ignore`` are not compared."""
+    lines = []
+    for key in sorted(set(stored) | set(new)):
+        if not prefix and key in ignore:
+            continue
+        a, b = stored.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_differences(a, b, prefix=f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: the run has {_toml_value(a)}, this config {_toml_value(b)}")
+    return lines
+
+
+def _toml_value(value: Any) -> str:
+    """``value`` as a TOML literal (what ``--set`` takes), or "unset"."""
+    if value is None:
+        return "unset"
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").strip()
+
+
 def start_run_dir(out_dir: Path, config, base: Path, resume: bool, markers: tuple[str, ...],
-                  same_config: Callable[[Path], bool] | None = None) -> None:
+                  stored_config: Callable[[Path], Any] | None = None, ignore: Sequence[str] = ()) -> None:
     """Create ``out_dir`` with ``config.resolved.toml`` and ``run_info.json``.
 
-    ``same_config(resolved_path)`` decides whether a resumed directory's stored config is this one
-    (default: the same TOML text).
+    Resuming requires the run's stored config to be ``config``, compared field by field (top-level
+    sections in ``ignore`` excepted). ``stored_config(resolved_path)`` reads the stored config as
+    ``config``'s model (so a field added to thermoflow since, with its default, does not block a
+    resume); by default the stored TOML is compared as written.
 
     Raises:
-        ConfigError: resuming where config.resolved.toml is missing or differs from ``config``, or
-            (not resuming) a directory that holds any of ``markers`` (relative paths) already.
+        ConfigError: resuming where config.resolved.toml is missing, unreadable or differs from
+            ``config`` (the message lists the differing fields), or (not resuming) a directory that
+            holds any of ``markers`` (relative paths) already.
     """
     resolved = out_dir / "config.resolved.toml"
     text = config_toml(config)
     if resume:
-        same = (lambda path: path.read_text() == text) if same_config is None else same_config
-        if not resolved.is_file() or not same(resolved):
-            raise ConfigError(f"cannot resume in {out_dir}: its config.resolved.toml is missing or differs from this config")
+        if not resolved.is_file():
+            raise ConfigError(f"cannot resume in {out_dir}: it has no config.resolved.toml (no run was started there)")
+        if stored_config is None:
+            stored = tomllib.loads(resolved.read_text())
+        else:
+            try:
+                stored = stored_config(resolved).model_dump(mode="json", exclude_none=True)
+            except ConfigError as exc:
+                raise ConfigError(f"cannot resume in {out_dir}: its config.resolved.toml is not a valid config of this "
+                                  f"thermoflow: {exc}") from exc
+        differences = config_differences(stored, tomllib.loads(text), ignore)
+        if differences:
+            raise ConfigError(
+                f"cannot resume in {out_dir}: this config differs from the run's config.resolved.toml in\n  "
+                + "\n  ".join(differences)
+                + "\nresume with the run's values (--set FIELD=VALUE) or start a new run with another --out")
     elif any((out_dir / name).exists() for name in markers):
         raise ConfigError(f"{out_dir} already holds a run; use --resume or another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
