@@ -239,6 +239,12 @@ class NCTConfig(StrictModel):
         16, ge=2, description="NPT: samples per step whose potential strain derivative drives the strain (unbiased subset; "
         "the derivative costs 2-3 energies on a Deep Potential); unset: the whole batch. The final evaluation uses all",
     )
+    strain_derivative: Literal["auto", "forward", "central_difference"] = Field(
+        "auto", description="NPT training: the potential's strain derivative by forward-mode autodiff (exact) or by "
+        "central differences of two energies (within ~2e-8 GPa; for compressed Deep Potentials, whose energies come from "
+        "tables and derivatives from the network: 4-5x cheaper there); auto: central differences for a compressed "
+        "potential, forward mode otherwise. The final evaluation's pressure comes from the virial either way",
+    )
 
     @model_validator(mode="after")
     def _warmup_within_run(self):

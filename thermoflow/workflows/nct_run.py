@@ -124,6 +124,7 @@ def _npt_results(setup: NCTSetup, params: dict, final: dict, n_atoms: int) -> di
         "gibbs_free_energy_eV_per_atom": final["gibbs_free_energy"][0],
         "gibbs_free_energy_stderr_eV_per_atom": final["gibbs_free_energy"][1],
         "pressure_target_GPa": setup.config.state.pressure_GPa,
+        "strain_derivative": setup.strain_derivative,
         "volume_A3_per_atom": volume / n_atoms,
         "reference_volume_A3_per_atom": float(abs(np.linalg.det(setup.basis.cell))) / n_atoms,
         "strain": strain.tolist(),
@@ -180,6 +181,9 @@ def run_nct(
     truncation = setup.truncation_eV_per_atom
     build_model = setup.build_model
     model = build_model(stress=nc.training_stress)
+    if setup.pressure_eV_per_A3 is not None and not nc.training_stress:
+        log.info("NPT: the strain follows the potential's strain derivative of %s samples per step by %s", nc.strain_samples or "all",
+                 "central differences" if setup.strain_derivative == "central_difference" else "forward-mode autodiff")
     metrics_path = out_dir / "metrics.csv"
 
     bar = None

@@ -147,9 +147,18 @@ class NCTSetup:
             self.energy_fn, self.basis, self.flow, kT_eV=self.kT_eV, n_levels=nc.n_levels, batch_size=nc.batch_size,
             laplacian=nc.laplacian, freeze_flow=nc.freeze_flow, clip_width=nc.clip_width,
             chunk_size=nc.chunk_size, stress=stress, pressure_eV_per_A3=self.pressure_eV_per_A3,
-            strain_samples=nc.strain_samples, cell_strain=nc.cell_strain, occupations=nc.occupations, occupation_hidden=nc.occupation_hidden,
-            mesh=self.mesh,
+            strain_samples=nc.strain_samples, strain_derivative=self.strain_derivative, cell_strain=nc.cell_strain,
+            occupations=nc.occupations, occupation_hidden=nc.occupation_hidden, mesh=self.mesh,
         )
+
+    @property
+    def strain_derivative(self) -> str:
+        """``nct.strain_derivative`` with ``"auto"`` resolved: central differences for a compressed
+        potential (energies from tables, derivatives through the network), forward mode otherwise."""
+        choice = self.config.nct.strain_derivative
+        if choice == "auto":
+            return "central_difference" if getattr(self.energy_fn, "compression", None) is not None else "forward"
+        return choice
 
     @property
     def held_parameters(self) -> tuple[str, ...]:
