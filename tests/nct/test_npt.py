@@ -87,6 +87,22 @@ def test_central_difference_strain_derivative_equals_the_forward_mode_one(cell_s
         make_free_energy_model(energy_fn, modes, flow, strain_derivative="backward", **kwargs)
 
 
+def test_auto_strain_derivative_takes_central_differences_for_compressed_potentials_only():
+    from thermoflow.nct.loss import resolve_strain_derivative
+
+    def plain(positions, cell):
+        return 0.0
+
+    def compressed(positions, cell):
+        return 0.0
+
+    compressed.compression = {"se_e2_a": {}}
+    assert resolve_strain_derivative("auto", plain) == "forward"
+    assert resolve_strain_derivative("auto", compressed) == "central_difference"
+    assert resolve_strain_derivative("forward", compressed) == "forward"
+    assert resolve_strain_derivative("central_difference", plain) == "central_difference"
+
+
 @pytest.mark.slow  # default-budget trim (2026-12-02): the exact estimator-derivative test stays
 def test_pressure_equals_minus_the_volume_derivative_of_the_self_consistent_free_energy():
     """Compressed fcc neon at 20 K: the virial pressure of the self-consistent Gaussian state (NCT

@@ -105,3 +105,16 @@ def test_resume_with_another_config_names_the_differing_fields(tmp_path):
     with pytest.raises(ConfigError, match=r"state.temperature_K: the run has \S+, this config 40") as err:
         start_run_dir(run, other, base, resume=True, markers=(), stored_config=read_run_config, ignore=("parallel",))
     assert "parallel" not in str(err.value)
+
+
+def test_config_differences_list_the_fields_of_a_section_one_side_lacks(tmp_path):
+    from thermoflow.workflows.run_dir import config_differences, start_run_dir
+
+    lines = config_differences({"state": {"temperature_K": 20.0}, "nct": {"steps": 5}}, {"nct": {"steps": 6}})
+    assert lines == ["nct.steps: the run has 5, this config 6", "state.temperature_K: the run has 20.0, this config unset"]
+    cfg, base = load_config(None)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.resolved.toml").write_text("[nct\n")  # damaged
+    with pytest.raises(ConfigError, match="not a valid config"):
+        start_run_dir(run, cfg, base, resume=True, markers=())

@@ -127,6 +127,22 @@ class FreeEnergyModel:
 STRAIN_DIFFERENCE_STEP = 3e-6
 
 
+def resolve_strain_derivative(choice: str, energy_fn: EnergyFn) -> str:
+    """``"forward"`` or ``"central_difference"`` for an NPT strain derivative ``choice``: ``"auto"``
+    picks central differences for a compressed Deep Potential (an ``energy_fn`` with a
+    ``compression`` attribute: energies from tables, derivatives through the network, 4-5 energies
+    each) and forward mode otherwise.
+
+    Raises:
+        ValueError: an unknown choice.
+    """
+    if choice == "auto":
+        return "central_difference" if getattr(energy_fn, "compression", None) is not None else "forward"
+    if choice not in ("forward", "central_difference"):
+        raise ValueError(f"unknown strain derivative {choice!r} (auto, forward or central_difference)")
+    return choice
+
+
 def make_free_energy_model(
     energy_fn: EnergyFn,
     modes: HarmonicModes,
@@ -142,7 +158,7 @@ def make_free_energy_model(
     stress: bool = False,
     pressure_eV_per_A3: float | None = None,
     strain_samples: int | None = None,
-    strain_derivative: str = "forward",
+    strain_derivative: str = "auto",
     cell_strain: str = "isotropic",
     occupations: str = "product",
     occupation_hidden: int = 64,
@@ -194,7 +210,8 @@ def make_free_energy_model(
             Deep Potential, see benchmarks/npt_step.py). None: all. With ``stress`` the virial of
             every sample gives it instead (no second strain derivative).
         strain_derivative: NPT training: how the potential's strain derivative of the subset is
-            taken: ``"forward"`` (forward-mode autodiff, exact) or ``"central_difference"``
+            taken: ``"auto"`` (:func:`resolve_strain_derivative`: central differences for a
+            compressed Deep Potential, else forward), ``"forward"`` (forward-mode autodiff, exact) or ``"central_difference"``
             (``[V(1 + e + h) - V(1 + e - h)] / 2h``, h = ``STRAIN_DIFFERENCE_STEP``: two energies per
             sample and direction, within ~1e-7 eV of forward mode on lithium_dp4, i.e. ~2e-8 GPa). Central differences are for
             potentials whose energies are much cheaper than their derivatives: a compressed Deep
@@ -264,8 +281,7 @@ def make_free_energy_model(
         if np.abs(c - np.diag(np.diag(c))).max() > 1e-8 * np.abs(c).max():
             raise ValueError(f"an orthorhombic NPT strain needs the lattice vectors along x, y, z (a diagonal cell), got {c.tolist()}")
     n_strain = batch_size if strain_samples is None else min(max(strain_samples, 2), batch_size)
-    if strain_derivative not in ("forward", "central_difference"):
-        raise ValueError(f"unknown strain derivative {strain_derivative!r} (forward or central_difference)")
+    strain_derivative = resolve_strain_derivative(strain_derivative, energy_fn)
     volume = float(abs(np.linalg.det(np.asarray(modes.cell))))
 
     def init(key):
@@ -331,9 +347,11 @@ def make_free_energy_model(
         scale = scale_of(params)
         if strain_derivative == "central_difference":
             h = STRAIN_DIFFERENCE_STEP
-            steps = h * jnp.eye(3) if orthorhombic else jnp.full((1,), h)
-            differences = jax.vmap(lambda d: potential_energy(s, scale + d) - potential_energy(s, scale - d))(steps)
-            return differences / (2.0 * h) if orthorhombic else differences[0] / (2.0 * h)
+
+            def difference(step):
+                return (potential_energy(s, scale + step) - potential_energy(s, scale - step)) / (2.0 * h)
+
+            return jax.vmap(difference)(h * jnp.eye(3)) if orthorhombic else difference(h)
         if orthorhombic:
             return jax.jacfwd(lambda x: potential_energy(s, x))(scale)
         return jax.jvp(lambda x: potential_energy(s, x), (scale,), (jnp.ones_like(scale),))[1]

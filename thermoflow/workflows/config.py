@@ -242,7 +242,7 @@ class NCTConfig(StrictModel):
     strain_derivative: Literal["auto", "forward", "central_difference"] = Field(
         "auto", description="NPT training: the potential's strain derivative by forward-mode autodiff (exact) or by "
         "central differences of two energies (within ~2e-8 GPa; for compressed Deep Potentials, whose energies come from "
-        "tables and derivatives from the network: 4-5x cheaper there); auto: central differences for a compressed "
+        "tables and derivatives from the network at the cost of 4-5 energies); auto: central differences for a compressed "
         "potential, forward mode otherwise. The final evaluation's pressure comes from the virial either way",
     )
 

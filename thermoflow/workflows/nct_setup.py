@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from thermoflow.io.atomic import atomic_write_bytes
 from thermoflow.nct.flow import Flow, identity_flow, make_realnvp
-from thermoflow.nct.loss import make_free_energy_model
+from thermoflow.nct.loss import make_free_energy_model, resolve_strain_derivative
 from thermoflow.nct.quadratic import dimensionless_cubic_map, make_quadratic_flow, mode_orderings, perturbative_parameters
 from thermoflow.nct.train import make_optimizer
 from thermoflow.parallel import check_batch_divisible, make_batch_mesh, n_devices
@@ -155,10 +155,7 @@ class NCTSetup:
     def strain_derivative(self) -> str:
         """``nct.strain_derivative`` with ``"auto"`` resolved: central differences for a compressed
         potential (energies from tables, derivatives through the network), forward mode otherwise."""
-        choice = self.config.nct.strain_derivative
-        if choice == "auto":
-            return "central_difference" if getattr(self.energy_fn, "compression", None) is not None else "forward"
-        return choice
+        return resolve_strain_derivative(self.config.nct.strain_derivative, self.energy_fn)
 
     @property
     def held_parameters(self) -> tuple[str, ...]:

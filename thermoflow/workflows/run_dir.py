@@ -44,8 +44,8 @@ def config_differences(stored: dict, new: dict, ignore: Sequence[str] = (), pref
         if not prefix and key in ignore:
             continue
         a, b = stored.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            lines += config_differences(a, b, prefix=f"{prefix}{key}.")
+        if isinstance(a, dict) or isinstance(b, dict):  # a section (possibly absent on one side): its fields
+            lines += config_differences(a if isinstance(a, dict) else {}, b if isinstance(b, dict) else {}, prefix=f"{prefix}{key}.")
         elif a != b:
             lines.append(f"{prefix}{key}: the run has {_toml_value(a)}, this config {_toml_value(b)}")
     return lines
@@ -77,14 +77,14 @@ def start_run_dir(out_dir: Path, config, base: Path, resume: bool, markers: tupl
     if resume:
         if not resolved.is_file():
             raise ConfigError(f"cannot resume in {out_dir}: it has no config.resolved.toml (no run was started there)")
-        if stored_config is None:
-            stored = tomllib.loads(resolved.read_text())
-        else:
-            try:
+        try:
+            if stored_config is None:
+                stored = tomllib.loads(resolved.read_text())
+            else:
                 stored = stored_config(resolved).model_dump(mode="json", exclude_none=True)
-            except ConfigError as exc:
-                raise ConfigError(f"cannot resume in {out_dir}: its config.resolved.toml is not a valid config of this "
-                                  f"thermoflow: {exc}") from exc
+        except (ConfigError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot resume in {out_dir}: its config.resolved.toml is not a valid config of this "
+                              f"thermoflow: {exc}") from exc
         differences = config_differences(stored, tomllib.loads(text), ignore)
         if differences:
             raise ConfigError(
